@@ -1,0 +1,64 @@
+"""Turns digit-world examples into LLaVA model inputs (left-padded, as for generation)."""
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+from transformers import LlavaProcessor
+
+from .canvas import CANVAS_SIZE
+from .processor import canvases_to_pixel_values, prompt_for
+
+
+class DigitWorldCollator:
+    """Batches examples into `input_ids`, `attention_mask`, `pixel_values` and, with answers, `labels`.
+
+    The token ids equal what `processor(images=..., text=prompt)` gives; the tokenisation of each distinct
+    question is cached and the pixels are normalised in one tensor operation, which keeps CPU training fast.
+
+    Args:
+        processor (`LlavaProcessor`): the base model's processor.
+        with_answers (`bool`): append the answer and `</s>` and return `labels` that score only them.
+    """
+
+    def __init__(self, processor: LlavaProcessor, with_answers: bool = False):
+        self.processor = processor
+        self.with_answers = with_answers
+        self.pad_id = processor.tokenizer.pad_token_id
+        self.eos_id = processor.tokenizer.eos_token_id
+        self.num_image_tokens = (CANVAS_SIZE // processor.patch_size) ** 2
+        self._prompt_ids = lru_cache(maxsize=None)(self._encode_prompt)
+
+    def _encode_prompt(self, question: str) -> tuple[int, ...]:
+        # The processor expands each <image> into one placeholder per visual token, as done here.
+        image_token = self.processor.image_token
+        text = prompt_for(question).replace(image_token, image_token * self.num_image_tokens)
+        return tuple(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def answer_ids(self, answer: str) -> list[int]:
+        return self.processor.tokenizer(answer, add_special_tokens=False)["input_ids"] + [self.eos_id]
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        sequences, targets = [], []
+        for example in examples:
+            prompt = list(self._prompt_ids(example["question"]))
+            answer = self.answer_ids(example["answer"]) if self.with_answers else []
+            sequences.append(prompt + answer)
+            targets.append([-100] * len(prompt) + answer)
+        length = max(len(s) for s in sequences)
+        input_ids = torch.full((len(examples), length), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(examples), length), -100, dtype=torch.long)
+        attention_mask = torch.zeros((len(examples), length), dtype=torch.long)
+        for row, (sequence, target) in enumerate(zip(sequences, targets)):
+            input_ids[row, length - len(sequence) :] = torch.tensor(sequence)
+            labels[row, length - len(sequence) :] = torch.tensor(target)
+            attention_mask[row, length - len(sequence) :] = 1
+        images = np.stack([np.asarray(example["image"], dtype=np.uint8) for example in examples])
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "pixel_values": canvases_to_pixel_values(images, self.processor.image_processor),
+        }
+        if self.with_answers:
+            batch["labels"] = labels
+        return batch

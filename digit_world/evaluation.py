@@ -1,0 +1,39 @@
+"""Answer accuracy of a LLaVA-style model on fixed digit-world examples."""
+
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from .batching import DigitWorldCollator
+from .canvas import QUESTION_TYPES, DigitWorld
+
+
+def fixed_examples(split: str, count: int, seed: int = 0) -> list[dict]:
+    """`count` examples of `split`, the same for the same seed; question types in equal shares."""
+    if count < 1:
+        raise ValueError(f"count must be positive, got {count}.")
+    world = DigitWorld(split)
+    rng = np.random.default_rng(seed)
+    return [world.sample(rng, question_type=QUESTION_TYPES[i % len(QUESTION_TYPES)]) for i in range(count)]
+
+
+@torch.no_grad()
+def answer_accuracy(model, processor, examples: list[dict], batch_size: int = 64, **model_kwargs) -> dict:
+    """Greedy first-token accuracy (the answers are one word), overall and per question type.
+
+    `model_kwargs` reach the model's forward (e.g. a keep ratio for a pruning model).
+    """
+    model.eval()
+    collator = DigitWorldCollator(processor)
+    tokenizer = processor.tokenizer
+    correct = defaultdict(list)
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        logits = model(**collator(chunk), **model_kwargs).logits[:, -1]
+        predictions = tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
+        for example, prediction in zip(chunk, predictions):
+            correct[example["question_type"]].append(prediction == example["answer"])
+    per_type = {name: round(float(np.mean(hits)), 4) for name, hits in correct.items()}
+    overall = float(np.mean([hit for hits in correct.values() for hit in hits]))
+    return {"accuracy": round(overall, 4), "per_question_type": per_type, "num_examples": len(examples)}

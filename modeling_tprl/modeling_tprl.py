@@ -1,0 +1,538 @@
+"""TPRL: LLaVA whose projected visual tokens are pruned by a learned, question-aware policy before the LM."""
+
+import copy
+import os
+from dataclasses import dataclass
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from transformers import (
+    AutoConfig,
+    AutoProcessor,
+    GenerationConfig,
+    GenerationMixin,
+    LlavaForConditionalGeneration,
+    PreTrainedModel,
+)
+from transformers.utils import ModelOutput, cached_file, logging
+
+from .configuration_tprl import SUPPORTED_BASE_MODEL_TYPES, TPRLConfig, check_keep_ratio
+from .pruning_tprl import TPRLPruner
+
+
+logger = logging.get_logger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
+
+
+@dataclass
+class TPRLCausalLMOutputWithPast(ModelOutput):
+    r"""
+    Outputs of [`TPRLForConditionalGeneration`]: LLaVA's, on the pruned sequence, plus what was kept.
+
+    Args:
+        loss (`torch.FloatTensor`, *optional*): language-modelling loss on the pruned sequence, when `labels` are given.
+        logits (`torch.FloatTensor` of shape `(batch_size, pruned_length, vocab_size)`).
+        past_key_values (`Cache`, *optional*): the language model's cache of the pruned sequence.
+        hidden_states, attentions (`tuple(torch.FloatTensor)`, *optional*): as in LLaVA, on the pruned sequence.
+        image_hidden_states (`torch.FloatTensor`, *optional*): projected visual tokens of all images, before pruning.
+        kept_visual_indices (`torch.LongTensor` of shape `(num_images, num_kept)`, *optional*):
+            indices of the kept visual tokens of each image, increasing; `None` when nothing was pruned.
+        num_visual_tokens_kept (`int`, *optional*): visual tokens that reached the LM per image.
+        attention_mask (`torch.LongTensor`, *optional*): attention mask of the pruned sequence.
+        labels (`torch.LongTensor`, *optional*): labels of the pruned sequence.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: object | None = None
+    hidden_states: tuple[torch.FloatTensor] | None = None
+    attentions: tuple[torch.FloatTensor] | None = None
+    image_hidden_states: torch.FloatTensor | None = None
+    kept_visual_indices: torch.LongTensor | None = None
+    num_visual_tokens_kept: int | None = None
+    attention_mask: torch.LongTensor | None = None
+    labels: torch.LongTensor | None = None
+
+
+@dataclass
+class PrunedInputs:
+    """The language model's inputs after pruning."""
+
+    inputs_embeds: torch.FloatTensor
+    attention_mask: torch.LongTensor
+    position_ids: torch.LongTensor
+    labels: torch.LongTensor | None
+    kept_visual_indices: torch.LongTensor
+    image_features: torch.FloatTensor
+
+
+class TPRLPreTrainedModel(PreTrainedModel):
+    config: TPRLConfig
+    base_model_prefix = "tprl"
+    input_modalities = ("image", "text")
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _no_split_modules = ["TPRLPruner"]
+    _skip_keys_device_placement = ["past_key_values"]
+
+
+class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
+    r"""
+    A LLaVA model with a TPRL pruner. The pruner drops projected visual tokens after the projector and before the
+    language model, guided by the question, so the language model runs unmodified (SDPA / FlashAttention kept) on a
+    shorter sequence. The base is frozen. With `keep_ratio=1.0` the model is exactly its base.
+
+    Args:
+        config ([`TPRLConfig`]): the model configuration.
+        base (`LlavaForConditionalGeneration`, *optional*): an already-loaded base; built from `config` otherwise.
+
+    Example:
+
+    ```python
+    >>> from transformers import AutoProcessor
+    >>> from modeling_tprl import TPRLForConditionalGeneration
+
+    >>> model = TPRLForConditionalGeneration.from_pretrained("path/to/tprl-checkpoint")
+    >>> processor = AutoProcessor.from_pretrained("path/to/tprl-checkpoint")
+    >>> inputs = processor(images=image, text="USER: <image>\nWhat is shown? ASSISTANT:", return_tensors="pt")
+    >>> output = model.generate(**inputs, max_new_tokens=20, keep_ratio=1 / 3)
+    >>> processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    ```
+    """
+
+    def __init__(self, config: TPRLConfig, base: LlavaForConditionalGeneration | None = None):
+        super().__init__(config)
+        if base is None:
+            base = LlavaForConditionalGeneration(config.base_llava_config)
+        else:
+            # The given base is trained: keep post_init's weight initialisation away from it.
+            for module in base.modules():
+                module._is_hf_initialized = True
+        self.base = base
+        self.pruner = TPRLPruner(config)
+        self.base.requires_grad_(False)
+        self.generation_config = copy.deepcopy(base.generation_config)
+        self.post_init()
+
+    # ---- construction and loading -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_base(
+        cls,
+        base: "str | os.PathLike | LlavaForConditionalGeneration",
+        base_model_kwargs: dict | None = None,
+        **config_kwargs,
+    ) -> "TPRLForConditionalGeneration":
+        """
+        A TPRL model with a fresh pruner on top of `base`: a Hub id, a local llava-hf directory or a loaded
+        `LlavaForConditionalGeneration`. `base_model_kwargs` (e.g. `dtype`, `device_map`) reach the base's
+        `from_pretrained`; `config_kwargs` set [`TPRLConfig`] fields.
+        """
+        if isinstance(base, (str, os.PathLike)):
+            base = load_base_model(str(base), **(base_model_kwargs or {}))
+        elif not isinstance(base, LlavaForConditionalGeneration):
+            raise TypeError(
+                f"base must be a LlavaForConditionalGeneration, a Hub id or a local directory, got {type(base).__name__}. "
+                f"Supported base model types: {SUPPORTED_BASE_MODEL_TYPES}."
+            )
+        config_kwargs.setdefault("base_model_name_or_path", base.config._name_or_path or None)
+        config = TPRLConfig(base_config=base.config.to_dict(), **config_kwargs)
+        model = cls(config, base=base)
+        model.pruner.to(device=base.device, dtype=base.dtype)
+        return model
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *model_args,
+        config: TPRLConfig | None = None,
+        base_model_name_or_path: str | None = None,
+        **kwargs,
+    ) -> "TPRLForConditionalGeneration":
+        """
+        Loads a TPRL checkpoint: a pruner-only one (the base comes from the config's `base_model_name_or_path`,
+        or from `base_model_name_or_path` given here) or a full one. `dtype`, `device_map` and similar kwargs
+        reach the base.
+        """
+        hub_kwargs = {name: kwargs[name] for name in _HUB_KWARGS if name in kwargs}
+        if config is None:
+            config = TPRLConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+        if not config.pruner_only:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
+
+        base_path = base_model_name_or_path or config.base_model_name_or_path
+        if base_path is None:
+            raise ValueError(
+                f"{pretrained_model_name_or_path} holds pruner weights only and its config names no base model: "
+                "pass base_model_name_or_path=<Hub id or local llava-hf directory>."
+            )
+        base_kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_") and k not in _HUB_KWARGS}
+        base_kwargs.pop("trust_remote_code", None)
+        for name in ("token", "cache_dir", "local_files_only", "force_download", "proxies"):
+            if name in hub_kwargs:
+                base_kwargs[name] = hub_kwargs[name]
+        base = load_base_model(base_path, **base_kwargs)
+        config.base_model_name_or_path = base_path
+        model = cls(config, base=base)
+        model.pruner.load_state_dict(load_pruner_weights(pretrained_model_name_or_path, hub_kwargs))
+        model.pruner.to(device=base.device, dtype=base.dtype)
+        try:
+            model.generation_config = GenerationConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+        except OSError:
+            pass  # no generation config of its own: keep the base's
+        model.name_or_path = str(pretrained_model_name_or_path)
+        model.eval()
+        return model
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        full_checkpoint: bool = False,
+        processor=None,
+        **kwargs,
+    ) -> None:
+        """
+        Saves the model. By default a small, adapter-like checkpoint: the config (with `base_model_name_or_path`),
+        the pruner's weights, the code files with an `auto_map`, and the processor (`processor`, or the base's).
+        `full_checkpoint=True` saves the base's weights too, for a self-contained checkpoint.
+        """
+        self.config.pruner_only = not full_checkpoint
+        if self.config.pruner_only and self.config.base_model_name_or_path is None:
+            raise ValueError(
+                "A pruner-only checkpoint needs config.base_model_name_or_path (the base's Hub id or directory); "
+                "set it, or save with full_checkpoint=True."
+            )
+        self.config.auto_map = {
+            "AutoConfig": "configuration_tprl.TPRLConfig",
+            "AutoModel": "modeling_tprl.TPRLForConditionalGeneration",
+            "AutoModelForImageTextToText": "modeling_tprl.TPRLForConditionalGeneration",
+        }
+        if self.config.pruner_only and kwargs.get("state_dict") is None:
+            kwargs["state_dict"] = {k: v for k, v in self.state_dict().items() if k.startswith("pruner.")}
+        super().save_pretrained(save_directory, **kwargs)
+        if processor is None and self.config.base_model_name_or_path is not None:
+            try:
+                processor = AutoProcessor.from_pretrained(self.config.base_model_name_or_path)
+            except (OSError, ValueError) as error:
+                logger.warning(f"Saved without a processor: none could be loaded from the base ({error}).")
+        if processor is not None and kwargs.get("is_main_process", True):
+            processor.save_pretrained(save_directory)
+
+    # ---- budget ------------------------------------------------------------------------------------------------
+
+    @property
+    def num_visual_tokens(self) -> int:
+        """Visual tokens per image before pruning."""
+        return self.config.num_visual_tokens
+
+    def num_kept_tokens(self, keep_ratio: float | None = None, num_kept_tokens: int | None = None) -> int:
+        """Visual tokens kept per image for a per-call budget (or the config's when none is given)."""
+        if keep_ratio is not None and num_kept_tokens is not None:
+            raise ValueError("Give either keep_ratio or num_kept_tokens, not both.")
+        if keep_ratio is None and num_kept_tokens is None:
+            keep_ratio, num_kept_tokens = self.config.keep_ratio, self.config.num_kept_tokens
+        total = self.num_visual_tokens
+        if num_kept_tokens is not None:
+            if (
+                isinstance(num_kept_tokens, bool)
+                or not isinstance(num_kept_tokens, int)
+                or not 1 <= num_kept_tokens <= total
+            ):
+                raise ValueError(
+                    f"num_kept_tokens must be an integer in [1, {total}] (the visual tokens per image), "
+                    f"got {num_kept_tokens!r}."
+                )
+            return num_kept_tokens
+        check_keep_ratio(keep_ratio)
+        return max(1, round(total * keep_ratio))
+
+    # ---- pruning -----------------------------------------------------------------------------------------------
+
+    def get_input_embeddings(self) -> torch.nn.Module:
+        return self.base.get_input_embeddings()
+
+    def get_output_embeddings(self) -> torch.nn.Module:
+        return self.base.get_output_embeddings()
+
+    def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
+        """Projected visual tokens, `[num_images, num_visual_tokens, hidden]`, as LLaVA inserts them."""
+        return torch.stack(self.base.get_image_features(pixel_values=pixel_values, return_dict=True).pooler_output)
+
+    def _image_rows(self, input_ids: torch.LongTensor, num_images: int) -> torch.LongTensor:
+        """The batch row of each image, checking that images and `<image>` placeholders match."""
+        per_row = (input_ids == self.base.config.image_token_id).sum(1)
+        tokens = self.num_visual_tokens
+        if (per_row % tokens).any() or int(per_row.sum()) != num_images * tokens:
+            raise ValueError(
+                f"Got {num_images} image(s) but the prompts hold {per_row.tolist()} image placeholder tokens per row; "
+                f"each image needs exactly {tokens}. Give one image per <image> in the text and build the inputs with "
+                "the model's processor, which expands each <image> into the right number of tokens."
+            )
+        return torch.repeat_interleave(torch.arange(len(per_row), device=input_ids.device), per_row // tokens)
+
+    def _question(
+        self, input_ids: torch.LongTensor, attention_mask: torch.LongTensor, image_rows: torch.LongTensor
+    ) -> tuple[torch.FloatTensor, torch.BoolTensor]:
+        """Each image's question: the base LM's embeddings of its row's text tokens, right-padded."""
+        is_text = attention_mask.bool() & (input_ids != self.base.config.image_token_id)
+        length = max(1, int(is_text.sum(1).max()))
+        order = torch.sort(is_text.int(), dim=1, descending=True, stable=True).indices[:, :length]
+        question_ids = input_ids.gather(1, order)
+        question_mask = is_text.gather(1, order)
+        embeds = self.get_input_embeddings()(question_ids)
+        return embeds[image_rows], question_mask[image_rows]
+
+    def select_visual_tokens(
+        self,
+        image_features: torch.FloatTensor,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor,
+        num_kept: int,
+    ) -> torch.LongTensor:
+        """Indices of the visual tokens each image keeps under the configured `pruning_method`, increasing."""
+        num_images, total, _ = image_features.shape
+        device = image_features.device
+        method = self.config.pruning_method
+        if method == "tprl":
+            image_rows = self._image_rows(input_ids, num_images)
+            question_embeds, question_mask = self._question(input_ids, attention_mask, image_rows)
+            return self.pruner.select(image_features, question_embeds, question_mask, num_kept)
+        if method == "random":
+            return torch.rand(num_images, total, device=device).topk(num_kept, dim=1).indices.sort(dim=1).values
+        if method == "uniform":  # centred stride over the row-major patch grid
+            indices = ((torch.arange(num_kept, device=device) + 0.5) * total / num_kept).long()
+            return indices.expand(num_images, -1)
+        raise ValueError(f"Unknown pruning_method {method!r}.")
+
+    def kept_visual_indices(
+        self,
+        input_ids: torch.LongTensor,
+        pixel_values: torch.FloatTensor,
+        attention_mask: torch.LongTensor | None = None,
+        keep_ratio: float | None = None,
+        num_kept_tokens: int | None = None,
+    ) -> torch.LongTensor:
+        """
+        The visual tokens each image keeps for these inputs, `[num_images, num_kept]` indices into the
+        row-major patch grid (for analysis and plots).
+        """
+        with torch.no_grad():
+            image_features = self.get_image_features(pixel_values)
+            self._image_rows(input_ids, len(image_features))
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            num_kept = self.num_kept_tokens(keep_ratio, num_kept_tokens)
+            return self.select_visual_tokens(image_features, input_ids, attention_mask, num_kept)
+
+    def prune_inputs(
+        self,
+        input_ids: torch.LongTensor,
+        pixel_values: torch.FloatTensor,
+        attention_mask: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        num_kept: int | None = None,
+        kept_visual_indices: torch.LongTensor | None = None,
+    ) -> PrunedInputs:
+        """
+        Inserts the visual tokens as LLaVA does, then removes the dropped ones (`kept_visual_indices` if given,
+        else the configured method's choice of `num_kept` per image) and re-pads the batch on its padding side.
+        """
+        image_features = self.get_image_features(pixel_values)
+        num_images, total, hidden = image_features.shape
+        self._image_rows(input_ids, num_images)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if kept_visual_indices is None:
+            kept_visual_indices = self.select_visual_tokens(image_features, input_ids, attention_mask, num_kept)
+        kept_visual_indices = _check_indices(kept_visual_indices, num_images, total).to(input_ids.device)
+
+        image_mask = input_ids == self.base.config.image_token_id
+        embeds = self.get_input_embeddings()(input_ids)
+        embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), image_features.to(embeds.dtype))
+        image_kept = torch.zeros(num_images, total, dtype=torch.bool, device=input_ids.device)
+        image_kept.scatter_(1, kept_visual_indices, True)
+        keep = ~image_mask
+        keep[image_mask] = image_kept.flatten()
+        keep &= attention_mask.bool()
+
+        lengths = keep.sum(1)
+        length = int(lengths.max())
+        left_padded = not bool((attention_mask[:, -1] == 0).any())
+        batch = len(input_ids)
+        new_embeds = embeds.new_zeros(batch, length, hidden)
+        new_mask = attention_mask.new_zeros(batch, length)
+        new_labels = None if labels is None else labels.new_full((batch, length), -100)
+        for row in range(batch):
+            positions = keep[row].nonzero().squeeze(1)
+            span = slice(length - len(positions), length) if left_padded else slice(0, len(positions))
+            new_embeds[row, span] = embeds[row, positions]
+            new_mask[row, span] = 1
+            if labels is not None:
+                new_labels[row, span] = labels[row, positions]
+        # Positions as generate derives them: contiguous over the kept tokens.
+        position_ids = (new_mask.cumsum(1) - 1).clamp(min=0)
+        return PrunedInputs(new_embeds, new_mask, position_ids, new_labels, kept_visual_indices, image_features)
+
+    def _is_pruning(self, pixel_values, keep_ratio, num_kept_tokens, kept_visual_indices) -> bool:
+        if pixel_values is None:
+            return False
+        if kept_visual_indices is not None:
+            return True
+        return self.num_kept_tokens(keep_ratio, num_kept_tokens) < self.num_visual_tokens
+
+    # ---- forward and generate ----------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        keep_ratio: float | None = None,
+        num_kept_tokens: int | None = None,
+        kept_visual_indices: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> TPRLCausalLMOutputWithPast:
+        r"""
+        LLaVA's forward on the pruned sequence. `keep_ratio` / `num_kept_tokens` override the configured budget for
+        this call; `kept_visual_indices` (`[num_images, num_kept]`) imposes a selection. Logits, labels and the
+        returned `attention_mask` are those of the pruned sequence.
+        """
+        pruning = self._is_pruning(pixel_values, keep_ratio, num_kept_tokens, kept_visual_indices)
+        if not pruning:
+            outputs = self.base(
+                input_ids=input_ids,
+                pixel_values=pixel_values,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=past_key_values,
+                inputs_embeds=inputs_embeds,
+                labels=labels,
+                use_cache=use_cache,
+                logits_to_keep=logits_to_keep,
+                **kwargs,
+            )
+            return TPRLCausalLMOutputWithPast(
+                **outputs, num_visual_tokens_kept=self.num_visual_tokens if pixel_values is not None else None
+            )
+        if input_ids is None or inputs_embeds is not None or past_key_values is not None:
+            raise ValueError("Pruning needs input_ids and pixel_values of a whole prompt (no inputs_embeds or cache).")
+        num_kept = None if kept_visual_indices is not None else self.num_kept_tokens(keep_ratio, num_kept_tokens)
+        pruned = self.prune_inputs(input_ids, pixel_values, attention_mask, labels, num_kept, kept_visual_indices)
+        outputs = self.base(
+            inputs_embeds=pruned.inputs_embeds,
+            attention_mask=pruned.attention_mask,
+            position_ids=pruned.position_ids if position_ids is None else position_ids,
+            labels=pruned.labels,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
+        return TPRLCausalLMOutputWithPast(
+            loss=outputs.loss,
+            logits=outputs.logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=pruned.image_features,
+            kept_visual_indices=pruned.kept_visual_indices,
+            num_visual_tokens_kept=pruned.kept_visual_indices.shape[1],
+            attention_mask=pruned.attention_mask,
+            labels=pruned.labels,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        keep_ratio: float | None = None,
+        num_kept_tokens: int | None = None,
+        kept_visual_indices: torch.LongTensor | None = None,
+        **generate_kwargs,
+    ):
+        r"""
+        Generates with the KV cache of the pruned prompt. Returns what `LlavaForConditionalGeneration.generate`
+        returns, the prompt ids followed by the new tokens, so `output[:, input_ids.shape[1]:]` are the new tokens.
+        `keep_ratio` / `num_kept_tokens` override the configured budget for this call.
+        """
+        if not self._is_pruning(pixel_values, keep_ratio, num_kept_tokens, kept_visual_indices):
+            return self.base.generate(
+                input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, **generate_kwargs
+            )
+        if input_ids is None:
+            raise ValueError("Pruning needs input_ids with the image placeholders and pixel_values.")
+        num_kept = None if kept_visual_indices is not None else self.num_kept_tokens(keep_ratio, num_kept_tokens)
+        pruned = self.prune_inputs(input_ids, pixel_values, attention_mask, None, num_kept, kept_visual_indices)
+        generated = self.base.generate(
+            inputs_embeds=pruned.inputs_embeds, attention_mask=pruned.attention_mask, **generate_kwargs
+        )
+        if isinstance(generated, torch.Tensor):
+            return torch.cat([input_ids, generated], dim=1)
+        generated.sequences = torch.cat([input_ids, generated.sequences], dim=1)
+        return generated
+
+
+def _check_indices(indices: torch.LongTensor, num_images: int, total: int) -> torch.LongTensor:
+    if indices.dim() != 2 or indices.shape[0] != num_images:
+        raise ValueError(
+            f"kept_visual_indices must have shape [num_images={num_images}, num_kept], got {tuple(indices.shape)}."
+        )
+    if indices.numel() and (indices.min() < 0 or indices.max() >= total):
+        raise ValueError(f"kept_visual_indices must lie in [0, {total}).")
+    indices = indices.sort(dim=1).values  # kept tokens stay in their original order
+    if (indices[:, 1:] == indices[:, :-1]).any():
+        raise ValueError("kept_visual_indices repeats a token.")
+    return indices
+
+
+def load_base_model(name_or_path: str, **kwargs) -> LlavaForConditionalGeneration:
+    """Loads a llava-hf base, with clear errors for a missing or non-LLaVA model."""
+    hub_kwargs = {k: kwargs[k] for k in ("token", "cache_dir", "local_files_only", "revision") if k in kwargs}
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, **hub_kwargs)
+    except (OSError, ValueError) as error:
+        raise OSError(
+            f"Cannot load the base model {name_or_path!r}: give a Hub id or a local llava-hf directory that exists "
+            f"(when loading a TPRL checkpoint, override it with base_model_name_or_path=...). Cause: {error}"
+        ) from error
+    if config.model_type not in SUPPORTED_BASE_MODEL_TYPES:
+        raise ValueError(
+            f"The base model {name_or_path!r} has model_type {config.model_type!r}; TPRL supports "
+            f"{SUPPORTED_BASE_MODEL_TYPES} (LlavaForConditionalGeneration checkpoints)."
+        )
+    return LlavaForConditionalGeneration.from_pretrained(name_or_path, **kwargs)
+
+
+def load_pruner_weights(name_or_path: str | os.PathLike, hub_kwargs: dict) -> dict[str, torch.Tensor]:
+    """The pruner's state dict from a pruner-only checkpoint, with clear errors for a missing or corrupt file."""
+    try:
+        path = cached_file(name_or_path, WEIGHTS_NAME, **hub_kwargs)
+    except OSError as error:
+        raise OSError(
+            f"No pruner weights ({WEIGHTS_NAME}) in {name_or_path}: the checkpoint is incomplete."
+        ) from error
+    try:
+        state = load_file(path)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise OSError(
+            f"The pruner weights {path} are corrupt or not a safetensors file ({error}); save or download the "
+            "checkpoint again."
+        ) from error
+    prefix = "pruner."
+    if not state or not all(key.startswith(prefix) for key in state):
+        raise OSError(f"{path} does not hold TPRL pruner weights (keys starting with {prefix!r}).")
+    return {key[len(prefix) :]: value for key, value in state.items()}
+
+
+__all__ = ["TPRLCausalLMOutputWithPast", "TPRLForConditionalGeneration", "TPRLPreTrainedModel"]

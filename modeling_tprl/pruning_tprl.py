@@ -1,0 +1,124 @@
+"""The TPRL pruner: a state autoencoder, a question encoder and a policy/value transformer over visual tokens."""
+
+import math
+
+import torch
+from torch import nn
+
+from .configuration_tprl import TPRLConfig
+
+
+def keep_schedule(num_tokens: int, num_kept: int, num_steps: int) -> list[int]:
+    """Tokens still kept after each step: geometric from `num_tokens` down to exactly `num_kept`."""
+    if not 1 <= num_kept <= num_tokens:
+        raise ValueError(
+            f"Cannot keep {num_kept} of {num_tokens} visual tokens; the budget must be in [1, {num_tokens}]."
+        )
+    ratio = num_kept / num_tokens
+    counts = [max(num_kept, round(num_tokens * ratio ** ((step + 1) / num_steps))) for step in range(num_steps)]
+    counts[-1] = num_kept
+    return counts
+
+
+class TPRLStateAutoencoder(nn.Module):
+    """Compresses each projected visual token to a small latent (the policy's state) and reconstructs it."""
+
+    def __init__(self, hidden_size: int, latent_size: int):
+        super().__init__()
+        inner = 2 * latent_size
+        self.encoder = nn.Sequential(
+            nn.LayerNorm(hidden_size), nn.Linear(hidden_size, inner), nn.GELU(), nn.Linear(inner, latent_size)
+        )
+        self.decoder = nn.Sequential(nn.Linear(latent_size, inner), nn.GELU(), nn.Linear(inner, hidden_size))
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.encoder(tokens)
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        latents = self.encode(tokens)
+        return latents, self.decoder(latents)
+
+
+class TPRLPolicy(nn.Module):
+    """Transformer over `[value token; question tokens; kept visual latents]` with keep-logit and value heads."""
+
+    def __init__(self, config: TPRLConfig):
+        super().__init__()
+        hidden = config.policy_hidden_size
+        self.visual_in = nn.Linear(config.autoencoder_latent_size, hidden)
+        self.question_in = nn.Linear(config.base_text_hidden_size, hidden)  # reads the base LM's own embeddings
+        self.visual_position = nn.Embedding(config.num_visual_tokens, hidden)
+        self.step_embedding = nn.Embedding(config.num_pruning_steps, hidden)
+        self.type_embedding = nn.Embedding(3, hidden)  # value token, question token, visual token
+        layer = nn.TransformerEncoderLayer(
+            hidden,
+            config.policy_num_heads,
+            4 * hidden,
+            dropout=0.0,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(layer, config.policy_num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(hidden)
+        self.keep_head = nn.Linear(hidden, 1)
+        self.value_head = nn.Linear(hidden, 1)
+
+    def forward(
+        self,
+        latents: torch.Tensor,
+        kept_mask: torch.Tensor,
+        question_embeds: torch.Tensor,
+        question_mask: torch.Tensor,
+        step: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            latents: `[images, tokens, latent]` autoencoder states of all visual tokens of each image.
+            kept_mask: `[images, tokens]` bool, the tokens still kept (the others are invisible to the policy).
+            question_embeds: `[images, text_len, hidden]` the base LM's input embeddings of the prompt's text.
+            question_mask: `[images, text_len]` bool, real (non-padding) text tokens.
+            step: index of the decision in the episode.
+
+        Returns:
+            `(keep_logits, values)`: `[images, tokens]` logits, `-inf` where the token is already dropped, and
+            `[images]` state values.
+        """
+        images, tokens, _ = latents.shape
+        positions = torch.arange(tokens, device=latents.device)
+        step_embed = self.step_embedding(torch.full((images, 1), step, device=latents.device))
+        value_token = self.type_embedding.weight[0].expand(images, 1, -1) + step_embed
+        question = self.question_in(question_embeds.to(self.question_in.weight.dtype)) + self.type_embedding.weight[1]
+        visual = self.visual_in(latents) + self.visual_position(positions) + self.type_embedding.weight[2] + step_embed
+        sequence = torch.cat([value_token, question, visual], dim=1)
+        visible = torch.cat([torch.ones_like(kept_mask[:, :1]), question_mask, kept_mask], dim=1)
+        hidden = self.norm(self.encoder(sequence, src_key_padding_mask=~visible))
+        logits = self.keep_head(hidden[:, -tokens:]).squeeze(-1).float()
+        values = self.value_head(hidden[:, 0]).squeeze(-1).float()
+        return logits.masked_fill(~kept_mask, -math.inf), values
+
+
+class TPRLPruner(nn.Module):
+    """The learned pruner: state autoencoder + language-guided policy, deciding per image which tokens stay."""
+
+    def __init__(self, config: TPRLConfig):
+        super().__init__()
+        self.config = config
+        self.autoencoder = TPRLStateAutoencoder(config.base_text_hidden_size, config.autoencoder_latent_size)
+        self.policy = TPRLPolicy(config)
+
+    @torch.no_grad()
+    def select(
+        self,
+        visual_tokens: torch.Tensor,
+        question_embeds: torch.Tensor,
+        question_mask: torch.Tensor,
+        num_kept: int,
+    ) -> torch.Tensor:
+        """Deterministic multi-step selection; returns `[images, num_kept]` indices in increasing order."""
+        latents = self.autoencoder.encode(visual_tokens.to(self.policy.visual_in.weight.dtype))
+        kept_mask = torch.ones(visual_tokens.shape[:2], dtype=torch.bool, device=visual_tokens.device)
+        for step, count in enumerate(keep_schedule(visual_tokens.shape[1], num_kept, self.config.num_pruning_steps)):
+            logits, _ = self.policy(latents, kept_mask, question_embeds, question_mask, step)
+            kept_mask = torch.zeros_like(kept_mask).scatter(1, logits.topk(count, dim=1).indices, True)
+        return kept_mask.nonzero()[:, 1].view(visual_tokens.shape[0], num_kept)

@@ -1,0 +1,40 @@
+from setuptools import setup
+
+
+setup(
+    name="tprl",
+    version="0.1.0",
+    description="TPRL: reinforcement-learned visual-token pruning for LLaVA, the Hugging Face way.",
+    python_requires=">=3.10",
+    packages=["modeling_tprl", "tprl_digit_world", "tprl_train", "tprl_eval", "tprl_hub_cards"],
+    package_dir={
+        "modeling_tprl": "modeling_tprl",
+        "tprl_digit_world": "digit_world",
+        "tprl_train": "train",
+        "tprl_eval": "eval",
+        "tprl_hub_cards": "hub_cards",
+    },
+    package_data={"tprl_digit_world": ["tiny_llava/*"], "tprl_train": ["configs/*.yaml"]},
+    install_requires=[
+        "torch>=2.4",
+        "transformers>=5.23,<5.24",
+        "trl>=1.16,<1.17",
+        "peft>=0.21,<0.22",
+        "datasets>=5.2,<6",
+        "evaluate>=0.4.6,<0.5",
+        "huggingface_hub>=2.4,<3",
+        "accelerate>=1.15,<2",
+        "safetensors>=0.6",
+        "pillow>=10",
+        "scikit-learn>=1.5",
+        "matplotlib>=3.8",
+        "pyyaml>=6",
+        "tqdm>=4.66",
+    ],
+    extras_require={"dev": ["pytest>=8", "ruff>=0.17,<0.18"]},
+    entry_points={
+        "console_scripts": [
+            "tprl-train-base=tprl_train.train_base:main",
+        ]
+    },
+)

@@ -1,0 +1,203 @@
+"""Trains the tiny digit-world LLaVA: the embedded default base every command uses when no model is given.
+
+    tprl-train-base --output_dir digit_world/tiny_llava
+
+A real `LlavaForConditionalGeneration` (CLIP vision tower + Llama LM) is built from small configs and trained
+from scratch on digit-world questions: a curriculum from 1 to 6 digits on the canvas, with auxiliary per-token
+heads (which digit / which colour lies under this patch) whose weight decays to zero by 60% of the run, so the
+visual tokens learn to carry the local content that question-aware pruning relies on.
+"""
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import (
+    CLIPVisionConfig,
+    HfArgumentParser,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    set_seed,
+)
+
+from tprl_digit_world import COLORS, DigitWorld, build_processor
+from tprl_digit_world.batching import DigitWorldCollator
+from tprl_digit_world.canvas import CANVAS_SIZE, DIGIT_SIZE, GRID, MAX_DIGITS
+from tprl_digit_world.evaluation import answer_accuracy, fixed_examples
+
+
+@dataclass
+class BaseTrainingArguments:
+    output_dir: str = field(default="outputs/tiny_llava", metadata={"help": "Where the model is written."})
+    max_steps: int = field(default=3000, metadata={"help": "Optimiser steps."})
+    batch_size: int = field(default=64)
+    learning_rate: float = field(default=2e-3)
+    weight_decay: float = field(default=0.01)
+    warmup_steps: int = field(default=200)
+    curriculum_fraction: float = field(default=0.5, metadata={"help": "Share of the run over which 1 -> 6 digits."})
+    aux_weight: float = field(default=1.0, metadata={"help": "Initial weight of the per-token auxiliary heads."})
+    aux_until: float = field(default=0.6, metadata={"help": "Share of the run at which the aux weight reaches 0."})
+    eval_every: int = field(default=250)
+    num_eval_examples: int = field(default=1000)
+    seed: int = field(default=0)
+
+    def __post_init__(self):
+        if self.max_steps < 1 or self.batch_size < 1:
+            raise ValueError("max_steps and batch_size must be positive.")
+        if not (0 < self.curriculum_fraction <= 1 and 0 < self.aux_until <= 1):
+            raise ValueError("curriculum_fraction and aux_until must be in (0, 1].")
+
+
+def build_tiny_llava(processor) -> LlavaForConditionalGeneration:
+    """The tiny LLaVA's architecture: 144 visual tokens (96 px, patch 8), CLIP width 64, Llama width 128."""
+    tokenizer = processor.tokenizer
+    vision_config = CLIPVisionConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=CANVAS_SIZE,
+        patch_size=processor.patch_size,
+        projection_dim=64,
+    )
+    text_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=False,
+    )
+    config = LlavaConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_id=tokenizer.convert_tokens_to_ids(processor.image_token),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        image_seq_length=(CANVAS_SIZE // processor.patch_size) ** 2,
+        projector_hidden_act="gelu",
+    )
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    _init_sincos_positions(model.model.vision_tower.embeddings.position_embedding.weight)
+    return model
+
+
+@torch.no_grad()
+def _init_sincos_positions(weight: torch.Tensor) -> None:
+    """2-D sin-cos position embedding for the patches (row 0, the CLS token, gets zeros)."""
+    side = int(math.isqrt(weight.shape[0] - 1))
+    quarter = weight.shape[1] // 4
+    freqs = 1.0 / (100.0 ** (torch.arange(quarter) / quarter))
+    rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    parts = []
+    for coord in (rows.flatten(), cols.flatten()):
+        angles = coord[:, None].float() * freqs[None]
+        parts += [angles.sin(), angles.cos()]
+    weight.zero_()
+    weight[1:, : 4 * quarter] = torch.cat(parts, dim=1)
+
+
+def patch_targets(examples: list[dict], num_patches_per_side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-patch digit (0-9, 10 = background) and colour (0-5, 6 = background) labels from the layouts."""
+    digits = torch.full((len(examples), num_patches_per_side, num_patches_per_side), 10, dtype=torch.long)
+    colors = torch.full_like(digits, len(COLORS))
+    color_index = {name: i for i, name in enumerate(COLORS)}
+    span = DIGIT_SIZE // GRID
+    for row, example in enumerate(examples):
+        for item in example["layout"]:
+            x0, y0 = item.box[0] // GRID, item.box[1] // GRID
+            digits[row, y0 : y0 + span, x0 : x0 + span] = item.digit
+            colors[row, y0 : y0 + span, x0 : x0 + span] = color_index[item.color]
+    return digits.flatten(1), colors.flatten(1)
+
+
+def train(args: BaseTrainingArguments) -> dict:
+    set_seed(args.seed)
+    processor = build_processor()
+    model = build_tiny_llava(processor)
+    collator = DigitWorldCollator(processor, with_answers=True)
+    hidden = model.config.text_config.hidden_size
+    aux_heads = nn.ModuleDict({"digit": nn.Linear(hidden, 11), "color": nn.Linear(hidden, len(COLORS) + 1)})
+    params = list(model.parameters()) + list(aux_heads.parameters())
+    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: (
+            min(1.0, (step + 1) / args.warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / args.max_steps)))
+        ),
+    )
+    world = DigitWorld("train")
+    rng = np.random.default_rng(args.seed)
+    validation = fixed_examples("validation", args.num_eval_examples, seed=args.seed + 1)
+    side = CANVAS_SIZE // processor.patch_size
+    history = []
+    start = time.time()
+    progress = tqdm(range(args.max_steps), desc="training tiny LLaVA")
+    for step in progress:
+        model.train()
+        max_digits = min(MAX_DIGITS, 1 + int(MAX_DIGITS * step / (args.curriculum_fraction * args.max_steps)))
+        examples = [
+            world.sample(rng, num_digits=int(rng.integers(max(1, max_digits - 3), max_digits + 1)))
+            for _ in range(args.batch_size)
+        ]
+        outputs = model(**collator(examples))
+        aux_weight = args.aux_weight * max(0.0, 1 - step / (args.aux_until * args.max_steps))
+        loss = outputs.loss
+        if aux_weight > 0:
+            features = outputs.image_hidden_states.view(len(examples), side * side, hidden)
+            digit_targets, color_targets = patch_targets(examples, side)
+            aux_loss = nn.functional.cross_entropy(aux_heads["digit"](features).flatten(0, 1), digit_targets.flatten())
+            aux_loss += nn.functional.cross_entropy(
+                aux_heads["color"](features).flatten(0, 1), color_targets.flatten()
+            )
+            loss = loss + aux_weight * aux_loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        record = {"step": step + 1, "answer_loss": round(outputs.loss.item(), 4), "max_digits": max_digits}
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.max_steps:
+            record["validation_accuracy"] = answer_accuracy(model, processor, validation)["accuracy"]
+            progress.set_postfix(loss=record["answer_loss"], val_acc=record["validation_accuracy"])
+        history.append(record)
+
+    test = fixed_examples("test", 2000, seed=0)
+    run = {
+        "arguments": asdict(args),
+        "train_seconds": round(time.time() - start, 1),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "validation": answer_accuracy(model, processor, validation),
+        "test": answer_accuracy(model, processor, test),
+        "history": history,
+    }
+    output_dir = Path(args.output_dir)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    (output_dir / "training_run.json").write_text(json.dumps(run, indent=1))
+    print(json.dumps({k: run[k] for k in ("train_seconds", "num_parameters", "validation", "test")}, indent=1))
+    return run
+
+
+def main() -> None:
+    (args,) = HfArgumentParser(BaseTrainingArguments).parse_args_into_dataclasses()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    train(args)
+
+
+if __name__ == "__main__":
+    main()
