@@ -1,6 +1,6 @@
 """Answer accuracy of a LLaVA-style model on fixed digit-world examples."""
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import numpy as np
 import torch
@@ -19,10 +19,18 @@ def fixed_examples(split: str, count: int, seed: int = 0) -> list[dict]:
 
 
 @torch.no_grad()
-def answer_accuracy(model, processor, examples: list[dict], batch_size: int = 64, **model_kwargs) -> dict:
+def answer_accuracy(
+    model,
+    processor,
+    examples: list[dict],
+    batch_size: int = 64,
+    kept_visual_indices: torch.Tensor | None = None,
+    **model_kwargs,
+) -> dict:
     """Greedy first-token accuracy (the answers are one word), overall and per question type.
 
-    `model_kwargs` reach the model's forward (e.g. a keep ratio for a pruning model).
+    `kept_visual_indices` (`[len(examples), num_kept]`) imposes a selection per example; `model_kwargs` reach the
+    model's forward (e.g. a keep ratio for a pruning model).
     """
     model.eval()
     collator = DigitWorldCollator(processor)
@@ -30,6 +38,8 @@ def answer_accuracy(model, processor, examples: list[dict], batch_size: int = 64
     correct = defaultdict(list)
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
+        if kept_visual_indices is not None:
+            model_kwargs["kept_visual_indices"] = kept_visual_indices[start : start + batch_size]
         logits = model(**collator(chunk), **model_kwargs).logits[:, -1]
         predictions = tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
         for example, prediction in zip(chunk, predictions):
@@ -37,3 +47,19 @@ def answer_accuracy(model, processor, examples: list[dict], batch_size: int = 64
     per_type = {name: round(float(np.mean(hits)), 4) for name, hits in correct.items()}
     overall = float(np.mean([hit for hits in correct.values() for hit in hits]))
     return {"accuracy": round(overall, 4), "per_question_type": per_type, "num_examples": len(examples)}
+
+
+def answer_prior(train_examples: list[dict], test_examples: list[dict]) -> dict:
+    """Accuracy of always giving the most frequent training answer of each question type (no image)."""
+    answers = defaultdict(Counter)
+    for example in train_examples:
+        answers[example["question_type"]][example["answer"]] += 1
+    best = {name: counts.most_common(1)[0][0] for name, counts in answers.items()}
+    hits = defaultdict(list)
+    for example in test_examples:
+        hits[example["question_type"]].append(best.get(example["question_type"]) == example["answer"])
+    overall = float(np.mean([hit for values in hits.values() for hit in values]))
+    return {
+        "accuracy": round(overall, 4),
+        "per_question_type": {k: round(float(np.mean(v)), 4) for k, v in hits.items()},
+    }

@@ -162,7 +162,9 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         if config is None:
             config = TPRLConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
         if not config.pruner_only:
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
+            model = super().from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
+            model.base.requires_grad_(False)
+            return model
 
         base_path = base_model_name_or_path or config.base_model_name_or_path
         if base_path is None:

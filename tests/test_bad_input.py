@@ -1,0 +1,83 @@
+"""Each bad input gets a clear error that names the problem."""
+
+import pytest
+import torch
+from transformers import CLIPVisionConfig, CLIPVisionModel
+
+from modeling_tprl import TPRLConfig, TPRLForConditionalGeneration
+
+
+@pytest.mark.parametrize("keep_ratio", [0, -0.5, 1.5])
+def test_keep_ratio_outside_unit_interval(tprl_model, batch, keep_ratio):
+    with pytest.raises(ValueError, match=r"keep_ratio must be a number in \(0, 1\]"):
+        tprl_model.generate(**batch, keep_ratio=keep_ratio)
+    with pytest.raises(ValueError, match="keep_ratio"):
+        TPRLConfig(base_config=tprl_model.config.base_config, keep_ratio=keep_ratio)
+
+
+def test_budget_larger_than_visual_tokens(tprl_model, batch):
+    with pytest.raises(ValueError, match=r"num_kept_tokens must be an integer in \[1, 144\]"):
+        tprl_model(**batch, num_kept_tokens=145)
+    with pytest.raises(ValueError, match="either keep_ratio or num_kept_tokens"):
+        tprl_model(**batch, keep_ratio=0.5, num_kept_tokens=10)
+
+
+def test_images_not_matching_placeholders(tprl_model, batch):
+    with pytest.raises(ValueError, match=r"Got 2 image\(s\).*Give one image per <image>"):
+        tprl_model.generate(**{**batch, "pixel_values": batch["pixel_values"][:2]})
+    truncated = {k: v[:, 5:] if k != "pixel_values" else v for k, v in batch.items()}
+    with pytest.raises(ValueError, match="each image needs exactly 144"):
+        tprl_model(**truncated, keep_ratio=0.5)
+
+
+def test_imposed_indices_are_checked(tprl_model, batch):
+    with pytest.raises(ValueError, match="shape"):
+        tprl_model(**batch, kept_visual_indices=torch.arange(10).expand(2, -1))
+    with pytest.raises(ValueError, match=r"\[0, 144\)"):
+        tprl_model(**batch, kept_visual_indices=torch.arange(140, 150).expand(3, -1))
+    with pytest.raises(ValueError, match="repeats"):
+        tprl_model(**batch, kept_visual_indices=torch.zeros(3, 4, dtype=torch.long))
+
+
+def test_base_that_is_not_llava(tmp_path):
+    model = CLIPVisionModel(
+        CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    )
+    model.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"model_type 'clip_vision_model'.*supports \('llava',\)"):
+        TPRLForConditionalGeneration.from_base(str(tmp_path))
+    with pytest.raises(TypeError, match="must be a LlavaForConditionalGeneration"):
+        TPRLForConditionalGeneration.from_base(model)
+
+
+def test_missing_base_model(tprl_model, tmp_path):
+    with pytest.raises(OSError, match="Cannot load the base model"):
+        TPRLForConditionalGeneration.from_base(str(tmp_path / "nowhere"), base_model_kwargs={"local_files_only": True})
+    tprl_model.save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(OSError, match="base_model_name_or_path="):
+        TPRLForConditionalGeneration.from_pretrained(tmp_path / "ckpt", base_model_name_or_path=str(tmp_path / "gone"))
+
+
+def test_missing_or_corrupt_pruner_file(tprl_model, tmp_path):
+    tprl_model.save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(OSError, match="corrupt or not a safetensors file"):
+        TPRLForConditionalGeneration.from_pretrained(tmp_path)
+    weights.unlink()
+    with pytest.raises(OSError, match="No pruner weights"):
+        TPRLForConditionalGeneration.from_pretrained(tmp_path)
+
+
+def test_unknown_pruning_method(tprl_model):
+    with pytest.raises(ValueError, match=r"Unknown pruning_method 'magic'; choose one of \('tprl'"):
+        TPRLConfig(base_config=tprl_model.config.base_config, pruning_method="magic")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("keep_ratio", "0.5"), ("num_pruning_steps", 2.5), ("num_kept_tokens", True), ("pruning_method", 3)],
+)
+def test_config_field_of_wrong_type(tprl_model, field, value):
+    with pytest.raises(TypeError, match=f"TPRLConfig.{field} must be"):
+        TPRLConfig(base_config=tprl_model.config.base_config, **{field: value})
