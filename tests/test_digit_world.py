@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tprl_digit_world import DigitWorld, canvases_to_pixel_values, prompt_for, relevant_placements
+from tprl_digit_world.batching import DigitWorldCollator
+from tprl_digit_world.builder import DigitWorldBuilder
+from tprl_digit_world.canvas import split_digit_pool
+from tprl_digit_world.evaluation import fixed_examples
+from tprl_eval.oracle import oracle_indices
+
+
+def test_splits_use_disjoint_handwriting():
+    pools = [split_digit_pool(split)[0].reshape(-1, 256) for split in ("train", "validation", "test")]
+    keys = [{row.tobytes() for row in pool} for pool in pools]
+    assert not keys[0] & keys[2] and not keys[0] & keys[1]
+
+
+def test_examples_are_deterministic_and_consistent():
+    a, b = fixed_examples("test", 40, seed=7), fixed_examples("test", 40, seed=7)
+    for x, y in zip(a, b):
+        assert x["question"] == y["question"] and np.array_equal(x["image"], y["image"])
+    for example in a:
+        layout = example["layout"]
+        assert 3 <= len(layout) <= 6 and len({p.digit for p in layout}) == len(layout)
+        relevant = relevant_placements(example["question"], layout)
+        if example["question_type"] == "color":
+            assert example["answer"] == relevant[0].color
+        if example["question_type"] == "digit":
+            assert len(relevant) == 1 and example["answer"] == str(relevant[0].digit)
+        if example["question_type"] == "count":
+            assert example["answer"] == str(len(relevant))
+        if example["question_type"] == "presence":
+            assert example["answer"] == ("yes" if relevant else "no")
+        for item in layout:  # every digit is drawn in its box
+            x0, y0, x1, y1 = item.box
+            assert example["image"][y0:y1, x0:x1].any()
+
+
+def test_presence_answers_are_balanced():
+    answers = [e["answer"] for e in fixed_examples("train", 2000) if e["question_type"] == "presence"]
+    assert 0.45 < answers.count("yes") / len(answers) < 0.55
+
+
+def test_collator_matches_processor(processor):
+    example = fixed_examples("test", 1)[0]
+    batch = DigitWorldCollator(processor)([example])
+    reference = processor(
+        images=Image.fromarray(example["image"]), text=prompt_for(example["question"]), return_tensors="pt"
+    )
+    assert torch.equal(batch["input_ids"], reference["input_ids"])
+    torch.testing.assert_close(batch["pixel_values"], reference["pixel_values"])
+
+
+def test_chat_template_gives_the_prompt(processor):
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "which digit is red"}]}]
+    assert processor.apply_chat_template(messages, add_generation_prompt=True) == prompt_for("which digit is red")
+
+
+def test_oracle_keeps_the_named_digit_first():
+    example = next(e for e in fixed_examples("test", 20) if e["question_type"] == "color")
+    (item,) = relevant_placements(example["question"], example["layout"])
+    col, row = item.box[0] // 8, item.box[1] // 8
+    expected = sorted([row * 12 + col, row * 12 + col + 1, (row + 1) * 12 + col, (row + 1) * 12 + col + 1])
+    assert oracle_indices([example], 4, patch_size=8).tolist() == [expected]
+
+
+def test_builder_is_deterministic(tmp_path):
+    def build(path):
+        builder = DigitWorldBuilder(cache_dir=str(path), seed=3, train_size=4, validation_size=4, test_size=8)
+        builder.download_and_prepare()
+        return builder.as_dataset("test")
+
+    first, second = build(tmp_path / "a"), build(tmp_path / "b")
+    assert first.num_rows == 8 and first["question"] == second["question"]
+    assert set(first.column_names) == {"image", "question", "answer", "question_type", "layout"}
+    assert first[0]["image"].size == (96, 96) and len(first[0]["layout"][0]["box"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: DigitWorld("dev"), "Unknown split 'dev'"),
+        (lambda: DigitWorld("test").sample(np.random.default_rng(0), question_type="size"), "Unknown question type"),
+        (lambda: DigitWorld("test").sample(np.random.default_rng(0), num_digits=9), r"num_digits must be in \[1, 6\]"),
+        (lambda: fixed_examples("test", 0), "count must be positive"),
+        (lambda: DigitWorldBuilder(seed=-1), r"seed must be in \[0, 2\*\*32\)"),
+        (lambda: DigitWorldBuilder(test_size=0), r"test_size must be in"),
+    ],
+)
+def test_bad_input(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_fast_path_rejects_wrong_size_or_mode(processor):
+    with pytest.raises(ValueError, match=r"shape \[batch, 96, 96, 3\]"):
+        canvases_to_pixel_values(np.zeros((1, 64, 64, 3), dtype=np.uint8), processor.image_processor)
+    with pytest.raises(ValueError, match=r"shape \[batch, 96, 96, 3\]"):
+        canvases_to_pixel_values(np.zeros((1, 96, 96), dtype=np.uint8), processor.image_processor)
+    with pytest.raises(ValueError, match="uint8"):
+        canvases_to_pixel_values(np.zeros((1, 96, 96, 3), dtype=np.float32), processor.image_processor)
