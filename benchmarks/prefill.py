@@ -2,7 +2,7 @@
 
     python benchmarks/prefill.py [--repeats 3] [--skip_proxy]
 
-(a) the tiny embedded-default LLaVA, whole model (vision tower + pruner + LM), batch 16;
+(a) the tiny embedded-default LLaVA architecture, whole model (vision tower + pruner + LM), batch 16;
 (b) a CPU proxy of LLaVA-1.5-7B's language model (hidden 4096, FFN 11008, 32 heads, 2 decoder layers, bf16) on
     576 visual + 64 text tokens vs. the kept visual tokens + 64 text tokens;
 (c) the pruner's own share (autoencoder + policy, 3 steps) at LLaVA-1.5-7B shapes vs. the 32-layer full prefill.
@@ -18,8 +18,9 @@ from transformers import LlamaConfig, LlamaModel, LlavaConfig
 
 from modeling_tprl import TPRLConfig, TPRLForConditionalGeneration
 from modeling_tprl.pruning_tprl import TPRLPruner
-from tprl_digit_world import EMBEDDED_BASE_PATH, DigitWorld, build_processor
+from tprl_digit_world import DigitWorld, build_processor
 from tprl_digit_world.batching import DigitWorldCollator
+from tprl_train.train_base import build_tiny_llava
 
 
 KEEP_RATIOS = (1 / 3, 2 / 9, 1 / 9)
@@ -48,9 +49,11 @@ def layer_flops(n: int, d: int, m: int) -> int:
 
 @torch.no_grad()
 def tiny(repeats: int) -> None:
-    model = TPRLForConditionalGeneration.from_base(EMBEDDED_BASE_PATH, policy_hidden_size=64).eval()
+    processor = build_processor()
+    base = build_tiny_llava(processor)  # the embedded default's architecture; timing does not depend on weights
+    model = TPRLForConditionalGeneration.from_base(base, policy_hidden_size=64).eval()
     world, rng = DigitWorld("test"), np.random.default_rng(0)
-    batch = DigitWorldCollator(build_processor())([world.sample(rng) for _ in range(16)])
+    batch = DigitWorldCollator(processor)([world.sample(rng) for _ in range(16)])
     print("(a) tiny LLaVA, batch 16, whole prefill (vision tower + pruner + LM)")
     print("| kept | time ms | speed-up | measured GFLOPs | FLOPs ratio |")
     print("|---|---|---|---|---|")

@@ -1,0 +1,45 @@
+"""The shipped tiny LLaVA: plain transformers loads it, and it answers held-out questions."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoProcessor, LlavaForConditionalGeneration, pipeline
+
+from tprl_digit_world import EMBEDDED_BASE_PATH
+from tprl_digit_world.evaluation import answer_accuracy, fixed_examples
+
+
+pytestmark = pytest.mark.skipif(
+    not (Path(EMBEDDED_BASE_PATH) / "model.safetensors").exists(), reason="the embedded default is not shipped"
+)
+
+
+def test_pipeline_answers_a_test_canvas():
+    pipe = pipeline("image-text-to-text", model=EMBEDDED_BASE_PATH)
+    examples = fixed_examples("test", 8, seed=123)
+    answers = []
+    for example in examples:
+        messages = [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "image": Image.fromarray(example["image"])},
+                    {"type": "text", "text": example["question"]},
+                ],
+            }
+        ]
+        output = pipe(text=messages, max_new_tokens=2, return_full_text=False)
+        answers.append(output[0]["generated_text"].split()[0] == example["answer"])
+    assert sum(answers) >= 6, answers  # ~95% accurate: a majority of 8 held-out questions right
+
+
+def test_shipped_accuracy_matches_its_training_record():
+    model = LlavaForConditionalGeneration.from_pretrained(EMBEDDED_BASE_PATH)
+    processor = AutoProcessor.from_pretrained(EMBEDDED_BASE_PATH)
+    record = json.loads((Path(EMBEDDED_BASE_PATH) / "training_run.json").read_text())
+    torch.manual_seed(0)
+    result = answer_accuracy(model, processor, fixed_examples("test", 2000, seed=0)[:256])
+    assert result["accuracy"] >= record["test"]["accuracy"] - 0.06
