@@ -3,6 +3,7 @@
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .configuration_tprl import TPRLConfig
@@ -39,6 +40,29 @@ class TPRLStateAutoencoder(nn.Module):
         return latents, self.decoder(latents)
 
 
+class TPRLPolicyLayer(nn.Module):
+    """Pre-norm transformer block with SDPA (torch's encoder fast path is slow with padding masks)."""
+
+    def __init__(self, hidden_size: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.attention_norm = nn.LayerNorm(hidden_size)
+        self.qkv_proj = nn.Linear(hidden_size, 3 * hidden_size)
+        self.o_proj = nn.Linear(hidden_size, hidden_size)
+        self.mlp_norm = nn.LayerNorm(hidden_size)
+        self.mlp = nn.Sequential(
+            nn.Linear(hidden_size, 2 * hidden_size), nn.GELU(), nn.Linear(2 * hidden_size, hidden_size)
+        )
+
+    def forward(self, hidden: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        batch, length, width = hidden.shape
+        qkv = self.qkv_proj(self.attention_norm(hidden)).view(batch, length, 3, self.num_heads, -1)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=visible[:, None, None, :])
+        hidden = hidden + self.o_proj(attended.transpose(1, 2).reshape(batch, length, width))
+        return hidden + self.mlp(self.mlp_norm(hidden))
+
+
 class TPRLPolicy(nn.Module):
     """Transformer over `[value token; question tokens; kept visual latents]` with keep-logit and value heads."""
 
@@ -50,16 +74,9 @@ class TPRLPolicy(nn.Module):
         self.visual_position = nn.Embedding(config.num_visual_tokens, hidden)
         self.step_embedding = nn.Embedding(config.num_pruning_steps, hidden)
         self.type_embedding = nn.Embedding(3, hidden)  # value token, question token, visual token
-        layer = nn.TransformerEncoderLayer(
-            hidden,
-            config.policy_num_heads,
-            4 * hidden,
-            dropout=0.0,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
+        self.layers = nn.ModuleList(
+            TPRLPolicyLayer(hidden, config.policy_num_heads) for _ in range(config.policy_num_layers)
         )
-        self.encoder = nn.TransformerEncoder(layer, config.policy_num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(hidden)
         self.keep_head = nn.Linear(hidden, 1)
         self.value_head = nn.Linear(hidden, 1)
@@ -92,7 +109,9 @@ class TPRLPolicy(nn.Module):
         visual = self.visual_in(latents) + self.visual_position(positions) + self.type_embedding.weight[2] + step_embed
         sequence = torch.cat([value_token, question, visual], dim=1)
         visible = torch.cat([torch.ones_like(kept_mask[:, :1]), question_mask, kept_mask], dim=1)
-        hidden = self.norm(self.encoder(sequence, src_key_padding_mask=~visible))
+        for layer in self.layers:
+            sequence = layer(sequence, visible)
+        hidden = self.norm(sequence)
         logits = self.keep_head(hidden[:, -tokens:]).squeeze(-1).float()
         values = self.value_head(hidden[:, 0]).squeeze(-1).float()
         return logits.masked_fill(~kept_mask, -math.inf), values

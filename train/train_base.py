@@ -36,12 +36,17 @@ from tprl_digit_world.evaluation import answer_accuracy, fixed_examples
 @dataclass
 class BaseTrainingArguments:
     output_dir: str = field(default="outputs/tiny_llava", metadata={"help": "Where the model is written."})
-    max_steps: int = field(default=3000, metadata={"help": "Optimiser steps."})
+    max_steps: int = field(default=4000, metadata={"help": "Optimiser steps."})
     batch_size: int = field(default=64)
     learning_rate: float = field(default=2e-3)
     weight_decay: float = field(default=0.01)
     warmup_steps: int = field(default=200)
-    curriculum_fraction: float = field(default=0.5, metadata={"help": "Share of the run over which 1 -> 6 digits."})
+    curriculum_fraction: float = field(
+        default=0.6, metadata={"help": "Share of the run by which the curriculum reaches 6 digits at the latest."}
+    )
+    curriculum_accuracy: float = field(
+        default=0.85, metadata={"help": "Running train accuracy at which the curriculum adds a digit."}
+    )
     aux_weight: float = field(default=1.0, metadata={"help": "Initial weight of the per-token auxiliary heads."})
     aux_until: float = field(default=0.6, metadata={"help": "Share of the run at which the aux weight reaches 0."})
     eval_every: int = field(default=250)
@@ -147,14 +152,26 @@ def train(args: BaseTrainingArguments) -> dict:
     history = []
     start = time.time()
     progress = tqdm(range(args.max_steps), desc="training tiny LLaVA")
+    # Curriculum: one more digit once the running accuracy says the current level is learnt (the LM first has to
+    # discover the visual tokens at all: a slow start, then a quick rise), and 6 digits by curriculum_fraction.
+    max_digits, running_accuracy = 1, 0.0
     for step in progress:
         model.train()
-        max_digits = min(MAX_DIGITS, 1 + int(MAX_DIGITS * step / (args.curriculum_fraction * args.max_steps)))
+        if running_accuracy > args.curriculum_accuracy and max_digits < MAX_DIGITS:
+            max_digits, running_accuracy = max_digits + 1, 0.0
+        if step >= args.curriculum_fraction * args.max_steps:
+            max_digits = MAX_DIGITS
         examples = [
             world.sample(rng, num_digits=int(rng.integers(max(1, max_digits - 3), max_digits + 1)))
             for _ in range(args.batch_size)
         ]
-        outputs = model(**collator(examples))
+        batch = collator(examples)
+        outputs = model(**batch)
+        answer_position = batch["labels"].ne(-100).int().argmax(1)  # the first label is the answer word
+        rows = torch.arange(len(examples))
+        predicted = outputs.logits[rows, answer_position - 1].argmax(-1)
+        batch_accuracy = (predicted == batch["labels"][rows, answer_position]).float().mean().item()
+        running_accuracy = 0.95 * running_accuracy + 0.05 * batch_accuracy
         aux_weight = args.aux_weight * max(0.0, 1 - step / (args.aux_until * args.max_steps))
         loss = outputs.loss
         if aux_weight > 0:
@@ -170,10 +187,17 @@ def train(args: BaseTrainingArguments) -> dict:
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
-        record = {"step": step + 1, "answer_loss": round(outputs.loss.item(), 4), "max_digits": max_digits}
+        record = {
+            "step": step + 1,
+            "loss": round(outputs.loss.item(), 4),
+            "train_accuracy": round(batch_accuracy, 4),
+            "max_digits": max_digits,
+        }
         if (step + 1) % args.eval_every == 0 or step + 1 == args.max_steps:
             record["validation_accuracy"] = answer_accuracy(model, processor, validation)["accuracy"]
-            progress.set_postfix(loss=record["answer_loss"], val_acc=record["validation_accuracy"])
+            progress.set_postfix(
+                digits=max_digits, train_acc=round(running_accuracy, 3), val_acc=record["validation_accuracy"]
+            )
         history.append(record)
 
     test = fixed_examples("test", 2000, seed=0)
