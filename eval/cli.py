@@ -51,6 +51,11 @@ class EvalArguments:
         bad = [r for r in self.ratio_list if not 0 < r <= 1]
         if bad or not self.ratio_list:
             raise ValueError(f"keep_ratios must lie in (0, 1], got {self.keep_ratios!r}.")
+        if self.model == EMBEDDED_BASE_PATH and not Path(EMBEDDED_BASE_PATH, "config.json").exists():
+            raise ValueError(
+                "The embedded default base is not shipped in this version: pass --model <llava-hf directory>, e.g. "
+                "one written by `tprl-train-base --output_dir <dir>`."
+            )
         if self.num_examples < 1 or self.batch_size < 1:
             raise ValueError("num_examples and batch_size must be positive.")
 

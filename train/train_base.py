@@ -36,16 +36,16 @@ from tprl_digit_world.evaluation import answer_accuracy, fixed_examples
 @dataclass
 class BaseTrainingArguments:
     output_dir: str = field(default="outputs/tiny_llava", metadata={"help": "Where the model is written."})
-    max_steps: int = field(default=4000, metadata={"help": "Optimiser steps."})
+    max_steps: int = field(default=4400, metadata={"help": "Optimiser steps."})
     batch_size: int = field(default=64)
     learning_rate: float = field(default=2e-3)
     weight_decay: float = field(default=0.01)
     warmup_steps: int = field(default=200)
     curriculum_fraction: float = field(
-        default=0.6, metadata={"help": "Share of the run by which the curriculum reaches 6 digits at the latest."}
+        default=0.7, metadata={"help": "Share of the run by which the curriculum reaches 6 digits at the latest."}
     )
     curriculum_accuracy: float = field(
-        default=0.85, metadata={"help": "Running train accuracy at which the curriculum adds a digit."}
+        default=0.7, metadata={"help": "Running train accuracy at which the curriculum adds a digit."}
     )
     aux_weight: float = field(default=1.0, metadata={"help": "Initial weight of the per-token auxiliary heads."})
     aux_until: float = field(default=0.6, metadata={"help": "Share of the run at which the aux weight reaches 0."})

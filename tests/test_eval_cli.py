@@ -1,0 +1,38 @@
+import json
+
+import pytest
+
+from tprl_eval.cli import EvalArguments, run
+
+
+def test_eval_writes_results_for_every_method_and_budget(base_dir, tmp_path):
+    args = EvalArguments(
+        model=base_dir,
+        methods="full,random,uniform,oracle",
+        keep_ratios="0.3333,0.1111",
+        num_examples=16,
+        output_dir=str(tmp_path),
+    )
+    results = run(args)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    rows = {(r["method"], r["kept_tokens"]) for r in saved["rows"]}
+    assert rows == {("full", 144)} | {(m, k) for m in ("random", "uniform", "oracle") for k in (48, 16)}
+    assert 0 <= saved["answer_prior"]["accuracy"] <= 1
+    for row in saved["rows"]:
+        assert set(row["per_question_type"]) == {"color", "digit", "presence", "count"}
+    assert "| oracle | 16 |" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"methods": "full,magic"}, "Unknown method"),
+        ({"keep_ratios": "0.5,1.5"}, r"keep_ratios must lie in \(0, 1\]"),
+        ({"keep_ratios": "half"}, "comma-separated numbers"),
+        ({"num_examples": 0}, "must be positive"),
+    ],
+)
+def test_bad_arguments(base_dir, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        EvalArguments(model=base_dir, **kwargs)
