@@ -60,10 +60,12 @@ class EvalArguments:
             raise ValueError("num_examples and batch_size must be positive.")
 
 
-def load_model(name_or_path: str) -> TPRLForConditionalGeneration:
+def load_model(name_or_path: str, methods: list[str]) -> TPRLForConditionalGeneration:
     """A TPRL checkpoint as it is, or a llava-hf base wrapped with an (unused) fresh pruner."""
     if AutoConfig.from_pretrained(name_or_path).model_type == "tprl":
         return TPRLForConditionalGeneration.from_pretrained(name_or_path)
+    if "tprl" in methods:
+        raise ValueError(f"Method 'tprl' needs a trained TPRL checkpoint as --model; {name_or_path} is a base model.")
     return TPRLForConditionalGeneration.from_base(name_or_path, policy_hidden_size=64)
 
 
@@ -73,8 +75,6 @@ def evaluate_methods(model: TPRLForConditionalGeneration, processor, args: EvalA
     full = answer_accuracy(model, processor, examples, args.batch_size, keep_ratio=1.0)
     rows = []
     runs = [(m, r) for m in args.method_list if m != "full" for r in args.ratio_list]
-    if "tprl" in args.method_list and model.config.pruning_method != "tprl" and not model.config.pruner_only:
-        raise ValueError("Method 'tprl' needs a trained TPRL checkpoint as --model.")
     if "full" in args.method_list:
         rows.append({"method": "full", "keep_ratio": 1.0, "kept_tokens": model.num_visual_tokens, **full})
     for method, ratio in tqdm(runs, desc="methods x budgets"):
@@ -113,7 +113,7 @@ def markdown_table(results: dict) -> str:
 
 def run(args: EvalArguments) -> dict:
     """Evaluates, writes `results.json` and `results.md` to `args.output_dir`, prints the table."""
-    model = load_model(args.model).eval()
+    model = load_model(args.model, args.method_list).eval()
     processor = AutoProcessor.from_pretrained(args.model)
     results = evaluate_methods(model, processor, args)
     output_dir = Path(args.output_dir)

@@ -36,3 +36,8 @@ def test_eval_writes_results_for_every_method_and_budget(base_dir, tmp_path):
 def test_bad_arguments(base_dir, kwargs, message):
     with pytest.raises(ValueError, match=message):
         EvalArguments(model=base_dir, **kwargs)
+
+
+def test_tprl_method_needs_a_trained_checkpoint(base_dir, tmp_path):
+    with pytest.raises(ValueError, match="needs a trained TPRL checkpoint"):
+        run(EvalArguments(model=base_dir, methods="full,tprl", num_examples=4, output_dir=str(tmp_path)))
