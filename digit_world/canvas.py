@@ -139,6 +139,14 @@ class DigitWorld:
         return f"how many are {item.color}", str(count)
 
 
+def patch_indices(box: tuple[int, int, int, int], patch_size: int) -> list[int]:
+    """Row-major indices of the visual tokens (patches of `patch_size` px) under a digit's box."""
+    side = CANVAS_SIZE // patch_size
+    x0, y0 = box[0] // patch_size, box[1] // patch_size
+    span = DIGIT_SIZE // patch_size
+    return [(y0 + dy) * side + x0 + dx for dy in range(span) for dx in range(span)]
+
+
 def relevant_placements(question: str, layout: list[DigitPlacement]) -> list[DigitPlacement]:
     """The digits a question is about: the named digit, or every digit of the named colour."""
     last_word = question.split()[-1]

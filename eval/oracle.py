@@ -3,15 +3,7 @@
 import torch
 
 from tprl_digit_world import relevant_placements
-from tprl_digit_world.canvas import CANVAS_SIZE, DIGIT_SIZE
-
-
-def patch_indices(box: tuple[int, int, int, int], patch_size: int) -> list[int]:
-    """Row-major indices of the visual tokens under a digit's box."""
-    side = CANVAS_SIZE // patch_size
-    x0, y0 = box[0] // patch_size, box[1] // patch_size
-    span = DIGIT_SIZE // patch_size
-    return [(y0 + dy) * side + x0 + dx for dy in range(span) for dx in range(span)]
+from tprl_digit_world.canvas import CANVAS_SIZE, patch_indices
 
 
 def oracle_indices(examples: list[dict], num_kept: int, patch_size: int) -> torch.LongTensor:

@@ -29,7 +29,7 @@ from transformers import (
 
 from tprl_digit_world import COLORS, DigitWorld, build_processor
 from tprl_digit_world.batching import DigitWorldCollator
-from tprl_digit_world.canvas import CANVAS_SIZE, DIGIT_SIZE, GRID, MAX_DIGITS
+from tprl_digit_world.canvas import CANVAS_SIZE, MAX_DIGITS, patch_indices
 from tprl_digit_world.evaluation import answer_accuracy, fixed_examples
 
 
@@ -116,18 +116,17 @@ def _init_sincos_positions(weight: torch.Tensor) -> None:
     weight[1:, : 4 * quarter] = torch.cat(parts, dim=1)
 
 
-def patch_targets(examples: list[dict], num_patches_per_side: int) -> tuple[torch.Tensor, torch.Tensor]:
+def patch_targets(examples: list[dict], patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-patch digit (0-9, 10 = background) and colour (0-5, 6 = background) labels from the layouts."""
-    digits = torch.full((len(examples), num_patches_per_side, num_patches_per_side), 10, dtype=torch.long)
+    digits = torch.full((len(examples), (CANVAS_SIZE // patch_size) ** 2), 10, dtype=torch.long)
     colors = torch.full_like(digits, len(COLORS))
     color_index = {name: i for i, name in enumerate(COLORS)}
-    span = DIGIT_SIZE // GRID
     for row, example in enumerate(examples):
         for item in example["layout"]:
-            x0, y0 = item.box[0] // GRID, item.box[1] // GRID
-            digits[row, y0 : y0 + span, x0 : x0 + span] = item.digit
-            colors[row, y0 : y0 + span, x0 : x0 + span] = color_index[item.color]
-    return digits.flatten(1), colors.flatten(1)
+            under = patch_indices(item.box, patch_size)
+            digits[row, under] = item.digit
+            colors[row, under] = color_index[item.color]
+    return digits, colors
 
 
 def train(args: BaseTrainingArguments) -> dict:
@@ -176,7 +175,7 @@ def train(args: BaseTrainingArguments) -> dict:
         loss = outputs.loss
         if aux_weight > 0:
             features = outputs.image_hidden_states.view(len(examples), side * side, hidden)
-            digit_targets, color_targets = patch_targets(examples, side)
+            digit_targets, color_targets = patch_targets(examples, processor.patch_size)
             aux_loss = nn.functional.cross_entropy(aux_heads["digit"](features).flatten(0, 1), digit_targets.flatten())
             aux_loss += nn.functional.cross_entropy(
                 aux_heads["color"](features).flatten(0, 1), color_targets.flatten()
