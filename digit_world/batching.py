@@ -16,6 +16,10 @@ class DigitWorldCollator:
     The token ids equal what `processor(images=..., text=prompt)` gives; the tokenisation of each distinct
     question is cached and the pixels are normalised in one tensor operation, which keeps CPU training fast.
 
+    An example may carry `follow_ups`, more `{"question", "answer"}` turns about the same image, appended as
+    LLaVA-1.5 conversations continue (`... ASSISTANT : a1 </s> USER : q2 ASSISTANT : a2 </s>`); with answers, every
+    turn's answer is scored.
+
     Args:
         processor (`LlavaProcessor`): the base model's processor.
         with_answers (`bool`): append the answer and `</s>` and return `labels` that score only them.
@@ -28,12 +32,16 @@ class DigitWorldCollator:
         self.eos_id = processor.tokenizer.eos_token_id
         self.num_image_tokens = (CANVAS_SIZE // processor.patch_size) ** 2
         self._prompt_ids = lru_cache(maxsize=None)(self._encode_prompt)
+        self._turn_ids = lru_cache(maxsize=None)(self._encode_turn)
 
     def _encode_prompt(self, question: str) -> tuple[int, ...]:
         # The processor expands each <image> into one placeholder per visual token, as done here.
         image_token = self.processor.image_token
         text = prompt_for(question).replace(image_token, image_token * self.num_image_tokens)
         return tuple(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _encode_turn(self, question: str) -> tuple[int, ...]:
+        return tuple(self.processor.tokenizer(f"USER : {question} ASSISTANT :", add_special_tokens=False)["input_ids"])
 
     def answer_ids(self, answer: str) -> list[int]:
         return self.processor.tokenizer(answer, add_special_tokens=False)["input_ids"] + [self.eos_id]
@@ -43,8 +51,13 @@ class DigitWorldCollator:
         for example in examples:
             prompt = list(self._prompt_ids(example["question"]))
             answer = self.answer_ids(example["answer"]) if self.with_answers else []
-            sequences.append(prompt + answer)
-            targets.append([-100] * len(prompt) + answer)
+            sequence, target = prompt + answer, [-100] * len(prompt) + answer
+            for turn in example.get("follow_ups", []) if self.with_answers else []:
+                prompt = list(self._turn_ids(turn["question"]))
+                answer = self.answer_ids(turn["answer"])
+                sequence, target = sequence + prompt + answer, target + [-100] * len(prompt) + answer
+            sequences.append(sequence)
+            targets.append(target)
         length = max(len(s) for s in sequences)
         input_ids = torch.full((len(examples), length), self.pad_id, dtype=torch.long)
         labels = torch.full((len(examples), length), -100, dtype=torch.long)

@@ -6,13 +6,13 @@ from PIL import Image
 from tprl_digit_world import DigitWorld, canvases_to_pixel_values, prompt_for, relevant_placements
 from tprl_digit_world.batching import DigitWorldCollator
 from tprl_digit_world.builder import DigitWorldBuilder
-from tprl_digit_world.canvas import split_digit_pool
+from tprl_digit_world.canvas import patch_indices, split_digit_pool
 from tprl_digit_world.evaluation import fixed_examples
 from tprl_eval.oracle import oracle_indices
 
 
 def test_splits_use_disjoint_handwriting():
-    pools = [split_digit_pool(split)[0].reshape(-1, 256) for split in ("train", "validation", "test")]
+    pools = [split_digit_pool(split)[0].reshape(-1, 64) for split in ("train", "validation", "test")]
     keys = [{row.tobytes() for row in pool} for pool in pools]
     assert not keys[0] & keys[2] and not keys[0] & keys[1]
 
@@ -53,6 +53,35 @@ def test_collator_matches_processor(processor):
     torch.testing.assert_close(batch["pixel_values"], reference["pixel_values"])
 
 
+def test_follow_up_turns_match_the_chat_template(processor):
+    world, rng = DigitWorld("train"), np.random.default_rng(3)
+    example = world.sample(rng, question_type="color")
+    example["follow_ups"] = [world.follow_up(rng, example["layout"], kind) for kind in ("presence", "count")]
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": example["question"]}]},
+        {"role": "assistant", "content": example["answer"]},
+    ]
+    for turn in example["follow_ups"]:
+        messages += [{"role": "user", "content": turn["question"]}, {"role": "assistant", "content": turn["answer"]}]
+    text = processor.apply_chat_template(messages)
+    reference = processor(images=Image.fromarray(example["image"]), text=text, return_tensors="pt")
+    batch = DigitWorldCollator(processor, with_answers=True)([example])
+    assert torch.equal(batch["input_ids"], reference["input_ids"])
+    scored = processor.tokenizer.convert_ids_to_tokens(batch["labels"][0][batch["labels"][0] != -100])
+    assert scored == [example["answer"], "</s>"] + [
+        t for turn in example["follow_ups"] for t in (turn["answer"], "</s>")
+    ]
+
+
+def test_follow_up_digit_questions_name_a_unique_colour():
+    world, rng = DigitWorld("train"), np.random.default_rng(0)
+    for _ in range(50):
+        example = world.sample(rng, question_type="count")
+        turn = world.follow_up(rng, example["layout"], "digit")
+        if turn is not None:
+            assert len(relevant_placements(turn["question"], example["layout"])) == 1
+
+
 def test_chat_template_gives_the_prompt(processor):
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "which digit is red"}]}]
     assert processor.apply_chat_template(messages, add_generation_prompt=True) == prompt_for("which digit is red")
@@ -61,9 +90,11 @@ def test_chat_template_gives_the_prompt(processor):
 def test_oracle_keeps_the_named_digit_first():
     example = next(e for e in fixed_examples("test", 20) if e["question_type"] == "color")
     (item,) = relevant_placements(example["question"], example["layout"])
-    col, row = item.box[0] // 8, item.box[1] // 8
-    expected = sorted([row * 12 + col, row * 12 + col + 1, (row + 1) * 12 + col, (row + 1) * 12 + col + 1])
-    assert oracle_indices([example], 4, patch_size=8).tolist() == [expected]
+    col, row = item.box[0] // 8, item.box[1] // 8  # an 8x8 digit fills exactly one 8-px patch
+    assert oracle_indices([example], 1, patch_size=8).tolist() == [[row * 12 + col]]
+    assert patch_indices(item.box, patch_size=4) == [
+        (2 * row + dy) * 24 + 2 * col + dx for dy in (0, 1) for dx in (0, 1)
+    ]
 
 
 def test_builder_is_deterministic(tmp_path):

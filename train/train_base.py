@@ -3,9 +3,10 @@
     tprl-train-base --output_dir digit_world/tiny_llava
 
 A real `LlavaForConditionalGeneration` (CLIP vision tower + Llama LM) is built from small configs and trained
-from scratch on digit-world questions: a curriculum from 1 to 6 digits on the canvas, with auxiliary per-token
-heads (which digit / which colour lies under this patch) whose weight decays to zero by 60% of the run, so the
-visual tokens learn to carry the local content that question-aware pruning relies on.
+from scratch in two stages. First the vision tower and projector alone learn auxiliary per-token heads (which
+digit / which colour lies under this patch), so the visual tokens carry the local content that question-aware
+pruning relies on. Then the whole model learns to answer digit-world questions, on a curriculum from 1 to 6
+digits per canvas, with the auxiliary weight decaying to zero by 60% of the run.
 """
 
 import json
@@ -29,20 +30,25 @@ from transformers import (
 
 from tprl_digit_world import COLORS, DigitWorld, build_processor
 from tprl_digit_world.batching import DigitWorldCollator
-from tprl_digit_world.canvas import CANVAS_SIZE, MAX_DIGITS, patch_indices
+from tprl_digit_world.canvas import CANVAS_SIZE, MAX_DIGITS, QUESTION_TYPES, patch_indices
 from tprl_digit_world.evaluation import answer_accuracy, fixed_examples
 
 
 @dataclass
 class BaseTrainingArguments:
     output_dir: str = field(default="outputs/tiny_llava", metadata={"help": "Where the model is written."})
-    max_steps: int = field(default=4400, metadata={"help": "Optimiser steps."})
+    aux_steps: int = field(default=500, metadata={"help": "Steps of the vision-only auxiliary stage."})
+    max_steps: int = field(default=3600, metadata={"help": "Steps of the question-answering stage."})
     batch_size: int = field(default=64)
     learning_rate: float = field(default=2e-3)
     weight_decay: float = field(default=0.01)
     warmup_steps: int = field(default=200)
     curriculum_fraction: float = field(
         default=0.7, metadata={"help": "Share of the run by which the curriculum reaches 6 digits at the latest."}
+    )
+    follow_ups: int = field(
+        default=3,
+        metadata={"help": "Extra question turns per canvas (LLaVA-style multi-turn): more signal per image."},
     )
     curriculum_accuracy: float = field(
         default=0.7, metadata={"help": "Running train accuracy at which the curriculum adds a digit."}
@@ -54,8 +60,8 @@ class BaseTrainingArguments:
     seed: int = field(default=0)
 
     def __post_init__(self):
-        if self.max_steps < 1 or self.batch_size < 1:
-            raise ValueError("max_steps and batch_size must be positive.")
+        if self.max_steps < 1 or self.batch_size < 1 or self.aux_steps < 0:
+            raise ValueError("max_steps and batch_size must be positive and aux_steps not negative.")
         if not (0 < self.curriculum_fraction <= 1 and 0 < self.aux_until <= 1):
             raise ValueError("curriculum_fraction and aux_until must be in (0, 1].")
 
@@ -129,13 +135,53 @@ def patch_targets(examples: list[dict], patch_size: int) -> tuple[torch.Tensor, 
     return digits, colors
 
 
+def auxiliary_loss(
+    features: torch.Tensor, examples: list[dict], heads: nn.ModuleDict, patch_size: int
+) -> torch.Tensor:
+    """Cross-entropy of the per-token heads: colour (or background) on every patch, digit on the digits' patches.
+
+    The digit term is averaged over the digits' patches only: averaged over all 144 it would be swamped by the
+    background, and the vision tower would learn colours but not digits.
+    """
+    digits, colors = patch_targets(examples, patch_size)
+    content = digits.ne(10)
+    digit_loss = nn.functional.cross_entropy(heads["digit"](features[content]), digits[content])
+    color_loss = nn.functional.cross_entropy(heads["color"](features).flatten(0, 1), colors.flatten())
+    return digit_loss + color_loss
+
+
+def train_auxiliary_stage(model, heads, collator, args: BaseTrainingArguments, rng: np.random.Generator) -> None:
+    """Vision tower + projector + heads only (no LM): cheap, and the LM then starts from informative tokens."""
+    params = [*model.model.vision_tower.parameters(), *model.model.multi_modal_projector.parameters()]
+    params += list(heads.parameters())
+    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / args.warmup_steps))
+    world = DigitWorld("train")
+    model.train()
+    progress = tqdm(range(args.aux_steps), desc="auxiliary stage (vision tower)")
+    for _ in progress:
+        examples = [world.sample(rng) for _ in range(args.batch_size)]
+        pixel_values = collator(examples)["pixel_values"]
+        features = torch.stack(model.model.get_image_features(pixel_values=pixel_values).pooler_output)
+        loss = auxiliary_loss(features, examples, heads, collator.processor.patch_size)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        progress.set_postfix(aux_loss=round(loss.item(), 3))
+
+
 def train(args: BaseTrainingArguments) -> dict:
     set_seed(args.seed)
     processor = build_processor()
     model = build_tiny_llava(processor)
     collator = DigitWorldCollator(processor, with_answers=True)
     hidden = model.config.text_config.hidden_size
-    aux_heads = nn.ModuleDict({"digit": nn.Linear(hidden, 11), "color": nn.Linear(hidden, len(COLORS) + 1)})
+    aux_heads = nn.ModuleDict({"digit": nn.Linear(hidden, 10), "color": nn.Linear(hidden, len(COLORS) + 1)})
+    rng = np.random.default_rng(args.seed)
+    start = time.time()
+    train_auxiliary_stage(model, aux_heads, collator, args, rng)
     params = list(model.parameters()) + list(aux_heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -145,12 +191,10 @@ def train(args: BaseTrainingArguments) -> dict:
         ),
     )
     world = DigitWorld("train")
-    rng = np.random.default_rng(args.seed)
     validation = fixed_examples("validation", args.num_eval_examples, seed=args.seed + 1)
     side = CANVAS_SIZE // processor.patch_size
     history = []
-    start = time.time()
-    progress = tqdm(range(args.max_steps), desc="training tiny LLaVA")
+    progress = tqdm(range(args.max_steps), desc="question answering stage")
     # Curriculum: one more digit once the running accuracy says the current level is learnt (the LM first has to
     # discover the visual tokens at all: a slow start, then a quick rise), and 6 digits by curriculum_fraction.
     max_digits, running_accuracy = 1, 0.0
@@ -164,6 +208,10 @@ def train(args: BaseTrainingArguments) -> dict:
             world.sample(rng, num_digits=int(rng.integers(max(1, max_digits - 3), max_digits + 1)))
             for _ in range(args.batch_size)
         ]
+        for example in examples:
+            kinds = rng.permutation([k for k in QUESTION_TYPES if k != example["question_type"]])[: args.follow_ups]
+            turns = (world.follow_up(rng, example["layout"], str(kind)) for kind in kinds)
+            example["follow_ups"] = [turn for turn in turns if turn is not None]
         batch = collator(examples)
         outputs = model(**batch)
         answer_position = batch["labels"].ne(-100).int().argmax(1)  # the first label is the answer word
@@ -175,12 +223,7 @@ def train(args: BaseTrainingArguments) -> dict:
         loss = outputs.loss
         if aux_weight > 0:
             features = outputs.image_hidden_states.view(len(examples), side * side, hidden)
-            digit_targets, color_targets = patch_targets(examples, processor.patch_size)
-            aux_loss = nn.functional.cross_entropy(aux_heads["digit"](features).flatten(0, 1), digit_targets.flatten())
-            aux_loss += nn.functional.cross_entropy(
-                aux_heads["color"](features).flatten(0, 1), color_targets.flatten()
-            )
-            loss = loss + aux_weight * aux_loss
+            loss = loss + aux_weight * auxiliary_loss(features, examples, aux_heads, processor.patch_size)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
