@@ -35,6 +35,7 @@ setup(
     entry_points={
         "console_scripts": [
             "tprl-train-base=tprl_train.train_base:main",
+            "tprl-train=tprl_train.train_pruner:main",
             "tprl-eval=tprl_eval.cli:main",
         ]
     },

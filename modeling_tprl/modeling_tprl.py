@@ -213,8 +213,9 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             "AutoModel": "modeling_tprl.TPRLForConditionalGeneration",
             "AutoModelForImageTextToText": "modeling_tprl.TPRLForConditionalGeneration",
         }
-        if self.config.pruner_only and kwargs.get("state_dict") is None:
-            kwargs["state_dict"] = {k: v for k, v in self.state_dict().items() if k.startswith("pruner.")}
+        if self.config.pruner_only:  # also when a Trainer passes the whole state dict
+            state_dict = kwargs.get("state_dict") or self.state_dict()
+            kwargs["state_dict"] = {k: v for k, v in state_dict.items() if k.startswith("pruner.")}
         super().save_pretrained(save_directory, **kwargs)
         if processor is None and self.config.base_model_name_or_path is not None:
             try:
@@ -288,6 +289,12 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         embeds = self.get_input_embeddings()(question_ids)
         return embeds[image_rows], question_mask[image_rows]
 
+    def question_embeddings(
+        self, input_ids: torch.LongTensor, attention_mask: torch.LongTensor, num_images: int
+    ) -> tuple[torch.FloatTensor, torch.BoolTensor]:
+        """The pruner's question input for each image: `[num_images, text_len, hidden]` embeddings and their mask."""
+        return self._question(input_ids, attention_mask, self._image_rows(input_ids, num_images))
+
     def select_visual_tokens(
         self,
         image_features: torch.FloatTensor,
@@ -300,8 +307,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         device = image_features.device
         method = self.config.pruning_method
         if method == "tprl":
-            image_rows = self._image_rows(input_ids, num_images)
-            question_embeds, question_mask = self._question(input_ids, attention_mask, image_rows)
+            question_embeds, question_mask = self.question_embeddings(input_ids, attention_mask, num_images)
             return self.pruner.select(image_features, question_embeds, question_mask, num_kept)
         if method == "random":
             return torch.rand(num_images, total, device=device).topk(num_kept, dim=1).indices.sort(dim=1).values
@@ -338,12 +344,16 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         num_kept: int | None = None,
         kept_visual_indices: torch.LongTensor | None = None,
+        image_features: torch.FloatTensor | None = None,
     ) -> PrunedInputs:
         """
         Inserts the visual tokens as LLaVA does, then removes the dropped ones (`kept_visual_indices` if given,
         else the configured method's choice of `num_kept` per image) and re-pads the batch on its padding side.
+        `image_features` (from [`~TPRLForConditionalGeneration.get_image_features`]) skips the vision tower, e.g.
+        when training evaluates several selections of the same images.
         """
-        image_features = self.get_image_features(pixel_values)
+        if image_features is None:
+            image_features = self.get_image_features(pixel_values)
         num_images, total, hidden = image_features.shape
         self._image_rows(input_ids, num_images)
         if attention_mask is None:

@@ -1,0 +1,93 @@
+"""Evaluation and report of a `tprl-train` run: TPRL vs. imitation only vs. training-free methods, with plots."""
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+from transformers import AutoProcessor  # noqa: E402
+
+from modeling_tprl import TPRLForConditionalGeneration  # noqa: E402
+
+from .cli import EvalArguments, evaluate_methods, markdown_table  # noqa: E402
+
+
+def evaluate_training_run(output_dir: str | Path, keep_ratios: list[float], num_examples: int, seed: int) -> dict:
+    """Evaluates `output_dir/ppo/final` and `output_dir/imitation` on the held-out split; writes `eval/`."""
+    output_dir = Path(output_dir)
+    eval_dir = output_dir / "eval"
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    ratios = ",".join(str(r) for r in keep_ratios)
+    final = str(output_dir / "ppo" / "final")
+    processor = AutoProcessor.from_pretrained(final)
+
+    args = EvalArguments(
+        model=final,
+        methods="full,tprl,random,uniform,oracle",
+        keep_ratios=ratios,
+        num_examples=num_examples,
+        seed=seed,
+    )
+    results = evaluate_methods(TPRLForConditionalGeneration.from_pretrained(final).eval(), processor, args)
+    imitation = str(output_dir / "imitation")
+    args = EvalArguments(model=imitation, methods="tprl", keep_ratios=ratios, num_examples=num_examples, seed=seed)
+    imitation_rows = evaluate_methods(TPRLForConditionalGeneration.from_pretrained(imitation).eval(), processor, args)
+    full_accuracy = results["rows"][0]["accuracy"]
+    for row in imitation_rows["rows"]:
+        row["method"] = "tprl (imitation only)"
+        row["retention"] = round(row["accuracy"] / full_accuracy, 4) if full_accuracy else None
+    results["rows"] += imitation_rows["rows"]
+    results["model"] = final
+
+    (eval_dir / "results.json").write_text(json.dumps(results, indent=1))
+    report = "# TPRL training run\n\n" + markdown_table(results) + "\n![accuracy](accuracy_vs_kept.png)\n"
+    report += "\n![training curves](training_curves.png)\n"
+    (eval_dir / "report.md").write_text(report)
+    plot_accuracy(results, eval_dir / "accuracy_vs_kept.png")
+    plot_training_curves(output_dir, eval_dir / "training_curves.png")
+    print(markdown_table(results))
+    return results
+
+
+def plot_accuracy(results: dict, path: Path) -> None:
+    """Accuracy against kept visual tokens, one line per method, full model and answer prior as references."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    methods = [m for m in dict.fromkeys(row["method"] for row in results["rows"]) if m != "full"]
+    for method in methods:
+        rows = sorted((r for r in results["rows"] if r["method"] == method), key=lambda r: r["kept_tokens"])
+        axis.plot([r["kept_tokens"] for r in rows], [100 * r["accuracy"] for r in rows], marker="o", label=method)
+    full = next(r for r in results["rows"] if r["method"] == "full")
+    axis.axhline(100 * full["accuracy"], color="black", linestyle="--", label="all tokens")
+    axis.axhline(100 * results["answer_prior"]["accuracy"], color="grey", linestyle=":", label="answer prior")
+    axis.set(xlabel="visual tokens kept", ylabel="accuracy (%)", title="Digit world, held-out test split")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_training_curves(output_dir: Path, path: Path) -> None:
+    """Autoencoder error, imitation loss and PPO's reward / kept accuracy over their steps."""
+    panels = []
+    for name, key in (("autoencoder", "relative_error"), ("imitation", "loss")):
+        log_path = output_dir / name / "log.json"
+        if log_path.exists():
+            log = json.loads(log_path.read_text())
+            panels.append((f"{name}: {key}", [r["step"] for r in log], [r[key] for r in log]))
+    history_path = output_dir / "ppo" / "log_history.json"
+    if history_path.exists():
+        history = [r for r in json.loads(history_path.read_text()) if "episode_return" in r]
+        for key in ("episode_return", "accuracy_kept"):
+            panels.append((f"PPO: {key}", [r["step"] for r in history], [r[key] for r in history]))
+    if not panels:
+        return
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+    for axis, (title, steps, values) in zip(axes[0], panels):
+        axis.plot(steps, values)
+        axis.set(title=title, xlabel="step")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

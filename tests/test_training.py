@@ -1,0 +1,214 @@
+"""The pruner's training: selection distribution, GAE, teacher, imitation, PPO updates, resume, configuration."""
+
+import itertools
+import math
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from modeling_tprl.pruning_tprl import keep_schedule
+from tprl_digit_world import DigitWorld
+from tprl_train.data import VQACollator
+from tprl_train.imitation import imitation_loss
+from tprl_train.ppo_config import TPRLPPOConfig
+from tprl_train.ppo_trainer import TPRLPPOTrainer, compute_gae
+from tprl_train.selection import sample_selection, selection_entropy, selection_log_prob
+from tprl_train.teacher import teacher_demonstration
+from tprl_train.train_pruner import PrunerTrainingArguments, main
+
+
+LOGITS = torch.tensor([[0.3, -1.0, 1.2, -math.inf, 0.0]])
+
+
+def brute_force(logits: torch.Tensor, k: int) -> dict[tuple[int, ...], float]:
+    """Probability of every ordered pick of k available tokens, by the definition of sampling without replacement."""
+    available = [i for i in range(logits.shape[1]) if math.isfinite(logits[0, i])]
+    probabilities = {}
+    for picks in itertools.permutations(available, k):
+        p, left = 1.0, list(available)
+        for pick in picks:
+            weights = torch.tensor([logits[0, i].exp().item() for i in left])
+            p *= logits[0, pick].exp().item() / weights.sum().item()
+            left.remove(pick)
+        probabilities[picks] = p
+    return probabilities
+
+
+def test_selection_log_prob_and_entropy_match_brute_force():
+    exact = brute_force(LOGITS, 2)
+    assert sum(exact.values()) == pytest.approx(1.0)
+    entropy = -sum(p * math.log(p) for p in exact.values())
+    expected_estimate = 0.0
+    for picks, p in exact.items():
+        log_prob = selection_log_prob(LOGITS, torch.tensor([picks])).item()
+        assert log_prob == pytest.approx(math.log(p), abs=1e-6)
+        expected_estimate += p * selection_entropy(LOGITS, torch.tensor([picks])).item()
+    assert expected_estimate == pytest.approx(entropy, abs=1e-6)
+
+
+def test_sampling_follows_the_distribution_and_never_picks_unavailable_tokens():
+    torch.manual_seed(0)
+    picks = sample_selection(LOGITS.expand(20000, -1), 2)
+    assert not (picks == 3).any()
+    counts = {}
+    for row in picks.tolist():
+        counts[tuple(row)] = counts.get(tuple(row), 0) + 1
+    for ordered, p in brute_force(LOGITS, 2).items():
+        assert counts.get(ordered, 0) / 20000 == pytest.approx(p, abs=0.015)
+
+
+def test_gae_against_a_hand_computed_example():
+    rewards, values = torch.tensor([[1.0, 0.0, 2.0]]), torch.tensor([[0.5, 0.2, 0.1]])
+    advantages, returns = compute_gae(rewards, values, gamma=0.9, lam=0.8)
+    # t=2: 2 - 0.1 = 1.9; t=1: (0 + 0.9 * 0.1 - 0.2) + 0.72 * 1.9 = 1.258; t=0: (1 + 0.18 - 0.5) + 0.72 * 1.258
+    assert advantages.tolist()[0] == pytest.approx([1.58576, 1.258, 1.9])
+    assert returns.tolist()[0] == pytest.approx([2.08576, 1.458, 2.0])
+
+
+@pytest.fixture(scope="module")
+def vqa_dataset():
+    world, rng = DigitWorld("train"), np.random.default_rng(0)
+    rows = [world.sample(rng) for _ in range(24)]
+    return datasets.Dataset.from_list(
+        [{"image": Image.fromarray(r["image"]), "question": r["question"], "answer": r["answer"]} for r in rows]
+    )
+
+
+@pytest.fixture()
+def vqa_batch(processor, vqa_dataset):
+    return VQACollator(processor)([vqa_dataset[i] for i in range(8)])
+
+
+def test_teacher_episode_has_the_exact_budget_per_step_and_nests(tprl_model, vqa_batch):
+    features = tprl_model.get_image_features(vqa_batch["pixel_values"])
+    steps = teacher_demonstration(tprl_model, vqa_batch, features, num_kept=16)
+    assert [s.shape[1] for s in steps] == keep_schedule(144, 16, 3)
+    for earlier, later in zip(steps, steps[1:]):
+        for row in range(len(later)):
+            assert set(later[row].tolist()) <= set(earlier[row].tolist())
+            assert len(set(later[row].tolist())) == later.shape[1]
+
+
+def test_imitation_loss_falls_when_trained_on_a_demonstration(base_dir, vqa_batch):
+    from modeling_tprl import TPRLForConditionalGeneration
+
+    torch.manual_seed(0)
+    model = TPRLForConditionalGeneration.from_base(base_dir, policy_hidden_size=32)
+    features = model.get_image_features(vqa_batch["pixel_values"]).detach()
+    steps = teacher_demonstration(model, vqa_batch, features, num_kept=16)
+    optimizer = torch.optim.Adam(model.pruner.policy.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        loss = imitation_loss(model, vqa_batch, features, steps)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.3, losses
+
+
+def make_trainer(base_dir, processor, dataset, tmp_path, **overrides):
+    from modeling_tprl import TPRLForConditionalGeneration
+
+    torch.manual_seed(0)
+    model = TPRLForConditionalGeneration.from_base(base_dir, policy_hidden_size=32)
+    config = {
+        "output_dir": str(tmp_path),
+        "max_steps": 2,
+        "per_device_train_batch_size": 8,
+        "num_ppo_epochs": 2,
+        "num_mini_batches": 2,
+        "save_steps": 1,
+        "logging_steps": 1,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "seed": 0,
+        **overrides,
+    }
+    args = TPRLPPOConfig(**config)
+    return TPRLPPOTrainer(model, args, dataset, VQACollator(processor), processing_class=processor)
+
+
+def test_one_ppo_update_lowers_the_loss_on_a_fixed_rollout(base_dir, processor, vqa_dataset, vqa_batch, tmp_path):
+    trainer = make_trainer(base_dir, processor, vqa_dataset, tmp_path, learning_rate=3e-3, num_ppo_epochs=4)
+    trainer.create_optimizer_and_scheduler(num_training_steps=100)
+    torch.manual_seed(0)
+    rollout = trainer.rollout(vqa_batch, keep_ratio=1 / 9)
+    everything = torch.arange(len(rollout.values))
+    before, _ = trainer.ppo_loss(rollout, everything)
+    trainer.ppo_update(rollout)
+    after, _ = trainer.ppo_loss(rollout, everything)
+    assert after.item() < before.item()
+
+
+def test_resume_continues_from_the_saved_step(base_dir, processor, vqa_dataset, tmp_path):
+    straight = make_trainer(base_dir, processor, vqa_dataset, tmp_path / "straight")
+    straight.train()
+    assert (tmp_path / "straight" / "checkpoint-1" / "model.safetensors").exists()
+    resumed = make_trainer(base_dir, processor, vqa_dataset, tmp_path / "resumed")
+    resumed.train(resume_from_checkpoint=str(tmp_path / "straight" / "checkpoint-1"))
+    assert resumed.state.global_step == 2
+    assert [log["step"] for log in resumed.state.log_history if "loss" in log] == [1, 2]
+    for name, value in straight.model.pruner.policy.state_dict().items():
+        torch.testing.assert_close(resumed.model.pruner.policy.state_dict()[name], value, msg=name)
+
+
+def test_resume_rejects_a_folder_that_is_not_a_checkpoint(base_dir, processor, vqa_dataset, tmp_path):
+    trainer = make_trainer(base_dir, processor, vqa_dataset, tmp_path)
+    with pytest.raises(ValueError, match="not a TPRL PPO checkpoint"):
+        trainer.train(resume_from_checkpoint=str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"cliprange": 0.0}, "cliprange must be positive"),
+        ({"keep_ratios": [0.5, 1.5]}, r"keep_ratio must be in \(0, 1\]"),
+        ({"score": "bleu"}, "score must be"),
+        ({"gamma": 1.5}, r"gamma and lam must be in \[0, 1\]"),
+        ({"num_mini_batches": 16}, "must be at least num_mini_batches"),
+    ],
+)
+def test_bad_ppo_config_values(overrides, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        TPRLPPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, **overrides)
+
+
+def test_unknown_config_key_is_an_error(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("output_dir: x\nimitation_stepz: 3\n")
+    with pytest.raises(ValueError, match="imitation_stepz"):
+        main(["--config", str(config)])
+
+
+def test_bad_stage_sizes():
+    with pytest.raises(ValueError, match="imitation_steps must be positive"):
+        PrunerTrainingArguments(imitation_steps=0)
+
+
+def test_main_job_under_accelerate_with_two_processes(base_dir, tmp_path):
+    """`accelerate launch --cpu --num_processes 2`: stages once, PPO on both processes, one set of checkpoints."""
+    import json
+    import subprocess
+    import sys
+
+    from transformers import AutoModelForImageTextToText
+
+    command = [
+        *[sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1"],
+        *["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "tprl_train.train_pruner"],
+        *["--config", "train/configs/digit_world.yaml", "--base_model", base_dir, "--output_dir", str(tmp_path)],
+        *["--train_size", "64", "--autoencoder_steps", "2", "--num_demonstrations", "24", "--imitation_steps", "2"],
+        *["--max_steps", "2", "--save_steps", "2", "--logging_steps", "1", "--per_device_train_batch_size", "8"],
+        *["--eval_size", "0", "--disable_tqdm", "true"],
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "ppo").glob("checkpoint-*")) == ["checkpoint-2"]
+    history = json.loads((tmp_path / "ppo" / "log_history.json").read_text())
+    assert [r["step"] for r in history if "episode_return" in r] == [1, 2]
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path / "ppo" / "final")
+    assert type(model).__name__ == "TPRLForConditionalGeneration"

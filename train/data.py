@@ -1,0 +1,52 @@
+"""Training data for the pruner: (image, question, answer) examples chat-formatted with the base's own processor."""
+
+import torch
+from transformers import ProcessorMixin
+
+
+class VQACollator:
+    """Batches `{"image", "question", "answer"}` examples into left-padded LLaVA inputs whose `labels` score only the
+    answer (and the end-of-turn tokens the chat template puts after it).
+
+    The prompt is the processor's chat template for one user turn holding the image and the question, exactly as
+    at inference; the answer is the assistant turn that follows it.
+
+    Args:
+        processor ([`ProcessorMixin`]): the base model's processor (with a chat template).
+    """
+
+    def __init__(self, processor: ProcessorMixin):
+        if getattr(processor, "chat_template", None) is None:
+            raise ValueError("The base model's processor has no chat template; set `processor.chat_template` first.")
+        self.processor = processor
+
+    def _conversation(self, question: str, answer: str | None) -> list[dict]:
+        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        if answer is not None:
+            conversation.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+        return conversation
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        template = self.processor.apply_chat_template
+        prompts = [template(self._conversation(e["question"], None), add_generation_prompt=True) for e in examples]
+        texts = [template(self._conversation(e["question"], e["answer"])) for e in examples]
+        tokenizer = self.processor.tokenizer
+        # The answer span's length, from the text alone: the expanded image tokens are in the shared prompt part.
+        answer_lengths = [
+            len(tokenizer(text, add_special_tokens=False)["input_ids"])
+            - len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+            for prompt, text in zip(prompts, texts)
+        ]
+        images = [example["image"] for example in examples]
+        batch = self.processor(
+            images=images, text=texts, padding=True, padding_side="left", add_special_tokens=False, return_tensors="pt"
+        )
+        labels = torch.full_like(batch["input_ids"], -100)
+        for row, length in enumerate(answer_lengths):
+            if length < 1:
+                raise ValueError(
+                    f"Example {row} has an empty answer after chat formatting: {examples[row]['answer']!r}."
+                )
+            labels[row, -length:] = batch["input_ids"][row, -length:]
+        batch["labels"] = labels
+        return dict(batch)

@@ -1,0 +1,51 @@
+"""The task score of the frozen LLaVA on a selection of visual tokens: what the teacher and the rewards measure."""
+
+from dataclasses import dataclass
+
+import torch
+
+from modeling_tprl import TPRLForConditionalGeneration
+
+
+@dataclass
+class AnswerScores:
+    """Per example: `log_likelihood` of the labelled answer tokens and whether the first of them is the argmax."""
+
+    log_likelihood: torch.Tensor
+    correct: torch.Tensor
+
+
+def answer_scores(
+    model: TPRLForConditionalGeneration,
+    batch: dict[str, torch.Tensor],
+    image_features: torch.Tensor,
+    kept_visual_indices: torch.Tensor,
+) -> AnswerScores:
+    """
+    Runs the frozen base on the kept visual tokens and scores the answers in `batch["labels"]`.
+
+    Args:
+        model ([`TPRLForConditionalGeneration`]): the model; only its base and insertion path are used.
+        batch (`dict`): `input_ids`, `attention_mask`, `labels` (answer tokens, `-100` elsewhere).
+        image_features (`torch.Tensor`): `[images, tokens, hidden]` projected visual tokens of `pixel_values`.
+        kept_visual_indices (`torch.Tensor`): `[images, kept]` the selection to score.
+    """
+    pruned = model.prune_inputs(
+        batch["input_ids"],
+        pixel_values=None,
+        attention_mask=batch["attention_mask"],
+        labels=batch["labels"],
+        kept_visual_indices=kept_visual_indices,
+        image_features=image_features,
+    )
+    logits = model.base(
+        inputs_embeds=pruned.inputs_embeds, attention_mask=pruned.attention_mask, position_ids=pruned.position_ids
+    ).logits[:, :-1]
+    labels = pruned.labels[:, 1:]
+    scored = labels.ne(-100)
+    token_log_probs = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+    log_likelihood = (token_log_probs * scored).sum(1)
+    first = scored.int().argmax(1)
+    rows = torch.arange(len(labels), device=labels.device)
+    correct = logits[rows, first].argmax(-1).eq(labels[rows, first])
+    return AnswerScores(log_likelihood=log_likelihood, correct=correct)
