@@ -2,6 +2,7 @@
 
 import itertools
 import math
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from PIL import Image
 
 from modeling_tprl.pruning_tprl import keep_schedule
-from tprl_digit_world import DigitWorld
+from tprl_digit_world import EMBEDDED_BASE_PATH, DigitWorld
 from tprl_train.data import VQACollator
 from tprl_train.imitation import imitation_loss
 from tprl_train.ppo_config import TPRLPPOConfig
@@ -166,7 +167,7 @@ def test_resume_rejects_a_folder_that_is_not_a_checkpoint(base_dir, processor, v
     ("overrides", "message"),
     [
         ({"cliprange": 0.0}, "cliprange must be positive"),
-        ({"keep_ratios": [0.5, 1.5]}, r"keep_ratio must be in \(0, 1\]"),
+        ({"keep_ratios": [0.5, 1.5]}, r"keep_ratio must be a number in \(0, 1\]"),
         ({"score": "bleu"}, "score must be"),
         ({"gamma": 1.5}, r"gamma and lam must be in \[0, 1\]"),
         ({"num_mini_batches": 16}, "must be at least num_mini_batches"),
@@ -177,16 +178,22 @@ def test_bad_ppo_config_values(overrides, message, tmp_path):
         TPRLPPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, **overrides)
 
 
-def test_unknown_config_key_is_an_error(tmp_path):
+def test_unknown_config_key_is_an_error(base_dir, tmp_path):
     config = tmp_path / "bad.yaml"
-    config.write_text("output_dir: x\nimitation_stepz: 3\n")
+    config.write_text(f"output_dir: {tmp_path}\nbase_model: {base_dir}\nimitation_stepz: 3\n")
     with pytest.raises(ValueError, match="imitation_stepz"):
         main(["--config", str(config)])
 
 
-def test_bad_stage_sizes():
+def test_bad_stage_sizes(base_dir):
     with pytest.raises(ValueError, match="imitation_steps must be positive"):
-        PrunerTrainingArguments(imitation_steps=0)
+        PrunerTrainingArguments(base_model=base_dir, imitation_steps=0)
+
+
+@pytest.mark.skipif(Path(EMBEDDED_BASE_PATH, "config.json").exists(), reason="the embedded default is shipped")
+def test_missing_embedded_default_is_a_clear_error():
+    with pytest.raises(ValueError, match="embedded default base is not shipped"):
+        PrunerTrainingArguments()
 
 
 def test_main_job_under_accelerate_with_two_processes(base_dir, tmp_path):

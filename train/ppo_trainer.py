@@ -253,10 +253,9 @@ class TPRLPPOTrainer(Trainer):
         if not os.path.isfile(os.path.join(checkpoint, "trainer_state.json")):
             raise ValueError(f"{checkpoint} is not a TPRL PPO checkpoint (no trainer_state.json).")
         weights = load_pruner_weights(checkpoint, {})
-        policy_weights = {k.removeprefix("pruner.policy."): v for k, v in weights.items() if ".policy." in k}
+        policy_weights = {k.removeprefix("policy."): v for k, v in weights.items() if k.startswith("policy.")}
         self.model.pruner.policy.load_state_dict(policy_weights)
         self._load_optimizer_and_scheduler(checkpoint)
-        self._load_rng_state(checkpoint)
         self.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs) -> TrainOutput:
@@ -284,11 +283,16 @@ class TPRLPPOTrainer(Trainer):
 
         dataloader = self.get_train_dataloader()
         batches = _endless(dataloader, skip=self.state.global_step)
+        batch = next(batches)  # starting the data iterator draws from the global RNG: do it before restoring it
+        if resume_from_checkpoint:
+            self._load_rng_state(resume_from_checkpoint)
         self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
         total_loss = 0.0
         while self.state.global_step < args.max_steps:
             self.control = self.callback_handler.on_step_begin(args, self.state, self.control)
-            rollout = self.rollout(next(batches), self._keep_ratio_for(self.state.global_step))
+            batch = batch if batch is not None else next(batches)
+            rollout = self.rollout(batch, self._keep_ratio_for(self.state.global_step))
+            batch = None
             metrics = {**rollout.metrics, **self.ppo_update(rollout)}
             metrics = {
                 k: self.accelerator.reduce(torch.tensor(v), reduction="mean").item() for k, v in metrics.items()

@@ -71,6 +71,11 @@ class PrunerTrainingArguments:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
         if self.eval_size < 0:
             raise ValueError(f"eval_size must not be negative, got {self.eval_size}.")
+        if self.base_model == EMBEDDED_BASE_PATH and not Path(EMBEDDED_BASE_PATH, "config.json").exists():
+            raise ValueError(
+                "The embedded default base is not shipped in this version: pass --base_model <llava-hf directory>, "
+                "e.g. one written by `tprl-train-base --output_dir <dir>`."
+            )
         if self.num_demonstrations > self.train_size and self.dataset == "digit_world":
             raise ValueError(f"num_demonstrations ({self.num_demonstrations}) exceeds train_size ({self.train_size}).")
 
