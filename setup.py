@@ -14,7 +14,11 @@ setup(
         "tprl_eval": "eval",
         "tprl_hub_cards": "hub_cards",
     },
-    package_data={"tprl_digit_world": ["tiny_llava/*"], "tprl_train": ["configs/*.yaml"]},
+    package_data={
+        "tprl_digit_world": ["tiny_llava/*"],
+        "tprl_train": ["configs/*.yaml"],
+        "tprl_hub_cards": ["*.md"],
+    },
     install_requires=[
         "torch>=2.4",
         "transformers>=5.23,<5.24",
@@ -37,6 +41,7 @@ setup(
             "tprl-train-base=tprl_train.train_base:main",
             "tprl-train=tprl_train.train_pruner:main",
             "tprl-eval=tprl_eval.cli:main",
+            "tprl-push=tprl_hub_cards.push:main",
         ]
     },
 )

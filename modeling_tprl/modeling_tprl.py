@@ -174,6 +174,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             )
         base_kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_") and k not in _HUB_KWARGS}
         base_kwargs.pop("trust_remote_code", None)
+        base_kwargs.pop("adapter_kwargs", None)  # the Auto classes put this repo's revision there, not the base's
         for name in ("token", "cache_dir", "local_files_only", "force_download", "proxies"):
             if name in hub_kwargs:
                 base_kwargs[name] = hub_kwargs[name]

@@ -1,0 +1,98 @@
+"""`tprl-push`: uploads a TPRL checkpoint with its generated model card to the Hub, in one commit.
+
+    tprl-push --model outputs/tprl_digit_world/ppo/final --repo_id user/tprl-tiny-llava \
+        --results outputs/tprl_digit_world/eval/results.json [--private] [--revision branch]
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx2
+from huggingface_hub import HfApi, constants, get_token
+from transformers import AutoConfig, HfArgumentParser
+
+import modeling_tprl  # noqa: F401  (registers the "tprl" config type)
+
+from .model_card import build_model_card, check_results
+
+
+@dataclass
+class PushArguments:
+    model: str = field(metadata={"help": "A saved TPRL checkpoint directory."})
+    repo_id: str = field(metadata={"help": "Target repository, e.g. 'user/tprl-llava-1.5-7b'."})
+    results: str | None = field(default=None, metadata={"help": "A results.json of tprl-eval / tprl-train."})
+    base_model_id: str | None = field(
+        default=None, metadata={"help": "Hub id of the base, when the checkpoint names a local base directory."}
+    )
+    private: bool = field(default=False)
+    revision: str | None = field(default=None, metadata={"help": "Branch to push to (created if missing)."})
+    token: str | None = field(default=None, metadata={"help": "Hub token; defaults to the logged-in one."})
+    commit_message: str = field(default="Upload TPRL pruner")
+
+
+def push_tprl_model(args: PushArguments) -> str:
+    """Pushes `args.model` with its card to `args.repo_id`; returns the commit's URL."""
+    model_dir = Path(args.model)
+    if not (model_dir / "config.json").is_file():
+        raise ValueError(f"{model_dir} is not a saved model (no config.json); pass a TPRL checkpoint directory.")
+    config = AutoConfig.from_pretrained(model_dir)
+    if config.model_type != "tprl":
+        raise ValueError(f"{model_dir} holds a {config.model_type!r} model, not a TPRL checkpoint.")
+    if args.base_model_id:
+        config.base_model_name_or_path = args.base_model_id
+    base = config.base_model_name_or_path
+    if config.pruner_only and (base is None or os.path.isabs(base) or os.path.isdir(base)):
+        raise ValueError(
+            f"The checkpoint's base is a local path ({base!r}): nobody loading it from the Hub could find it. "
+            "Push the base first and pass its Hub id with --base_model_id, or save a full checkpoint."
+        )
+    if not (args.token or get_token()):
+        raise ValueError("No Hub token: log in with `hf auth login`, set HF_TOKEN, or pass --token.")
+    results = None
+    if args.results:
+        try:
+            results = json.loads(Path(args.results).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"Cannot read the results file {args.results}: {error}") from error
+        check_results(results)
+
+    with tempfile.TemporaryDirectory() as staging:
+        staging = Path(staging)
+        for item in model_dir.iterdir():
+            if item.is_file():
+                shutil.copy2(item, staging / item.name)
+        config.save_pretrained(staging)  # with the Hub id of the base
+        plot = None
+        if args.results and (Path(args.results).parent / "accuracy_vs_kept.png").is_file():
+            plot = "accuracy_vs_kept.png"
+            shutil.copy2(Path(args.results).parent / plot, staging / plot)
+        card = build_model_card(config, args.repo_id, results=results, plot=plot)
+        card.save(staging / "README.md")
+
+        api = HfApi(token=args.token)
+        try:
+            api.create_repo(args.repo_id, private=args.private, exist_ok=True)
+            if args.revision:
+                api.create_branch(args.repo_id, branch=args.revision, exist_ok=True)
+            # One commit: a failed upload leaves the repository as it was, never half a checkpoint.
+            commit = api.upload_folder(
+                folder_path=staging, repo_id=args.repo_id, revision=args.revision, commit_message=args.commit_message
+            )
+        except (httpx2.ConnectError, httpx2.TimeoutException) as error:
+            raise ConnectionError(
+                f"Cannot reach the Hub at {constants.ENDPOINT} ({error}); check HF_ENDPOINT."
+            ) from error
+    return commit.commit_url
+
+
+def main(argv: list[str] | None = None) -> None:
+    (args,) = HfArgumentParser(PushArguments).parse_args_into_dataclasses(args=argv)
+    print(push_tprl_model(args))
+
+
+if __name__ == "__main__":
+    main()
