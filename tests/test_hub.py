@@ -102,6 +102,12 @@ def test_push_then_load_by_repo_id(base_dir, processor, batch, tmp_path):
         )
         assert hub.repos["tester/tprl-tiny"].branches["main"][0] == {}  # the push went to the branch only
 
+        plain = "import sys; from modeling_tprl import TPRLForConditionalGeneration as T; "
+        plain += "T.from_pretrained(sys.argv[1]).push_to_hub('tester/tprl-plain')"
+        _run([sys.executable, "-c", plain, str(tmp_path / "tprl")], env, tmp_path)
+        pushed = set(hub.repos["tester/tprl-plain"].branches["main"][0])
+        assert {"config.json", "model.safetensors", "modeling_tprl.py", "processor_config.json"} <= pushed
+
         torch.save(dict(batch), tmp_path / "batch.pt")
         loaded = _run(
             [sys.executable, "-c", LOAD_FROM_HUB, "tester/tprl-tiny", "dev", str(tmp_path / "batch.pt")], env, tmp_path
