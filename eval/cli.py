@@ -1,6 +1,6 @@
 """`tprl-eval`: accuracy of pruning methods at given budgets on the digit world's held-out test split.
 
-    tprl-eval --methods full,random,uniform,oracle --keep_ratios 0.333,0.222,0.111 --output_dir outputs/eval
+    tprl-eval --methods full,random,uniform,cls_attention,fastv,oracle --keep_ratios 0.333,0.222,0.111 --output_dir outputs/eval
 
 Every method goes through the same insertion path, `TPRLForConditionalGeneration`: training-free methods are its
 `pruning_method` values, the oracle imposes `kept_visual_indices`, and `full` keeps every token.
@@ -21,7 +21,7 @@ from tprl_digit_world.evaluation import answer_accuracy, answer_prior, fixed_exa
 from .oracle import oracle_indices
 
 
-METHODS = ("full", "tprl", "random", "uniform", "oracle")
+METHODS = ("full", "tprl", "random", "uniform", "cls_attention", "fastv", "oracle")
 
 
 @dataclass
@@ -32,7 +32,10 @@ class EvalArguments:
             "help": "A llava-hf base or a TPRL checkpoint (directory or Hub id); the embedded default if unset."
         },
     )
-    methods: str = field(default="full,random,uniform,oracle", metadata={"help": f"Comma-separated, from {METHODS}."})
+    methods: str = field(
+        default="full,random,uniform,cls_attention,fastv,oracle",
+        metadata={"help": f"Comma-separated, from {METHODS}."},
+    )
     keep_ratios: str = field(default="0.3333,0.2222,0.1111", metadata={"help": "Comma-separated ratios in (0, 1]."})
     num_examples: int = field(default=2000, metadata={"help": "Test questions (held-out handwriting)."})
     batch_size: int = field(default=64)

@@ -26,7 +26,7 @@ def evaluate_training_run(output_dir: str | Path, keep_ratios: list[float], num_
 
     args = EvalArguments(
         model=final,
-        methods="full,tprl,random,uniform,oracle",
+        methods="full,tprl,random,uniform,cls_attention,fastv,oracle",
         keep_ratios=ratios,
         num_examples=num_examples,
         seed=seed,

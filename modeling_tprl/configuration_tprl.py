@@ -3,7 +3,7 @@
 from transformers import LlavaConfig, PreTrainedConfig
 
 
-PRUNING_METHODS = ("tprl", "random", "uniform")
+PRUNING_METHODS = ("tprl", "random", "uniform", "cls_attention", "fastv")
 SUPPORTED_BASE_MODEL_TYPES = ("llava",)
 
 
@@ -33,8 +33,11 @@ class TPRLConfig(PreTrainedConfig):
         policy_num_heads (`int`, *optional*, defaults to 4):
             Attention heads of the policy transformer.
         pruning_method (`str`, *optional*, defaults to `"tprl"`):
-            How tokens are chosen: `"tprl"` (the learned policy), or a training-free method (`"random"`,
-            `"uniform"`).
+            How tokens are chosen: `"tprl"` (the learned policy), or a training-free method: `"random"`,
+            `"uniform"` (stride), `"cls_attention"` ([CLS] attention in the vision layer LLaVA reads) or `"fastv"`
+            (the last prompt token's attention in LM layer `fastv_layer`, on the full sequence).
+        fastv_layer (`int`, *optional*, defaults to 2):
+            LM layer (0-based) whose attention ranks the tokens for `"fastv"`; the last layer if the LM is shallower.
         pruner_only (`bool`, *optional*, defaults to `True`):
             Whether a saved checkpoint holds the pruner's weights only (the base is loaded from
             `base_model_name_or_path`) or the base's as well.
@@ -63,6 +66,7 @@ class TPRLConfig(PreTrainedConfig):
     policy_num_layers: int = 2
     policy_num_heads: int = 4
     pruning_method: str = "tprl"
+    fastv_layer: int = 2
     pruner_only: bool = True
     initializer_range: float = 0.02
 
@@ -76,6 +80,8 @@ class TPRLConfig(PreTrainedConfig):
             raise ValueError(f"num_kept_tokens must be at least 1, got {self.num_kept_tokens}.")
         if self.keep_ratio is None and self.num_kept_tokens is None:
             raise ValueError("Set a budget: keep_ratio in (0, 1] or num_kept_tokens >= 1.")
+        if self.fastv_layer < 0:
+            raise ValueError(f"fastv_layer must not be negative, got {self.fastv_layer}.")
         for name in ("num_pruning_steps", "policy_hidden_size", "policy_num_layers", "policy_num_heads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
@@ -110,6 +116,7 @@ class TPRLConfig(PreTrainedConfig):
             "policy_num_layers": (int,),
             "policy_num_heads": (int,),
             "pruning_method": (str,),
+            "fastv_layer": (int,),
             "pruner_only": (bool,),
             "initializer_range": (float, int),
         }

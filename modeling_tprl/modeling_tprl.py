@@ -18,7 +18,7 @@ from transformers import (
 from transformers.utils import ModelOutput, cached_file, logging
 
 from .configuration_tprl import SUPPORTED_BASE_MODEL_TYPES, TPRLConfig, check_keep_ratio
-from .pruning_tprl import TPRLPruner
+from .pruning_tprl import TPRLPruner, cls_attention_scores, fastv_scores
 
 
 logger = logging.get_logger(__name__)
@@ -302,6 +302,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor,
         attention_mask: torch.LongTensor,
         num_kept: int,
+        pixel_values: torch.FloatTensor | None = None,
     ) -> torch.LongTensor:
         """Indices of the visual tokens each image keeps under the configured `pruning_method`, increasing."""
         num_images, total, _ = image_features.shape
@@ -315,7 +316,23 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         if method == "uniform":  # centred stride over the row-major patch grid
             indices = ((torch.arange(num_kept, device=device) + 0.5) * total / num_kept).long()
             return indices.expand(num_images, -1)
-        raise ValueError(f"Unknown pruning_method {method!r}.")
+        if method == "cls_attention":
+            if pixel_values is None:
+                raise ValueError("pruning_method 'cls_attention' needs the images' pixel_values.")
+            layer = self.base.config.vision_feature_layer
+            layer = layer[-1] if isinstance(layer, (list, tuple)) else layer
+            scores = cls_attention_scores(self.base.model.vision_tower, pixel_values, layer)
+        elif method == "fastv":
+            image_mask = input_ids == self.base.config.image_token_id
+            embeds = self.get_input_embeddings()(input_ids)
+            embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), image_features.to(embeds.dtype))
+            language_model = self.base.model.language_model
+            scores = fastv_scores(
+                language_model, embeds, attention_mask, image_mask, num_images, self.config.fastv_layer
+            )
+        else:
+            raise ValueError(f"Unknown pruning_method {method!r}.")
+        return scores.topk(num_kept, dim=1).indices.sort(dim=1).values
 
     def kept_visual_indices(
         self,
@@ -335,7 +352,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
             num_kept = self.num_kept_tokens(keep_ratio, num_kept_tokens)
-            return self.select_visual_tokens(image_features, input_ids, attention_mask, num_kept)
+            return self.select_visual_tokens(image_features, input_ids, attention_mask, num_kept, pixel_values)
 
     def prune_inputs(
         self,
@@ -360,7 +377,9 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if kept_visual_indices is None:
-            kept_visual_indices = self.select_visual_tokens(image_features, input_ids, attention_mask, num_kept)
+            kept_visual_indices = self.select_visual_tokens(
+                image_features, input_ids, attention_mask, num_kept, pixel_values
+            )
         kept_visual_indices = _check_indices(kept_visual_indices, num_images, total).to(input_ids.device)
 
         image_mask = input_ids == self.base.config.image_token_id

@@ -141,3 +141,75 @@ class TPRLPruner(nn.Module):
             logits, _ = self.policy(latents, kept_mask, question_embeds, question_mask, step)
             kept_mask = torch.zeros_like(kept_mask).scatter(1, logits.topk(count, dim=1).indices, True)
         return kept_mask.nonzero()[:, 1].view(visual_tokens.shape[0], num_kept)
+
+
+# ---- training-free baselines: scores of each visual token, highest kept ---------------------------------------
+
+
+def _attention_row(query: torch.Tensor, keys: torch.Tensor, num_heads: int, mask: torch.Tensor | None = None):
+    """Softmax attention of one query per row over `keys` (`[rows, length, width]`), averaged over heads."""
+    rows, length, width = keys.shape
+    head_dim = width // num_heads
+    query = query.view(rows, num_heads, 1, head_dim)
+    keys = keys.view(rows, length, num_heads, head_dim).transpose(1, 2)
+    logits = (query @ keys.transpose(-1, -2)).squeeze(2).float() / math.sqrt(head_dim)
+    if mask is not None:
+        logits = logits.masked_fill(~mask[:, None, :], -math.inf)
+    return logits.softmax(-1).mean(1)
+
+
+@torch.no_grad()
+def cls_attention_scores(vision_tower: nn.Module, pixel_values: torch.Tensor, feature_layer: int) -> torch.Tensor:
+    """
+    `[images, patches]` attention of the [CLS] token to each patch in the vision layer whose output LLaVA reads
+    (VisionZip / FasterVLM "dominant" tokens). Runs the vision tower once more, with hidden states.
+    """
+    hidden_states = vision_tower(pixel_values, output_hidden_states=True).hidden_states
+    index = feature_layer if feature_layer >= 0 else len(hidden_states) + feature_layer
+    if index < 1:
+        raise ValueError("cls_attention needs a vision feature layer after at least one transformer layer.")
+    layer = vision_tower.encoder.layers[index - 1]
+    normed = layer.layer_norm1(hidden_states[index - 1])
+    query = layer.self_attn.q_proj(normed[:, 0])
+    keys = layer.self_attn.k_proj(normed)
+    return _attention_row(query, keys, vision_tower.config.num_attention_heads)[:, 1:]
+
+
+@torch.no_grad()
+def fastv_scores(
+    language_model: nn.Module,
+    inputs_embeds: torch.Tensor,
+    attention_mask: torch.Tensor,
+    image_mask: torch.Tensor,
+    num_images: int,
+    layer_index: int,
+) -> torch.Tensor:
+    """
+    `[images, visual tokens]` FastV-style scores: the attention of each row's last token to its visual tokens in
+    LM layer `layer_index`, averaged over heads, on the full (unpruned) sequence. Costs that many extra layers.
+    """
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    layer_index = min(layer_index, len(language_model.layers) - 1)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    hidden = language_model(
+        inputs_embeds=inputs_embeds,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        output_hidden_states=True,
+    ).hidden_states[layer_index]
+    layer = language_model.layers[layer_index]
+    attention, config = layer.self_attn, language_model.config
+    normed = layer.input_layernorm(hidden)
+    rows, length, _ = normed.shape
+    head_dim, kv_heads = attention.head_dim, config.num_key_value_heads
+    query = attention.q_proj(normed).view(rows, length, -1, head_dim).transpose(1, 2)
+    keys = attention.k_proj(normed).view(rows, length, kv_heads, head_dim).transpose(1, 2)
+    cos, sin = language_model.rotary_emb(normed, position_ids)
+    query, keys = apply_rotary_pos_emb(query, keys, cos, sin)
+    keys = keys.repeat_interleave(query.shape[1] // kv_heads, dim=1)
+    heads = query.shape[1]
+    query = query[:, :, -1].reshape(rows, heads * head_dim)
+    keys = keys.transpose(1, 2).reshape(rows, length, heads * head_dim)
+    scores = _attention_row(query, keys, heads, attention_mask.bool())
+    return scores[image_mask].view(num_images, -1)  # placeholders are in image order, row by row
