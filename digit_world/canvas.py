@@ -1,8 +1,8 @@
 """The digit world: canvases of tinted handwritten digits and questions about one part of them.
 
 Every canvas is a 96x96 black image holding 3-6 distinct digits from scikit-learn's bundled handwritten
-digits (real 8x8 scans at their own resolution), each tinted with one of six colours and placed on an 8-px grid
-without overlap. With 8-px patches a digit fills exactly one of the 12x12 visual tokens, so the answer to a
+digits (real 8x8 scans), each upscaled to 16x16 px, tinted with one of six colours and placed on an 8-px grid
+without overlap. With 8-px patches a digit covers exactly 2x2 of the 12x12 visual tokens, so the answer to a
 question depends on a handful of tokens that the question names.
 """
 
@@ -13,10 +13,7 @@ from sklearn.datasets import load_digits
 
 
 CANVAS_SIZE = 96
-# Digits keep the scans' 8x8 pixels. Upscaled to 16x16 (2x2 patches each), the 2-layer, 64-wide vision tower
-# recognised a digit from one of its quarters on held-out handwriting only 36% of the time after 800 steps, and
-# the LM never learnt to bind words to patches; whole digits in one patch are recognised 96% of the time.
-DIGIT_SIZE = 8
+DIGIT_SIZE = 16
 GRID = 8
 COLORS = {
     "red": (255, 40, 40),
@@ -41,7 +38,7 @@ class DigitPlacement:
 
 
 def split_digit_pool(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Returns `(images, labels)` of the source scans that belong to `split`, as 8x8 intensities in [0, 1]."""
+    """Returns `(images, labels)` of the source scans that belong to `split`, as 16x16 intensities in [0, 1]."""
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; choose one of {SPLITS}.")
     digits = load_digits()
@@ -49,7 +46,8 @@ def split_digit_pool(split: str) -> tuple[np.ndarray, np.ndarray]:
     start, end = _SPLIT_FRACTIONS[split]
     chosen = order[int(start * len(order)) : int(end * len(order))]
     images = digits.images[chosen] / 16.0  # the scans' intensities run from 0 to 16
-    return images.astype(np.float32), digits.target[chosen]
+    upscaled = np.kron(images, np.ones((1, 2, 2)))  # nearest-neighbour 8x8 -> 16x16
+    return upscaled.astype(np.float32), digits.target[chosen]
 
 
 class DigitWorld:

@@ -12,7 +12,7 @@ from tprl_eval.oracle import oracle_indices
 
 
 def test_splits_use_disjoint_handwriting():
-    pools = [split_digit_pool(split)[0].reshape(-1, 64) for split in ("train", "validation", "test")]
+    pools = [split_digit_pool(split)[0].reshape(-1, 256) for split in ("train", "validation", "test")]
     keys = [{row.tobytes() for row in pool} for pool in pools]
     assert not keys[0] & keys[2] and not keys[0] & keys[1]
 
@@ -90,11 +90,10 @@ def test_chat_template_gives_the_prompt(processor):
 def test_oracle_keeps_the_named_digit_first():
     example = next(e for e in fixed_examples("test", 20) if e["question_type"] == "color")
     (item,) = relevant_placements(example["question"], example["layout"])
-    col, row = item.box[0] // 8, item.box[1] // 8  # an 8x8 digit fills exactly one 8-px patch
-    assert oracle_indices([example], 1, patch_size=8).tolist() == [[row * 12 + col]]
-    assert patch_indices(item.box, patch_size=4) == [
-        (2 * row + dy) * 24 + 2 * col + dx for dy in (0, 1) for dx in (0, 1)
-    ]
+    col, row = item.box[0] // 8, item.box[1] // 8  # a 16x16 digit covers 2x2 patches of 8 px
+    expected = sorted([row * 12 + col, row * 12 + col + 1, (row + 1) * 12 + col, (row + 1) * 12 + col + 1])
+    assert oracle_indices([example], 4, patch_size=8).tolist() == [expected]
+    assert len(patch_indices(item.box, patch_size=4)) == 16
 
 
 def test_builder_is_deterministic(tmp_path):
