@@ -290,6 +290,14 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         embeds = self.get_input_embeddings()(question_ids)
         return embeds[image_rows], question_mask[image_rows]
 
+    def _insert_visual_tokens(
+        self, input_ids: torch.LongTensor, image_features: torch.FloatTensor
+    ) -> tuple[torch.FloatTensor, torch.BoolTensor]:
+        """The LM's input embeddings with every visual token in its placeholder, as LLaVA inserts them."""
+        image_mask = input_ids == self.base.config.image_token_id
+        embeds = self.get_input_embeddings()(input_ids)
+        return embeds.masked_scatter(image_mask.unsqueeze(-1), image_features.to(embeds.dtype)), image_mask
+
     def question_embeddings(
         self, input_ids: torch.LongTensor, attention_mask: torch.LongTensor, num_images: int
     ) -> tuple[torch.FloatTensor, torch.BoolTensor]:
@@ -323,9 +331,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             layer = layer[-1] if isinstance(layer, (list, tuple)) else layer
             scores = cls_attention_scores(self.base.model.vision_tower, pixel_values, layer)
         elif method == "fastv":
-            image_mask = input_ids == self.base.config.image_token_id
-            embeds = self.get_input_embeddings()(input_ids)
-            embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), image_features.to(embeds.dtype))
+            embeds, image_mask = self._insert_visual_tokens(input_ids, image_features)
             language_model = self.base.model.language_model
             scores = fastv_scores(
                 language_model, embeds, attention_mask, image_mask, num_images, self.config.fastv_layer
@@ -382,9 +388,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             )
         kept_visual_indices = _check_indices(kept_visual_indices, num_images, total).to(input_ids.device)
 
-        image_mask = input_ids == self.base.config.image_token_id
-        embeds = self.get_input_embeddings()(input_ids)
-        embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), image_features.to(embeds.dtype))
+        embeds, image_mask = self._insert_visual_tokens(input_ids, image_features)
         image_kept = torch.zeros(num_images, total, dtype=torch.bool, device=input_ids.device)
         image_kept.scatter_(1, kept_visual_indices, True)
         keep = ~image_mask
