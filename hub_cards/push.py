@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx2
 from huggingface_hub import HfApi, constants, get_token
+from huggingface_hub.errors import HfHubHTTPError
 from transformers import AutoConfig, HfArgumentParser
 
 import modeling_tprl  # noqa: F401  (registers the "tprl" config type)
@@ -82,6 +83,13 @@ def push_tprl_model(args: PushArguments) -> str:
             commit = api.upload_folder(
                 folder_path=staging, repo_id=args.repo_id, revision=args.revision, commit_message=args.commit_message
             )
+        except HfHubHTTPError as error:
+            if error.response is not None and error.response.status_code in (401, 403):
+                raise PermissionError(
+                    f"The Hub refused to write to {args.repo_id} ({error.response.status_code}): check that your token "
+                    "has write access to this repository or namespace."
+                ) from error
+            raise
         except (httpx2.ConnectError, httpx2.TimeoutException) as error:
             raise ConnectionError(
                 f"Cannot reach the Hub at {constants.ENDPOINT} ({error}); check HF_ENDPOINT."

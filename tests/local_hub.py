@@ -20,8 +20,9 @@ class Repo:
 
 
 class LocalHub:
-    def __init__(self):
-        self.repos: dict[str, Repo] = {}
+    def __init__(self, read_only: tuple[str, ...] = ()):
+        self.repos: dict[str, Repo] = {name: Repo(private=False) for name in read_only}
+        self.read_only = set(read_only)  # repos owned by someone else: commits are forbidden
         self.lock = threading.Lock()
         hub = self
 
@@ -93,8 +94,10 @@ class LocalHub:
                 f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
             )
             with self.lock:
-                if repo_id in self.repos:
-                    return self.error(handler, 409, "RepoExists", "You already created this model repo")
+                if repo_id in self.repos:  # the Hub names the existing repo, which exist_ok=True relies on
+                    message = "You already created this model repo"
+                    body = {"error": message, "url": f"{self.endpoint}/{repo_id}"}
+                    return self.reply(handler, 409, body, {"X-Error-Code": "RepoExists", "X-Error-Message": message})
                 self.repos[repo_id] = Repo(bool(payload.get("private")))
             return self.reply(handler, 200, {"url": f"{self.endpoint}/{repo_id}", "name": repo_id})
         repo_id, rest = self.split(path[len("/api/models/") :])
@@ -110,10 +113,12 @@ class LocalHub:
             return self.reply(handler, 200, {})
         if revision not in repo.branches:
             return self.error(handler, 404, "RevisionNotFound", f"Invalid rev id: {revision}")
-        if action == "preupload":
+        if action == "preupload" and repo_id not in self.read_only:
             files = json.loads(body)["files"]
             modes = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]
             return self.reply(handler, 200, {"files": modes, "commitOid": repo.branches[revision][1]})
+        if action in ("commit", "preupload") and repo_id in self.read_only:
+            return self.error(handler, 403, "Forbidden", f"You don't have the rights to write to {repo_id}")
         if action == "commit":
             files = dict(repo.branches[revision][0])
             for line in body.decode().splitlines():

@@ -147,3 +147,15 @@ def test_push_to_an_unreachable_endpoint_is_a_clear_error(processor, base_dir, t
     push += ["--repo_id", "tester/z", "--base_model_id", "tester/tiny-llava"]
     result = subprocess.run(push, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert result.returncode != 0 and "Cannot reach the Hub at http://127.0.0.1:9" in result.stderr
+
+
+def test_push_to_a_repo_without_write_access_is_a_clear_error(processor, base_dir, tmp_path):
+    with LocalHub(read_only=("someone/else",)) as hub:
+        model = TPRLForConditionalGeneration.from_base(base_dir, policy_hidden_size=32)
+        model.save_pretrained(tmp_path / "tprl", processor=processor)
+        env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_TOKEN": "t", "HF_HOME": str(tmp_path / "hf_home")}
+        push = [sys.executable, "-m", "tprl_hub_cards.push", "--model", str(tmp_path / "tprl")]
+        push += ["--repo_id", "someone/else", "--base_model_id", "tester/tiny-llava"]
+        result = subprocess.run(push, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+        assert result.returncode != 0 and "refused to write to someone/else (403)" in result.stderr
+        assert hub.repos["someone/else"].branches["main"][0] == {}  # nothing uploaded
