@@ -6,7 +6,7 @@ setup(
     version="0.1.0",
     description="TPRL: reinforcement-learned visual-token pruning for LLaVA, the Hugging Face way.",
     python_requires=">=3.10",
-    packages=["modeling_tprl", "tprl_digit_world", "tprl_train", "tprl_eval", "tprl_hub_cards"],
+    packages=["modeling_tprl", "tprl_digit_world", "tprl_train", "tprl_eval", "tprl_eval.metrics", "tprl_hub_cards"],
     package_dir={
         "modeling_tprl": "modeling_tprl",
         "tprl_digit_world": "digit_world",
@@ -18,6 +18,7 @@ setup(
         "tprl_digit_world": ["tiny_llava/*"],
         "tprl_train": ["configs/*.yaml"],
         "tprl_hub_cards": ["*.md"],
+        "tprl_eval.metrics": ["*/*.py"],
     },
     install_requires=[
         "torch>=2.4",

@@ -28,6 +28,7 @@ from transformers import (
     set_seed,
 )
 
+from modeling_tprl import TPRLForConditionalGeneration
 from tprl_digit_world import COLORS, DigitWorld, build_processor
 from tprl_digit_world.batching import DigitWorldCollator
 from tprl_digit_world.canvas import CANVAS_SIZE, MAX_DIGITS, QUESTION_TYPES, patch_indices
@@ -55,6 +56,14 @@ class BaseTrainingArguments:
     )
     aux_weight: float = field(default=1.0, metadata={"help": "Initial weight of the per-token auxiliary heads."})
     aux_until: float = field(default=0.6, metadata={"help": "Share of the run at which the aux weight reaches 0."})
+    token_drop: float = field(
+        default=0.5,
+        metadata={
+            "help": "Share of steps whose visual tokens are cut to a random budget (16-144), keeping each digit's "
+            "centre patch first, then other digit patches, then background: teaches the base that absent background "
+            "means nothing, as LLaVA-1.5 tolerates pruned tokens."
+        },
+    )
     eval_every: int = field(default=250)
     num_eval_examples: int = field(default=1000)
     seed: int = field(default=0)
@@ -64,6 +73,8 @@ class BaseTrainingArguments:
             raise ValueError("max_steps and batch_size must be positive and aux_steps not negative.")
         if not (0 < self.curriculum_fraction <= 1 and 0 < self.aux_until <= 1):
             raise ValueError("curriculum_fraction and aux_until must be in (0, 1].")
+        if not 0 <= self.token_drop <= 1:
+            raise ValueError(f"token_drop is a share of steps in [0, 1], got {self.token_drop}.")
 
 
 def build_tiny_llava(processor) -> LlavaForConditionalGeneration:
@@ -150,6 +161,28 @@ def auxiliary_loss(
     return digit_loss + color_loss
 
 
+def content_first_indices(
+    examples: list[dict], num_kept: int, patch_size: int, rng: np.random.Generator
+) -> torch.LongTensor:
+    """`[len(examples), num_kept]` visual tokens to keep: each digit's centre patch, its other patches, background.
+
+    Every digit keeps at least its centre patch (`num_kept` >= 6), so the answer stays the same.
+    """
+    side = CANVAS_SIZE // patch_size
+    rows = []
+    for example in examples:
+        centres = [
+            ((y0 + y1) // 2 // patch_size) * side + (x0 + x1) // 2 // patch_size
+            for x0, y0, x1, y1 in (item.box for item in example["layout"])
+        ]
+        covered = {i for item in example["layout"] for i in patch_indices(item.box, patch_size)}
+        others = rng.permutation(sorted(covered - set(centres))).tolist()
+        background = rng.permutation(sorted(set(range(side * side)) - covered)).tolist()
+        ranked = list(dict.fromkeys(centres + others + background))
+        rows.append(sorted(ranked[:num_kept]))
+    return torch.tensor(rows, dtype=torch.long)
+
+
 def train_auxiliary_stage(model, heads, collator, args: BaseTrainingArguments, rng: np.random.Generator) -> None:
     """Vision tower + projector + heads only (no LM): cheap, and the LM then starts from informative tokens."""
     params = [*model.model.vision_tower.parameters(), *model.model.multi_modal_projector.parameters()]
@@ -190,6 +223,10 @@ def train(args: BaseTrainingArguments) -> dict:
             min(1.0, (step + 1) / args.warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / args.max_steps)))
         ),
     )
+    # The pruning path of our model, used to drop visual tokens exactly as pruning at inference does. The wrapper
+    # freezes its base; here the base is what trains.
+    pruning_view = TPRLForConditionalGeneration.from_base(model)
+    model.requires_grad_(True)
     world = DigitWorld("train")
     validation = fixed_examples("validation", args.num_eval_examples, seed=args.seed + 1)
     side = CANVAS_SIZE // processor.patch_size
@@ -213,17 +250,28 @@ def train(args: BaseTrainingArguments) -> dict:
             turns = (world.follow_up(rng, example["layout"], str(kind)) for kind in kinds)
             example["follow_ups"] = [turn for turn in turns if turn is not None]
         batch = collator(examples)
-        outputs = model(**batch)
-        answer_position = batch["labels"].ne(-100).int().argmax(1)  # the first label is the answer word
+        if rng.random() < args.token_drop:
+            kept = content_first_indices(examples, int(rng.integers(16, side * side + 1)), processor.patch_size, rng)
+            pruned = pruning_view.prune_inputs(**batch, kept_visual_indices=kept)
+            labels, image_features = pruned.labels, pruned.image_features
+            outputs = model(
+                inputs_embeds=pruned.inputs_embeds,
+                attention_mask=pruned.attention_mask,
+                position_ids=pruned.position_ids,
+                labels=labels,
+            )
+        else:
+            outputs = model(**batch)
+            labels, image_features = batch["labels"], outputs.image_hidden_states.view(len(examples), -1, hidden)
+        answer_position = labels.ne(-100).int().argmax(1)  # the first label is the answer word
         rows = torch.arange(len(examples))
         predicted = outputs.logits[rows, answer_position - 1].argmax(-1)
-        batch_accuracy = (predicted == batch["labels"][rows, answer_position]).float().mean().item()
+        batch_accuracy = (predicted == labels[rows, answer_position]).float().mean().item()
         running_accuracy = 0.95 * running_accuracy + 0.05 * batch_accuracy
         aux_weight = args.aux_weight * max(0.0, 1 - step / (args.aux_until * args.max_steps))
         loss = outputs.loss
         if aux_weight > 0:
-            features = outputs.image_hidden_states.view(len(examples), side * side, hidden)
-            loss = loss + aux_weight * auxiliary_loss(features, examples, aux_heads, processor.patch_size)
+            loss = loss + aux_weight * auxiliary_loss(image_features, examples, aux_heads, processor.patch_size)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()

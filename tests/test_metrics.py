@@ -1,0 +1,110 @@
+"""The local `evaluate` metric modules against hand-computed values."""
+
+import pytest
+
+from tprl_eval.metrics import load_metric
+
+
+@pytest.fixture(scope="module")
+def vqa():
+    return load_metric("vqa_accuracy")
+
+
+def test_vqa_accuracy_averages_the_ten_leave_one_out_subsets(vqa):
+    # 3 of 10 annotators said "2": leaving out one of them leaves 2 matches (2/3), leaving out another leaves 3 (1).
+    assert vqa.compute(predictions=["2"], references=[["2"] * 3 + ["3"] * 7])["vqa_accuracy"] == pytest.approx(0.9)
+    assert vqa.compute(predictions=["2"], references=[["2"] * 2 + ["3"] * 8])["vqa_accuracy"] == pytest.approx(
+        (2 * 1 / 3 + 8 * 2 / 3) / 10
+    )
+    assert vqa.compute(predictions=["4"], references=[["2"] * 10])["vqa_accuracy"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("prediction", "answer"),
+    [
+        ("Two", "2"),  # number words
+        ("none", "0"),
+        ("a dog", "dog"),  # articles
+        ("The red one.", "red one"),  # article and final period
+        ("yes!", "yes"),  # punctuation
+        ("1,000", "1000"),  # commas inside numbers
+        ("3.5", "3.5"),  # periods inside numbers stay
+        ("dont", "don't"),  # contractions
+        ("black-and-white", "black and white"),  # hyphen without spaces becomes a space
+    ],
+)
+def test_vqa_normalisation_edge_cases(vqa, prediction, answer):
+    assert vqa.compute(predictions=[prediction], references=[[answer] * 10])["vqa_accuracy"] == 1.0
+
+
+def test_vqa_needs_reference_answers(vqa):
+    with pytest.raises(ValueError, match="at least one reference"):
+        vqa.compute(predictions=["yes"], references=[[]])
+
+
+def test_exact_match():
+    metric = load_metric("exact_match")
+    result = metric.compute(
+        predictions=["Left.", " yes", "the table", "Red"], references=["left", "Yes", "table", "red"]
+    )
+    assert result["exact_match"] == 0.75  # "the table" is not "table": GQA does not drop articles
+
+
+def test_pope_counts():
+    predictions = ["Yes", "No, there is not.", "yes", "There is no dog.", "Yes.", "no"]
+    references = ["yes", "yes", "no", "no", "yes", "no"]
+    # parsed: yes no yes no yes no -> TP 2, FN 1, FP 1, TN 2
+    result = load_metric("pope").compute(predictions=predictions, references=references)
+    assert result == pytest.approx(
+        {"accuracy": 4 / 6, "precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "yes_ratio": 0.5}
+    )
+    with pytest.raises(ValueError, match="'yes' or 'no'"):
+        load_metric("pope").compute(predictions=["yes"], references=["maybe"])
+
+
+def test_mme_scores_pairs_and_sums_the_groups():
+    metric = load_metric("mme")
+    result = metric.compute(
+        predictions=["Yes", "No", "yes.", "Yes", "No", "no", "maybe", "No"],
+        references=["Yes", "No", "Yes", "No", "No", "Yes", "Yes", "No"],
+        question_ids=["a", "a", "b", "b", "c", "c", "d", "d"],
+        categories=["color", "color", "color", "color", "OCR", "OCR", "code_reasoning", "code_reasoning"],
+    )
+    # color: 3 of 4 right (75) and 1 of 2 images fully right (50); OCR: 1 of 2 (50), 0 of 1 (0); code: "maybe" is
+    # "other", so 1 of 2 (50) and 0 (0).
+    assert result["per_subtask"]["color"] == {"acc": 75.0, "acc_plus": 50.0, "score": 125.0}
+    assert result["perception"] == 125.0 + 50.0
+    assert result["cognition"] == 50.0
+    assert result["total"] == 225.0
+    with pytest.raises(ValueError, match="Unknown MME subtask"):
+        metric.compute(predictions=["Yes"], references=["Yes"], question_ids=["a"], categories=["colour"])
+
+
+def test_multiple_choice_reads_letters_and_option_texts():
+    metric = load_metric("multiple_choice")
+    predictions = ["B", "(C) blue", "D. none of these", "A cat", "blue"]
+    references = ["B", "C", "D", "A", "B"]
+    assert metric.compute(predictions=predictions, references=references)["accuracy"] == 0.6
+    options = [["x", "y"], ["r", "g", "b"], ["a", "b", "c", "d"], ["cat", "dog"], ["red", "blue"]]
+    assert metric.compute(predictions=predictions, references=references, options=options)["accuracy"] == 0.8
+
+
+def test_token_efficiency():
+    result = load_metric("token_efficiency").compute(
+        kept_tokens=[192, 64], total_tokens=[576, 576], flops=[3.0, 1.0], full_flops=[9.0, 10.0]
+    )
+    assert result == pytest.approx(
+        {
+            "kept_tokens": 128.0,
+            "keep_ratio": 128 / 576,
+            "flops_ratio": (1 / 3 + 0.1) / 2,
+            "flops_reduction": 1 - (1 / 3 + 0.1) / 2,
+        }
+    )
+    with pytest.raises(ValueError, match="must not exceed"):
+        load_metric("token_efficiency").compute(kept_tokens=[600], total_tokens=[576], flops=[1.0], full_flops=[1.0])
+
+
+def test_unknown_metric():
+    with pytest.raises(ValueError, match="Unknown metric"):
+        load_metric("bleu")
