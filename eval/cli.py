@@ -1,9 +1,12 @@
-"""`tprl-eval`: accuracy of pruning methods at given budgets on the digit world's held-out test split.
+"""`tprl-eval`: pruning methods at given budgets on the digit world and the seven LLaVA benchmarks.
 
     tprl-eval --methods full,random,uniform,cls_attention,fastv,oracle --keep_ratios 0.333,0.222,0.111 --output_dir outputs/eval
+    tprl-eval --model <llava-hf or TPRL checkpoint> --benchmarks gqa,pope,mme --limit 500 --dataset_paths gqa=<local copy>
 
 Every method goes through the same insertion path, `TPRLForConditionalGeneration`: training-free methods are its
-`pruning_method` values, the oracle imposes `kept_visual_indices`, and `full` keeps every token.
+`pruning_method` values, the oracle (digit world only) imposes `kept_visual_indices`, and `full` keeps every token.
+Writes `results.json`, `results.md` (the digit world's detailed table, then all benchmarks in the paper's layout)
+and plots to `output_dir`.
 """
 
 import json
@@ -18,10 +21,14 @@ from modeling_tprl import TPRLForConditionalGeneration
 from tprl_digit_world import EMBEDDED_BASE_PATH
 from tprl_digit_world.evaluation import answer_accuracy, answer_prior, fixed_examples
 
+from .answering import generate_answers
+from .benchmarks import BENCHMARKS
 from .oracle import oracle_indices
+from .plots import plot_accuracy, plot_benchmarks
 
 
 METHODS = ("full", "tprl", "random", "uniform", "cls_attention", "fastv", "oracle")
+BENCHMARK_NAMES = ("digit_world", *BENCHMARKS)
 
 
 @dataclass
@@ -37,7 +44,14 @@ class EvalArguments:
         metadata={"help": f"Comma-separated, from {METHODS}."},
     )
     keep_ratios: str = field(default="0.3333,0.2222,0.1111", metadata={"help": "Comma-separated ratios in (0, 1]."})
-    num_examples: int = field(default=2000, metadata={"help": "Test questions (held-out handwriting)."})
+    benchmarks: str = field(default="digit_world", metadata={"help": f"Comma-separated, from {BENCHMARK_NAMES}."})
+    dataset_paths: str = field(
+        default="",
+        metadata={"help": "Local copies of lmms-lab datasets, e.g. 'gqa=/data/GQA,pope=/data/POPE' (else the Hub)."},
+    )
+    num_examples: int = field(default=2000, metadata={"help": "Digit-world test questions (held-out handwriting)."})
+    limit: int | None = field(default=None, metadata={"help": "At most this many examples per benchmark."})
+    max_new_tokens: int = field(default=16, metadata={"help": "Answer length for the LLaVA benchmarks."})
     batch_size: int = field(default=64)
     seed: int = field(default=0)
     output_dir: str = field(default="outputs/eval")
@@ -59,8 +73,23 @@ class EvalArguments:
                 "The embedded default base is not shipped in this version: pass --model <llava-hf directory>, e.g. "
                 "one written by `tprl-train-base --output_dir <dir>`."
             )
-        if self.num_examples < 1 or self.batch_size < 1:
-            raise ValueError("num_examples and batch_size must be positive.")
+        if self.num_examples < 1 or self.batch_size < 1 or (self.limit is not None and self.limit < 1):
+            raise ValueError("num_examples, limit and batch_size must be positive.")
+        self.benchmark_list = [b.strip() for b in self.benchmarks.split(",") if b.strip()]
+        unknown = [b for b in self.benchmark_list if b not in BENCHMARK_NAMES]
+        if unknown or not self.benchmark_list:
+            raise ValueError(f"Unknown benchmark(s) {unknown}; choose from {BENCHMARK_NAMES}.")
+        pairs = [item.split("=", 1) for item in self.dataset_paths.split(",") if item.strip()]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError(f"dataset_paths must be 'name=path' pairs, got {self.dataset_paths!r}.")
+        self.dataset_path_map = {name.strip(): path.strip() for name, path in pairs}
+        stray = [name for name in self.dataset_path_map if name not in self.benchmark_list]
+        if stray:
+            raise ValueError(
+                f"dataset_paths names {stray} are not among the evaluated benchmarks {self.benchmark_list}."
+            )
+        if "digit_world" not in self.benchmark_list:
+            self.method_list = [m for m in self.method_list if m != "oracle"]  # the oracle needs digit layouts
 
 
 def load_model(name_or_path: str, methods: list[str]) -> TPRLForConditionalGeneration:
@@ -73,7 +102,9 @@ def load_model(name_or_path: str, methods: list[str]) -> TPRLForConditionalGener
 
 
 def evaluate_methods(model: TPRLForConditionalGeneration, processor, args: EvalArguments) -> dict:
-    examples = fixed_examples("test", args.num_examples, seed=args.seed)
+    """The digit world: every method and budget on the held-out test split, per question type."""
+    count = args.num_examples if args.limit is None else min(args.num_examples, args.limit)
+    examples = fixed_examples("test", count, seed=args.seed)
     prior = answer_prior(fixed_examples("train", 4000, seed=args.seed + 100), examples)
     full = answer_accuracy(model, processor, examples, args.batch_size, keep_ratio=1.0)
     rows = []
@@ -95,6 +126,41 @@ def evaluate_methods(model: TPRLForConditionalGeneration, processor, args: EvalA
     return {"model": args.model, "split": "test", "num_examples": len(examples), "answer_prior": prior, "rows": rows}
 
 
+def method_runs(model: TPRLForConditionalGeneration, args: EvalArguments) -> list[tuple[str, float, int]]:
+    """(method, keep ratio, kept tokens) for every evaluated setting, `full` first."""
+    runs = [("full", 1.0, model.num_visual_tokens)] if "full" in args.method_list else []
+    return runs + [
+        (method, ratio, model.num_kept_tokens(keep_ratio=ratio))
+        for method in args.method_list
+        if method not in ("full", "oracle")
+        for ratio in args.ratio_list
+    ]
+
+
+def evaluate_benchmark(model: TPRLForConditionalGeneration, processor, name: str, rows: list[dict], args) -> dict:
+    """One LLaVA benchmark: generated answers of every method and budget, scored by its metric."""
+    benchmark = BENCHMARKS[name]
+    prompts, images = [benchmark.prompt(row) for row in rows], [row["image"] for row in rows]
+    results = []
+    for method, ratio, kept in method_runs(model, args):
+        torch.manual_seed(args.seed)
+        if method != "full":
+            model.config.pruning_method = method
+        answers = generate_answers(
+            model,
+            processor,
+            prompts,
+            images,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            description=f"{name} {method} {kept}",
+            num_kept_tokens=kept,
+        )
+        scores = benchmark.evaluate(answers, rows)
+        results.append({"method": method, "keep_ratio": ratio, "kept_tokens": kept, **scores})
+    return {"score_name": benchmark.score_name, "num_examples": len(rows), "rows": results}
+
+
 def markdown_table(results: dict) -> str:
     question_types = list(results["rows"][0]["per_question_type"])
     lines = [
@@ -114,17 +180,66 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def benchmark_scores(results: dict) -> dict[str, dict[tuple[str, int], float]]:
+    """{benchmark: {(method, kept tokens): headline score}}, the digit world's accuracy in percent."""
+    scores = {}
+    if "rows" in results:
+        scores["digit_world"] = {(r["method"], r["kept_tokens"]): 100 * r["accuracy"] for r in results["rows"]}
+    for name, benchmark in results.get("benchmarks", {}).items():
+        scores[name] = {(r["method"], r["kept_tokens"]): r["score"] for r in benchmark["rows"]}
+    return scores
+
+
+def paper_table(results: dict) -> str:
+    """The paper's layout: a row per method and budget, a column per benchmark, and the average relative to full."""
+    scores = benchmark_scores(results)
+    names = list(scores)
+    settings = list(dict.fromkeys(key for table in scores.values() for key in table if key[0] != "oracle"))
+    lines = [
+        "| method | kept tokens | " + " | ".join(names) + " | avg. relative to full |",
+        "|---|---|" + "---|" * len(names) + "---|",
+    ]
+    full = {name: next((v for (m, _), v in table.items() if m == "full"), None) for name, table in scores.items()}
+    for method, kept in settings:
+        cells, relative = [], []
+        for name in names:
+            value = scores[name].get((method, kept))
+            cells.append("-" if value is None else f"{value:.1f}")
+            if value is not None and full[name]:
+                relative.append(value / full[name])
+        average = f"{100 * sum(relative) / len(relative):.1f}%" if len(relative) == len(names) else "-"
+        lines.append(f"| {method} | {kept} | " + " | ".join(cells) + f" | {average} |")
+    return "\n".join(lines) + "\n"
+
+
 def run(args: EvalArguments) -> dict:
-    """Evaluates, writes `results.json` and `results.md` to `args.output_dir`, prints the table."""
+    """Evaluates, writes `results.json`, `results.md` and plots to `args.output_dir`, prints the tables."""
+    # Data first: a missing dataset or column fails before any model work.
+    benchmark_rows = {
+        name: BENCHMARKS[name].load(args.dataset_path_map.get(name), args.limit)
+        for name in args.benchmark_list
+        if name != "digit_world"
+    }
     model = load_model(args.model, args.method_list).eval()
     processor = AutoProcessor.from_pretrained(args.model)
-    results = evaluate_methods(model, processor, args)
+    results = {"model": args.model}
+    if "digit_world" in args.benchmark_list:
+        results.update(evaluate_methods(model, processor, args))
+    if benchmark_rows:
+        results["benchmarks"] = {
+            name: evaluate_benchmark(model, processor, name, rows, args) for name, rows in benchmark_rows.items()
+        }
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "results.json").write_text(json.dumps(results, indent=1))
-    table = markdown_table(results)
-    (output_dir / "results.md").write_text(table)
-    print(table)
+    report = (
+        (markdown_table(results) + "\n" if "rows" in results else "") + "All benchmarks:\n\n" + paper_table(results)
+    )
+    (output_dir / "results.md").write_text(report)
+    if "rows" in results:
+        plot_accuracy(results, output_dir / "accuracy_vs_kept.png")
+    plot_benchmarks(benchmark_scores(results), output_dir / "benchmarks_vs_kept.png")
+    print(report)
     return results
 
 

@@ -13,6 +13,7 @@ from transformers import AutoProcessor  # noqa: E402
 from modeling_tprl import TPRLForConditionalGeneration  # noqa: E402
 
 from .cli import EvalArguments, evaluate_methods, markdown_table  # noqa: E402
+from .plots import plot_accuracy  # noqa: E402
 
 
 def evaluate_training_run(output_dir: str | Path, keep_ratios: list[float], num_examples: int, seed: int) -> dict:
@@ -50,23 +51,6 @@ def evaluate_training_run(output_dir: str | Path, keep_ratios: list[float], num_
     plot_training_curves(output_dir, eval_dir / "training_curves.png")
     print(markdown_table(results))
     return results
-
-
-def plot_accuracy(results: dict, path: Path) -> None:
-    """Accuracy against kept visual tokens, one line per method, full model and answer prior as references."""
-    figure, axis = plt.subplots(figsize=(6, 4))
-    methods = [m for m in dict.fromkeys(row["method"] for row in results["rows"]) if m != "full"]
-    for method in methods:
-        rows = sorted((r for r in results["rows"] if r["method"] == method), key=lambda r: r["kept_tokens"])
-        axis.plot([r["kept_tokens"] for r in rows], [100 * r["accuracy"] for r in rows], marker="o", label=method)
-    full = next(r for r in results["rows"] if r["method"] == "full")
-    axis.axhline(100 * full["accuracy"], color="black", linestyle="--", label="all tokens")
-    axis.axhline(100 * results["answer_prior"]["accuracy"], color="grey", linestyle=":", label="answer prior")
-    axis.set(xlabel="visual tokens kept", ylabel="accuracy (%)", title="Digit world, held-out test split")
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 def plot_training_curves(output_dir: Path, path: Path) -> None:

@@ -1,0 +1,44 @@
+"""Report plots: accuracy against kept visual tokens (digit world, every benchmark) and against prefill FLOPs."""
+
+from pathlib import Path
+
+import matplotlib
+
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_accuracy(results: dict, path: Path) -> None:
+    """Accuracy against kept visual tokens, one line per method, full model and answer prior as references."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    methods = [m for m in dict.fromkeys(row["method"] for row in results["rows"]) if m != "full"]
+    for method in methods:
+        rows = sorted((r for r in results["rows"] if r["method"] == method), key=lambda r: r["kept_tokens"])
+        axis.plot([r["kept_tokens"] for r in rows], [100 * r["accuracy"] for r in rows], marker="o", label=method)
+    full = next(r for r in results["rows"] if r["method"] == "full")
+    axis.axhline(100 * full["accuracy"], color="black", linestyle="--", label="all tokens")
+    axis.axhline(100 * results["answer_prior"]["accuracy"], color="grey", linestyle=":", label="answer prior")
+    axis.set(xlabel="visual tokens kept", ylabel="accuracy (%)", title="Digit world, held-out test split")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_benchmarks(scores: dict[str, dict[tuple[str, int], float]], path: Path) -> None:
+    """One panel per benchmark: its headline score against kept visual tokens, one line per method."""
+    figure, axes = plt.subplots(1, len(scores), figsize=(4 * len(scores), 3.4), squeeze=False)
+    for axis, (name, table) in zip(axes[0], scores.items()):
+        methods = [m for m in dict.fromkeys(method for method, _ in table) if m != "full"]
+        for method in methods:
+            points = sorted((kept, value) for (m, kept), value in table.items() if m == method)
+            axis.plot(*zip(*points), marker="o", label=method)
+        full = [value for (m, _), value in table.items() if m == "full"]
+        if full:
+            axis.axhline(full[0], color="black", linestyle="--", label="all tokens")
+        axis.set(title=name, xlabel="visual tokens kept", ylabel="score")
+    axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
