@@ -19,6 +19,7 @@ setup(
         "tprl_train": ["configs/*.yaml"],
         "tprl_hub_cards": ["*.md"],
         "tprl_eval.metrics": ["*/*.py"],
+        "tprl_eval": ["configs/*/config.json"],
     },
     install_requires=[
         "torch>=2.4",
@@ -43,6 +44,7 @@ setup(
             "tprl-train=tprl_train.train_pruner:main",
             "tprl-eval=tprl_eval.cli:main",
             "tprl-push=tprl_hub_cards.push:main",
+            "tprl-flops=tprl_eval.flops:main",
         ]
     },
 )

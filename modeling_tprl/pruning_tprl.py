@@ -175,6 +175,28 @@ def cls_attention_scores(vision_tower: nn.Module, pixel_values: torch.Tensor, fe
     return _attention_row(query, keys, vision_tower.config.num_attention_heads)[:, 1:]
 
 
+class _LayerReached(Exception):
+    pass
+
+
+def _input_of_layer(model: nn.Module, layer: nn.Module, **inputs) -> torch.Tensor:
+    """The hidden states entering `layer` when `model` runs on `inputs`; the layers from `layer` on never run."""
+    captured = {}
+
+    def stop(module, args, kwargs):
+        captured["hidden"] = args[0] if args else kwargs["hidden_states"]
+        raise _LayerReached
+
+    handle = layer.register_forward_pre_hook(stop, with_kwargs=True)
+    try:
+        model(**inputs, use_cache=False)
+    except _LayerReached:
+        pass
+    finally:
+        handle.remove()
+    return captured["hidden"]
+
+
 @torch.no_grad()
 def fastv_scores(
     language_model: nn.Module,
@@ -186,19 +208,16 @@ def fastv_scores(
 ) -> torch.Tensor:
     """
     `[images, visual tokens]` FastV-style scores: the attention of each row's last token to its visual tokens in
-    LM layer `layer_index`, averaged over heads, on the full (unpruned) sequence. Costs that many extra layers.
+    LM layer `layer_index`, averaged over heads, on the full (unpruned) sequence. Runs only the layers before it.
     """
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
     layer_index = min(layer_index, len(language_model.layers) - 1)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    hidden = language_model(
-        inputs_embeds=inputs_embeds,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        output_hidden_states=True,
-    ).hidden_states[layer_index]
     layer = language_model.layers[layer_index]
+    hidden = _input_of_layer(
+        language_model, layer, inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids
+    )
     attention, config = layer.self_attn, language_model.config
     normed = layer.input_layernorm(hidden)
     rows, length, _ = normed.shape

@@ -1,0 +1,289 @@
+"""Prefill FLOPs of a LLaVA with visual tokens pruned: analytic (FastV's convention) and measured; `tprl-flops`.
+
+    tprl-flops --model llava-1.5-7b --kept 192,128,64 --text_tokens 64 [--measure]
+
+Analytic, per transformer layer over n tokens with hidden d and FFN width m, in multiply-adds: 4nd^2 (q, k, v, o;
+less for grouped k/v) + 2n^2d (QK^T and AV) + k*ndm, with k = 3 for LLaMA's gated FFN and 2 for CLIP's MLP; FLOPs
+are twice that. The prefill counts what runs: the CLIP vision tower (patch embedding and every layer: LLaVA reads
+an inner layer but transformers runs them all), the projector, the pruner's extra work (TPRL's autoencoder and
+policy steps; FastV's scoring layers on the full sequence; [CLS]-attention's second vision pass), the language
+model over kept visual + text tokens, and the LM head on the last position (generate's prefill). Norms, softmax,
+rotary and activations are left out, as `torch.utils.flop_counter.FlopCounterMode` leaves them out.
+"""
+
+import copy
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils import flop_counter
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import AutoConfig, HfArgumentParser, LlavaConfig
+
+from modeling_tprl import TPRLConfig, TPRLForConditionalGeneration
+
+
+def linear_flops(tokens: int, fan_in: int, fan_out: int) -> int:
+    return 2 * tokens * fan_in * fan_out
+
+
+def layer_flops(
+    tokens: int, hidden: int, ffn: int, heads: int, kv_heads: int | None = None, ffn_matrices: int = 3
+) -> int:
+    """One transformer layer (attention + FFN) over `tokens` tokens, in FLOPs."""
+    kv_width = (kv_heads or heads) * (hidden // heads)
+    projections = 2 * linear_flops(tokens, hidden, hidden) + 2 * linear_flops(tokens, hidden, kv_width)
+    attention = 2 * 2 * tokens * tokens * hidden
+    return projections + attention + ffn_matrices * linear_flops(tokens, hidden, ffn)
+
+
+def vision_tower_flops(config: LlavaConfig) -> int:
+    """CLIP vision tower on one image: patch embedding and every layer over the patches and [CLS]."""
+    vision = config.vision_config
+    patches = (vision.image_size // vision.patch_size) ** 2
+    embedding = linear_flops(patches, vision.num_channels * vision.patch_size**2, vision.hidden_size)
+    return embedding + vision.num_hidden_layers * layer_flops(
+        patches + 1, vision.hidden_size, vision.intermediate_size, vision.num_attention_heads, ffn_matrices=2
+    )
+
+
+def projector_flops(config: LlavaConfig) -> int:
+    """LLaVA's two-layer projector on the tokens it reads (the patches; [CLS] too with the "full" strategy)."""
+    vision, text = config.vision_config, config.text_config
+    read = config.image_seq_length + (config.vision_feature_select_strategy != "default")
+    return linear_flops(read, vision.hidden_size, text.hidden_size) + linear_flops(
+        read, text.hidden_size, text.hidden_size
+    )
+
+
+def language_model_flops(config: LlavaConfig, tokens: int, num_layers: int | None = None) -> int:
+    text = config.text_config
+    layers = text.num_hidden_layers if num_layers is None else num_layers
+    return layers * layer_flops(
+        tokens, text.hidden_size, text.intermediate_size, text.num_attention_heads, text.num_key_value_heads
+    )
+
+
+def tprl_pruner_flops(tprl_config, num_visual: int, num_text: int) -> int:
+    """The state autoencoder's encoder on every visual token, then the policy transformer once per pruning step."""
+    latent, hidden = tprl_config.autoencoder_latent_size, tprl_config.policy_hidden_size
+    width = tprl_config.base_text_hidden_size
+    encoder = linear_flops(num_visual, width, 2 * latent) + linear_flops(num_visual, 2 * latent, latent)
+    length = 1 + num_text + num_visual  # value token, question, visual latents (dropped ones masked, still computed)
+    layer = (
+        linear_flops(length, hidden, 3 * hidden)
+        + 2 * 2 * length * length * hidden
+        + linear_flops(length, hidden, hidden)
+        + linear_flops(length, hidden, 2 * hidden)
+        + linear_flops(length, 2 * hidden, hidden)
+    )
+    step = (
+        linear_flops(num_visual, latent, hidden)
+        + linear_flops(num_text, width, hidden)
+        + tprl_config.policy_num_layers * layer
+        + linear_flops(num_visual, hidden, 1)
+        + linear_flops(1, hidden, 1)
+    )
+    return encoder + tprl_config.num_pruning_steps * step
+
+
+@dataclass
+class PrefillFlops:
+    """FLOPs of one prefill (one image, `num_text` text tokens), split by where they are spent."""
+
+    vision: int
+    selection: int
+    language_model: int
+    lm_head: int
+
+    @property
+    def total(self) -> int:
+        return self.vision + self.selection + self.language_model + self.lm_head
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "total": self.total}
+
+
+def prefill_flops(
+    config: LlavaConfig,
+    num_kept: int,
+    num_text: int,
+    method: str = "tprl",
+    tprl_config=None,
+    fastv_layer: int = 2,
+) -> PrefillFlops:
+    """Analytic FLOPs of a prefill keeping `num_kept` visual tokens with `method` (`full` keeps them all)."""
+    num_visual = config.image_seq_length
+    if not 1 <= num_kept <= num_visual:
+        raise ValueError(f"num_kept must be in [1, {num_visual}], got {num_kept}.")
+    vision = vision_tower_flops(config) + projector_flops(config)
+    selection = 0
+    if method == "tprl":
+        if tprl_config is None:
+            raise ValueError("The tprl method's overhead needs the TPRL config (autoencoder and policy sizes).")
+        selection = tprl_pruner_flops(tprl_config, num_visual, num_text)
+    elif method == "fastv":  # its scoring layers on the full sequence, then q and k of the scoring layer
+        text = config.text_config
+        layers = min(fastv_layer, text.num_hidden_layers - 1)
+        kv_width = text.num_key_value_heads * (text.hidden_size // text.num_attention_heads)
+        full = num_visual + num_text
+        selection = language_model_flops(config, full, layers) + linear_flops(full, text.hidden_size, text.hidden_size)
+        selection += linear_flops(full, text.hidden_size, kv_width)
+    elif method == "cls_attention":  # a second pass of the vision tower, with hidden states
+        selection = vision_tower_flops(config)
+    elif method not in ("full", "random", "uniform", "oracle"):
+        raise ValueError(f"Unknown method {method!r}.")
+    kept = num_visual if method == "full" else num_kept
+    lm = language_model_flops(config, kept + num_text)
+    head = linear_flops(1, config.text_config.hidden_size, config.text_config.vocab_size)
+    return PrefillFlops(vision, selection, lm, head)
+
+
+def visual_only_reduction(config: LlavaConfig, num_kept: int) -> float:
+    """FastV's headline: the LM's FLOPs over the visual tokens alone, kept vs. all."""
+    return 1 - language_model_flops(config, num_kept) / language_model_flops(config, config.image_seq_length)
+
+
+def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# torch 2.13's FlopCounterMode has formulas for the GPU SDPA kernels only: on CPU, attention would count as 0.
+CPU_SDPA_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
+
+
+def measured_flops(fn) -> int:
+    """FLOPs that `FlopCounterMode` counts while `fn` runs, CPU attention included."""
+    with FlopCounterMode(display=False, custom_mapping=CPU_SDPA_FLOPS) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+@torch.no_grad()
+def measured_prefill_flops(model, num_kept: int, num_text: int, method: str = "tprl") -> int:
+    """Counts one prefill of a `TPRLForConditionalGeneration` on a dummy one-image prompt with `FlopCounterMode`."""
+    config = model.base.config
+    device = model.base.device
+    ids = torch.full((1, num_text + config.image_seq_length), 1, dtype=torch.long, device=device)
+    ids[0, 1 : 1 + config.image_seq_length] = config.image_token_id
+    vision = config.vision_config
+    pixels = torch.zeros(
+        1, vision.num_channels, vision.image_size, vision.image_size, device=device, dtype=model.dtype
+    )
+    model.config.pruning_method = "random" if method == "full" else method
+    keep = config.image_seq_length if method == "full" else num_kept
+    return measured_flops(
+        lambda: model(
+            input_ids=ids,
+            pixel_values=pixels,
+            attention_mask=torch.ones_like(ids),
+            num_kept_tokens=keep,
+            logits_to_keep=1,
+        )
+    )
+
+
+SHIPPED_CONFIGS = {
+    "llava-1.5-7b": str(Path(__file__).parent / "configs" / "llava-1.5-7b-hf"),
+    "llava-1.5-13b": str(Path(__file__).parent / "configs" / "llava-1.5-13b-hf"),
+}
+
+
+@dataclass
+class FlopsArguments:
+    model: str = field(
+        default="llava-1.5-7b",
+        metadata={
+            "help": f"One of {tuple(SHIPPED_CONFIGS)} (shipped configs), or any llava-hf / TPRL config (directory or "
+            "Hub id). Only shapes are read; no weights."
+        },
+    )
+    kept: str = field(default="192,128,64", metadata={"help": "Comma-separated visual-token budgets."})
+    text_tokens: int = field(default=64, metadata={"help": "Text tokens in the prompt."})
+    methods: str = field(default="tprl,fastv,cls_attention,random", metadata={"help": "Selection methods to count."})
+    measure: bool = field(
+        default=False,
+        metadata={
+            "help": "Also count with FlopCounterMode on a proxy: the same widths with 2 LM and 2 vision layers, "
+            "random bf16 weights (a few GB of memory and seconds per prefill at 7B widths)."
+        },
+    )
+
+    def __post_init__(self):
+        try:
+            self.kept_list = [int(k) for k in self.kept.split(",") if k.strip()]
+        except ValueError as error:
+            raise ValueError(f"kept must be comma-separated integers, got {self.kept!r}.") from error
+        self.method_list = [m.strip() for m in self.methods.split(",") if m.strip()]
+        unknown = [m for m in self.method_list if m not in ("tprl", "fastv", "cls_attention", "random", "uniform")]
+        if unknown:
+            raise ValueError(f"Unknown method(s) {unknown}; choose from tprl, fastv, cls_attention, random, uniform.")
+        if self.text_tokens < 1 or not self.kept_list:
+            raise ValueError("text_tokens must be positive and kept must list at least one budget.")
+
+
+def load_configs(name_or_path: str) -> tuple[LlavaConfig, TPRLConfig]:
+    """The base's `LlavaConfig` and a TPRL config (the checkpoint's, or the defaults on that base)."""
+    config = AutoConfig.from_pretrained(SHIPPED_CONFIGS.get(name_or_path, name_or_path))
+    if isinstance(config, TPRLConfig):
+        return config.base_llava_config, config
+    if not isinstance(config, LlavaConfig):
+        raise ValueError(f"{name_or_path} is a {config.model_type!r} config; tprl-flops needs a llava or tprl one.")
+    return config, TPRLConfig(base_config=config.to_dict())
+
+
+def proxy_configs(config: LlavaConfig, tprl_config: TPRLConfig, num_layers: int = 2) -> tuple[LlavaConfig, TPRLConfig]:
+    """The same widths with `num_layers` LM and vision layers: small enough to run, to check the analytic count."""
+    proxy = copy.deepcopy(config)
+    proxy.text_config.num_hidden_layers = proxy.vision_config.num_hidden_layers = num_layers
+    fields = ("num_pruning_steps", "autoencoder_latent_size", "policy_hidden_size", "policy_num_layers")
+    return proxy, TPRLConfig(base_config=proxy.to_dict(), **{name: getattr(tprl_config, name) for name in fields})
+
+
+def flops_table(args: FlopsArguments) -> str:
+    config, tprl_config = load_configs(args.model)
+    full = prefill_flops(config, config.image_seq_length, args.text_tokens, method="full", tprl_config=tprl_config)
+    header = "| kept | method | visual-only reduction | vision GFLOPs | selection GFLOPs | LM GFLOPs | total GFLOPs "
+    header += "| full-prefill reduction |"
+    if args.measure:
+        proxy_config, proxy_tprl = proxy_configs(config, tprl_config)
+        proxy = TPRLForConditionalGeneration(proxy_tprl).to(torch.bfloat16).eval()
+        header += " proxy analytic GFLOPs | proxy measured GFLOPs | difference |"
+    lines = [
+        f"{args.model}: {config.image_seq_length} visual tokens, {args.text_tokens} text tokens, one image. Analytic "
+        "FLOPs (FastV convention, LLaMA's 3-matrix FFN)."
+        + (
+            " Proxy: the same widths with 2 LM and 2 vision layers, counted by FlopCounterMode."
+            if args.measure
+            else ""
+        ),
+        "",
+        header,
+        "|---" * (header.count("|") - 1) + "|",
+    ]
+    rows = [("full", config.image_seq_length)] + [(m, k) for k in args.kept_list for m in args.method_list]
+    for method, kept in rows:
+        flops = prefill_flops(config, kept, args.text_tokens, method=method, tprl_config=tprl_config)
+        line = (
+            f"| {kept} | {method} | {100 * visual_only_reduction(config, kept):.1f}% | {flops.vision / 1e9:.1f} | "
+            f"{flops.selection / 1e9:.2f} | {flops.language_model / 1e9:.1f} | {flops.total / 1e9:.1f} | "
+            f"{100 * (1 - flops.total / full.total):.1f}% |"
+        )
+        if args.measure:
+            analytic = prefill_flops(proxy_config, kept, args.text_tokens, method=method, tprl_config=proxy_tprl)
+            measured = measured_prefill_flops(proxy, kept, args.text_tokens, method)
+            line += (
+                f" {analytic.total / 1e9:.1f} | {measured / 1e9:.1f} | "
+                f"{100 * (analytic.total - measured) / measured:+.2f}% |"
+            )
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    (args,) = HfArgumentParser(FlopsArguments).parse_args_into_dataclasses(args=argv)
+    print(flops_table(args))
+
+
+if __name__ == "__main__":
+    main()

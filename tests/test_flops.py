@@ -1,0 +1,62 @@
+"""Analytic prefill FLOPs against DESIGN's anchors and against FlopCounterMode on the tiny model; tprl-flops."""
+
+import pytest
+
+from modeling_tprl import TPRLForConditionalGeneration
+from tprl_eval.flops import (
+    FlopsArguments,
+    flops_table,
+    load_configs,
+    measured_prefill_flops,
+    prefill_flops,
+    visual_only_reduction,
+)
+
+
+@pytest.mark.parametrize(("kept", "reduction"), [(192, 67.3), (128, 78.3), (64, 89.2)])
+def test_llava_7b_visual_only_reductions_match_the_anchors(kept, reduction):
+    config, _ = load_configs("llava-1.5-7b")
+    assert config.image_seq_length == 576
+    assert 100 * visual_only_reduction(config, kept) == pytest.approx(reduction, abs=1.0)
+
+
+def test_llava_7b_full_prefill_reduction_with_64_text_tokens():
+    config, tprl_config = load_configs("llava-1.5-7b")
+    full = prefill_flops(config, 576, 64, method="full", tprl_config=tprl_config)
+    kept = prefill_flops(config, 192, 64, method="tprl", tprl_config=tprl_config)
+    assert 100 * (1 - kept.total / full.total) == pytest.approx(57.5, abs=1.0)
+    assert kept.selection < 0.01 * full.total  # the pruner costs well under 1% of a full prefill
+
+
+@pytest.mark.parametrize("method", ["full", "tprl", "random", "fastv", "cls_attention"])
+def test_analytic_matches_flop_counter_on_the_tiny_model(base_dir, method):
+    model = TPRLForConditionalGeneration.from_base(base_dir, policy_hidden_size=64).eval()
+    config = model.base.config
+    analytic = prefill_flops(config, 48, 20, method=method, tprl_config=model.config, fastv_layer=2)
+    measured = measured_prefill_flops(model, 48, 20, method)
+    # Attention is ~20% of the tiny LM's FLOPs: this fails if FlopCounterMode misses CPU SDPA (torch has no formula).
+    assert analytic.total == pytest.approx(measured, rel=0.02)
+
+
+def test_tprl_flops_prints_the_13b_table(capsys):
+    table = flops_table(FlopsArguments(model="llava-1.5-13b", kept="192,64", methods="tprl,fastv"))
+    assert "| 576 | full | 0.0% |" in table
+    assert table.count("| tprl |") == 2 and table.count("| fastv |") == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"kept": "192,half"}, "comma-separated integers"), ({"methods": "tprl,magic"}, "Unknown method")],
+)
+def test_bad_flops_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FlopsArguments(**kwargs)
+
+
+def test_budget_out_of_range_and_non_llava_config(tmp_path):
+    config, tprl_config = load_configs("llava-1.5-7b")
+    with pytest.raises(ValueError, match=r"num_kept must be in \[1, 576\]"):
+        prefill_flops(config, 600, 64, tprl_config=tprl_config)
+    config.text_config.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="needs a llava or tprl one"):
+        load_configs(str(tmp_path))
