@@ -19,6 +19,26 @@ def fixed_examples(split: str, count: int, seed: int = 0) -> list[dict]:
 
 
 @torch.no_grad()
+def answer_hits(model, processor, examples: list[dict], **model_kwargs) -> list[bool]:
+    """Whether the greedy first token (the answers are one word) is each example's answer, in one batch.
+
+    `model_kwargs` reach the model's forward (e.g. a keep ratio, or `kept_visual_indices` of these examples).
+    """
+    model.eval()
+    logits = model(**DigitWorldCollator(processor)(examples), **model_kwargs).logits[:, -1]
+    predictions = processor.tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
+    return [prediction == example["answer"] for example, prediction in zip(examples, predictions)]
+
+
+def summarize_hits(examples: list[dict], hits: list[bool]) -> dict:
+    """Accuracy overall and per question type."""
+    correct = defaultdict(list)
+    for example, hit in zip(examples, hits):
+        correct[example["question_type"]].append(hit)
+    per_type = {name: round(float(np.mean(values)), 4) for name, values in correct.items()}
+    return {"accuracy": round(float(np.mean(hits)), 4), "per_question_type": per_type, "num_examples": len(examples)}
+
+
 def answer_accuracy(
     model,
     processor,
@@ -27,26 +47,17 @@ def answer_accuracy(
     kept_visual_indices: torch.Tensor | None = None,
     **model_kwargs,
 ) -> dict:
-    """Greedy first-token accuracy (the answers are one word), overall and per question type.
+    """Greedy first-token accuracy, overall and per question type.
 
     `kept_visual_indices` (`[len(examples), num_kept]`) imposes a selection per example; `model_kwargs` reach the
     model's forward (e.g. a keep ratio for a pruning model).
     """
-    model.eval()
-    collator = DigitWorldCollator(processor)
-    tokenizer = processor.tokenizer
-    correct = defaultdict(list)
+    hits = []
     for start in range(0, len(examples), batch_size):
-        chunk = examples[start : start + batch_size]
         if kept_visual_indices is not None:
             model_kwargs["kept_visual_indices"] = kept_visual_indices[start : start + batch_size]
-        logits = model(**collator(chunk), **model_kwargs).logits[:, -1]
-        predictions = tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
-        for example, prediction in zip(chunk, predictions):
-            correct[example["question_type"]].append(prediction == example["answer"])
-    per_type = {name: round(float(np.mean(hits)), 4) for name, hits in correct.items()}
-    overall = float(np.mean([hit for hits in correct.values() for hit in hits]))
-    return {"accuracy": round(overall, 4), "per_question_type": per_type, "num_examples": len(examples)}
+        hits += answer_hits(model, processor, examples[start : start + batch_size], **model_kwargs)
+    return summarize_hits(examples, hits)
 
 
 def answer_prior(train_examples: list[dict], test_examples: list[dict]) -> dict:

@@ -5,8 +5,9 @@
 
 Every method goes through the same insertion path, `TPRLForConditionalGeneration`: training-free methods are its
 `pruning_method` values, the oracle (digit world only) imposes `kept_visual_indices`, and `full` keeps every token.
-Writes `results.json`, `results.md` (the digit world's detailed table, then all benchmarks in the paper's layout)
-and plots to `output_dir`.
+Writes `results.json`, `results.md` (the digit world's detailed table, then all benchmarks in the paper's layout),
+plots (accuracy against kept tokens and against prefill FLOPs, every benchmark) and a grid of the kept patches to
+`output_dir`. `accelerate launch -m tprl_eval.cli ...` spreads the batches over processes, with the same numbers.
 """
 
 import json
@@ -14,17 +15,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoProcessor, HfArgumentParser
 
 from modeling_tprl import TPRLForConditionalGeneration
 from tprl_digit_world import EMBEDDED_BASE_PATH
-from tprl_digit_world.evaluation import answer_accuracy, answer_prior, fixed_examples
+from tprl_digit_world.batching import DigitWorldCollator
+from tprl_digit_world.evaluation import answer_hits, answer_prior, fixed_examples, summarize_hits
 
 from .answering import generate_answers
 from .benchmarks import BENCHMARKS
+from .flops import prefill_flops
+from .metrics import load_metric
 from .oracle import oracle_indices
-from .plots import plot_accuracy, plot_benchmarks
+from .plots import plot_accuracy, plot_accuracy_vs_flops, plot_benchmarks, plot_kept_patches
+from .sharding import map_batches
 
 
 METHODS = ("full", "tprl", "random", "uniform", "cls_attention", "fastv", "oracle")
@@ -101,29 +107,75 @@ def load_model(name_or_path: str, methods: list[str]) -> TPRLForConditionalGener
     return TPRLForConditionalGeneration.from_base(name_or_path, policy_hidden_size=64)
 
 
+def digit_world_selection(model, processor, method: str, kept: int, examples: list[dict]) -> dict:
+    """Forward arguments that make `model` keep `kept` visual tokens of `examples` with `method`."""
+    if method == "oracle":
+        return {"kept_visual_indices": oracle_indices(examples, kept, processor.patch_size)}
+    model.config.pruning_method = "random" if method == "full" else method
+    return {"num_kept_tokens": kept}
+
+
 def evaluate_methods(model: TPRLForConditionalGeneration, processor, args: EvalArguments) -> dict:
-    """The digit world: every method and budget on the held-out test split, per question type."""
+    """The digit world: every method and budget on the held-out test split, per question type.
+
+    Batches are spread over `accelerate launch` processes; the numbers do not depend on how many there are.
+    """
     count = args.num_examples if args.limit is None else min(args.num_examples, args.limit)
     examples = fixed_examples("test", count, seed=args.seed)
     prior = answer_prior(fixed_examples("train", 4000, seed=args.seed + 100), examples)
-    full = answer_accuracy(model, processor, examples, args.batch_size, keep_ratio=1.0)
+    runs = [("full", 1.0, model.num_visual_tokens)] if "full" in args.method_list else []
+    runs += [
+        (m, r, model.num_kept_tokens(keep_ratio=r)) for m in args.method_list if m != "full" for r in args.ratio_list
+    ]
     rows = []
-    runs = [(m, r) for m in args.method_list if m != "full" for r in args.ratio_list]
-    if "full" in args.method_list:
-        rows.append({"method": "full", "keep_ratio": 1.0, "kept_tokens": model.num_visual_tokens, **full})
-    for method, ratio in tqdm(runs, desc="methods x budgets"):
-        torch.manual_seed(args.seed)  # the random method's draws
-        kept = model.num_kept_tokens(keep_ratio=ratio)
-        if method == "oracle":
-            indices = oracle_indices(examples, kept, processor.patch_size)
-            result = answer_accuracy(model, processor, examples, args.batch_size, kept_visual_indices=indices)
-        else:
-            model.config.pruning_method = method
-            result = answer_accuracy(model, processor, examples, args.batch_size, num_kept_tokens=kept)
-        rows.append({"method": method, "keep_ratio": ratio, "kept_tokens": kept, **result})
+    for method, ratio, kept in tqdm(runs, desc="methods x budgets", disable=not PartialState().is_main_process):
+
+        def batch_hits(batch, index, method=method, kept=kept):
+            selection = digit_world_selection(model, processor, method, kept, batch)
+            return answer_hits(model, processor, batch, **selection)
+
+        hits = map_batches(batch_hits, examples, args.batch_size, args.seed)
+        rows.append({"method": method, "keep_ratio": ratio, "kept_tokens": kept, **summarize_hits(examples, hits)})
+    full = next((row for row in rows if row["method"] == "full"), None)
     for row in rows:
-        row["retention"] = round(row["accuracy"] / full["accuracy"], 4) if full["accuracy"] else None
+        row["retention"] = round(row["accuracy"] / full["accuracy"], 4) if full and full["accuracy"] else None
+    add_compute(rows, model, processor, examples)
     return {"model": args.model, "split": "test", "num_examples": len(examples), "answer_prior": prior, "rows": rows}
+
+
+def add_compute(rows: list[dict], model: TPRLForConditionalGeneration, processor, examples: list[dict]) -> None:
+    """Adds each row's token efficiency (kept ratio, analytic prefill FLOPs ratio) from the token_efficiency metric."""
+    batch = DigitWorldCollator(processor)(examples[:64])
+    text_tokens = round(float((batch["attention_mask"].sum(1) - model.num_visual_tokens).float().mean()))
+    config, metric = model.base.config, load_metric("token_efficiency")
+    full = prefill_flops(config, model.num_visual_tokens, text_tokens, method="full").total
+    for row in rows:
+        flops = prefill_flops(config, row["kept_tokens"], text_tokens, row["method"], tprl_config=model.config).total
+        efficiency = metric.compute(
+            kept_tokens=[row["kept_tokens"]],
+            total_tokens=[model.num_visual_tokens],
+            flops=[float(flops)],
+            full_flops=[float(full)],
+        )
+        row.update(
+            flops_ratio=round(efficiency["flops_ratio"], 4), flops_reduction=round(efficiency["flops_reduction"], 4)
+        )
+
+
+def kept_patch_selections(model, processor, args: EvalArguments, count: int = 4) -> tuple[list[dict], dict]:
+    """A few test examples and, per method at the smallest budget, the visual tokens it keeps on each."""
+    examples = fixed_examples("test", count, seed=args.seed)
+    kept = model.num_kept_tokens(keep_ratio=min(args.ratio_list))
+    selections = {}
+    for method in args.method_list:
+        if method == "full":
+            continue
+        torch.manual_seed(args.seed)
+        selection = digit_world_selection(model, processor, method, kept, examples)
+        with torch.no_grad():
+            output = model(**DigitWorldCollator(processor)(examples), **selection)
+        selections[method] = output.kept_visual_indices
+    return examples, selections
 
 
 def method_runs(model: TPRLForConditionalGeneration, args: EvalArguments) -> list[tuple[str, float, int]]:
@@ -140,22 +192,17 @@ def method_runs(model: TPRLForConditionalGeneration, args: EvalArguments) -> lis
 def evaluate_benchmark(model: TPRLForConditionalGeneration, processor, name: str, rows: list[dict], args) -> dict:
     """One LLaVA benchmark: generated answers of every method and budget, scored by its metric."""
     benchmark = BENCHMARKS[name]
-    prompts, images = [benchmark.prompt(row) for row in rows], [row["image"] for row in rows]
     results = []
     for method, ratio, kept in method_runs(model, args):
-        torch.manual_seed(args.seed)
-        if method != "full":
-            model.config.pruning_method = method
-        answers = generate_answers(
-            model,
-            processor,
-            prompts,
-            images,
-            batch_size=args.batch_size,
-            max_new_tokens=args.max_new_tokens,
-            description=f"{name} {method} {kept}",
-            num_kept_tokens=kept,
-        )
+        model.config.pruning_method = "random" if method == "full" else method
+
+        def batch_answers(batch, index, kept=kept):
+            prompts, images = [benchmark.prompt(row) for row in batch], [row["image"] for row in batch]
+            return generate_answers(
+                model, processor, prompts, images, len(batch), args.max_new_tokens, num_kept_tokens=kept
+            )
+
+        answers = map_batches(batch_answers, rows, args.batch_size, args.seed)
         scores = benchmark.evaluate(answers, rows)
         results.append({"method": method, "keep_ratio": ratio, "kept_tokens": kept, **scores})
     return {"score_name": benchmark.score_name, "num_examples": len(rows), "rows": results}
@@ -167,15 +214,18 @@ def markdown_table(results: dict) -> str:
         f"Digit world, held-out test split, {results['num_examples']} questions. "
         f"Answer prior (no image): {100 * results['answer_prior']['accuracy']:.1f}%.",
         "",
-        "| method | kept tokens | keep ratio | accuracy | retention | " + " | ".join(question_types) + " |",
-        "|---|---|---|---|---|" + "---|" * len(question_types),
+        "| method | kept tokens | keep ratio | prefill FLOPs | accuracy | retention | "
+        + " | ".join(question_types)
+        + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(question_types),
     ]
     for row in results["rows"]:
         retention = "n/a" if row["retention"] is None else f"{100 * row['retention']:.1f}%"
+        flops = f"{100 * row['flops_ratio']:.1f}%" if "flops_ratio" in row else "n/a"
         per_type = " | ".join(f"{100 * row['per_question_type'][t]:.1f}" for t in question_types)
         lines.append(
-            f"| {row['method']} | {row['kept_tokens']} | {row['keep_ratio']:.3f} | {100 * row['accuracy']:.1f} | "
-            f"{retention} | {per_type} |"
+            f"| {row['method']} | {row['kept_tokens']} | {row['keep_ratio']:.3f} | {flops} | "
+            f"{100 * row['accuracy']:.1f} | {retention} | {per_type} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -229,16 +279,22 @@ def run(args: EvalArguments) -> dict:
         results["benchmarks"] = {
             name: evaluate_benchmark(model, processor, name, rows, args) for name, rows in benchmark_rows.items()
         }
+    if not PartialState().is_main_process:
+        return results
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "results.json").write_text(json.dumps(results, indent=1))
-    report = (
-        (markdown_table(results) + "\n" if "rows" in results else "") + "All benchmarks:\n\n" + paper_table(results)
-    )
-    (output_dir / "results.md").write_text(report)
+    report = ""
     if "rows" in results:
+        report = markdown_table(results) + "\n![accuracy](accuracy_vs_kept.png) ![FLOPs](accuracy_vs_flops.png)\n\n"
         plot_accuracy(results, output_dir / "accuracy_vs_kept.png")
+        plot_accuracy_vs_flops(results, output_dir / "accuracy_vs_flops.png")
+        examples, selections = kept_patch_selections(model, processor, args)
+        plot_kept_patches(examples, selections, processor.patch_size, output_dir / "kept_patches.png")
+        report += "![kept patches](kept_patches.png)\n\n"
+    report += "All benchmarks:\n\n" + paper_table(results) + "\n![benchmarks](benchmarks_vs_kept.png)\n"
     plot_benchmarks(benchmark_scores(results), output_dir / "benchmarks_vs_kept.png")
+    (output_dir / "results.md").write_text(report)
     print(report)
     return results
 

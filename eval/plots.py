@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 
 matplotlib.use("Agg")  # files only, no display
@@ -39,6 +40,48 @@ def plot_benchmarks(scores: dict[str, dict[tuple[str, int], float]], path: Path)
             axis.axhline(full[0], color="black", linestyle="--", label="all tokens")
         axis.set(title=name, xlabel="visual tokens kept", ylabel="score")
     axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_accuracy_vs_flops(results: dict, path: Path) -> None:
+    """Digit-world accuracy against the analytic prefill FLOPs relative to the full model, one line per method."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for method in dict.fromkeys(row["method"] for row in results["rows"]):
+        rows = sorted((r for r in results["rows"] if r["method"] == method), key=lambda r: r["flops_ratio"])
+        axis.plot(
+            [100 * r["flops_ratio"] for r in rows], [100 * r["accuracy"] for r in rows], marker="o", label=method
+        )
+    axis.axhline(100 * results["answer_prior"]["accuracy"], color="grey", linestyle=":", label="answer prior")
+    axis.set(xlabel="prefill FLOPs (% of full, selection included)", ylabel="accuracy (%)", title="Digit world")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_kept_patches(examples: list[dict], selections: dict, patch_size: int, path: Path) -> None:
+    """A grid: one row per example (its question and answer), one column per method; dropped patches greyed out."""
+    methods = list(selections)
+    figure, axes = plt.subplots(
+        len(examples), len(methods), figsize=(2.2 * len(methods), 2.5 * len(examples)), squeeze=False
+    )
+    for row, example in enumerate(examples):
+        image = np.asarray(example["image"], dtype=np.float32) / 255
+        side = image.shape[0] // patch_size
+        for column, method in enumerate(methods):
+            keep = np.zeros(side * side, dtype=bool)
+            keep[selections[method][row].tolist()] = True
+            shade = np.repeat(np.repeat(keep.reshape(side, side), patch_size, 0), patch_size, 1)[..., None]
+            axis = axes[row][column]
+            axis.imshow(np.where(shade, image, 0.25 + 0.25 * image))
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(f"{method} ({int(keep.sum())} kept)", fontsize=9)
+            if column == 0:
+                axis.set_ylabel(f"{example['question']}?\n-> {example['answer']}", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

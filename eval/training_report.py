@@ -8,31 +8,32 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
+from accelerate import PartialState  # noqa: E402
 from transformers import AutoProcessor  # noqa: E402
 
 from modeling_tprl import TPRLForConditionalGeneration  # noqa: E402
 
-from .cli import EvalArguments, evaluate_methods, markdown_table  # noqa: E402
-from .plots import plot_accuracy  # noqa: E402
+from .cli import EvalArguments, evaluate_methods, kept_patch_selections, markdown_table  # noqa: E402
+from .plots import plot_accuracy, plot_accuracy_vs_flops, plot_kept_patches  # noqa: E402
 
 
 def evaluate_training_run(output_dir: str | Path, keep_ratios: list[float], num_examples: int, seed: int) -> dict:
     """Evaluates `output_dir/ppo/final` and `output_dir/imitation` on the held-out split; writes `eval/`."""
     output_dir = Path(output_dir)
     eval_dir = output_dir / "eval"
-    eval_dir.mkdir(parents=True, exist_ok=True)
     ratios = ",".join(str(r) for r in keep_ratios)
     final = str(output_dir / "ppo" / "final")
     processor = AutoProcessor.from_pretrained(final)
 
-    args = EvalArguments(
+    final_args = EvalArguments(
         model=final,
         methods="full,tprl,random,uniform,cls_attention,fastv,oracle",
         keep_ratios=ratios,
         num_examples=num_examples,
         seed=seed,
     )
-    results = evaluate_methods(TPRLForConditionalGeneration.from_pretrained(final).eval(), processor, args)
+    model = TPRLForConditionalGeneration.from_pretrained(final).eval()
+    results = evaluate_methods(model, processor, final_args)
     imitation = str(output_dir / "imitation")
     args = EvalArguments(model=imitation, methods="tprl", keep_ratios=ratios, num_examples=num_examples, seed=seed)
     imitation_rows = evaluate_methods(TPRLForConditionalGeneration.from_pretrained(imitation).eval(), processor, args)
@@ -42,12 +43,21 @@ def evaluate_training_run(output_dir: str | Path, keep_ratios: list[float], num_
         row["retention"] = round(row["accuracy"] / full_accuracy, 4) if full_accuracy else None
     results["rows"] += imitation_rows["rows"]
     results["model"] = final
+    if not PartialState().is_main_process:
+        return results
 
+    eval_dir.mkdir(parents=True, exist_ok=True)
     (eval_dir / "results.json").write_text(json.dumps(results, indent=1))
-    report = "# TPRL training run\n\n" + markdown_table(results) + "\n![accuracy](accuracy_vs_kept.png)\n"
+    report = "# TPRL training run\n\n" + markdown_table(results)
+    report += (
+        "\n![accuracy](accuracy_vs_kept.png) ![FLOPs](accuracy_vs_flops.png)\n\n![kept patches](kept_patches.png)\n"
+    )
     report += "\n![training curves](training_curves.png)\n"
     (eval_dir / "report.md").write_text(report)
     plot_accuracy(results, eval_dir / "accuracy_vs_kept.png")
+    plot_accuracy_vs_flops(results, eval_dir / "accuracy_vs_flops.png")
+    examples, selections = kept_patch_selections(model, processor, final_args)
+    plot_kept_patches(examples, selections, processor.patch_size, eval_dir / "kept_patches.png")
     plot_training_curves(output_dir, eval_dir / "training_curves.png")
     print(markdown_table(results))
     return results

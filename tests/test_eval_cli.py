@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from tprl_eval.cli import EvalArguments, run
+from tprl_eval.cli import EvalArguments, main, run
 
 
 def test_eval_writes_results_for_every_method_and_budget(base_dir, tmp_path):
@@ -41,3 +41,26 @@ def test_bad_arguments(base_dir, kwargs, message):
 def test_tprl_method_needs_a_trained_checkpoint(base_dir, tmp_path):
     with pytest.raises(ValueError, match="needs a trained TPRL checkpoint"):
         run(EvalArguments(model=base_dir, methods="full,tprl", num_examples=4, output_dir=str(tmp_path)))
+
+
+def test_two_processes_give_the_numbers_of_one(base_dir, tmp_path):
+    """`accelerate launch --cpu --num_processes 2 -m tprl_eval.cli`: batches shared out, results gathered, identical."""
+    import subprocess
+    import sys
+
+    arguments = [
+        *["--model", base_dir, "--methods", "full,random,fastv,oracle", "--keep_ratios", "0.3333,0.1111"],
+        *["--num_examples", "40", "--batch_size", "8"],
+    ]
+    main([*arguments, "--output_dir", str(tmp_path / "one")])
+    single = json.loads((tmp_path / "one" / "results.json").read_text())
+    command = [
+        *[sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1"],
+        *["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "tprl_eval.cli", *arguments],
+        *["--output_dir", str(tmp_path / "two")],
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sharded = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert sharded["rows"] == single["rows"]
+    assert (tmp_path / "two" / "kept_patches.png").stat().st_size > 0

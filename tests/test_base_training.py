@@ -1,0 +1,45 @@
+"""`tprl-train-base`: its token-drop augmentation and a short real run."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tprl_digit_world import DigitWorld
+from tprl_digit_world.canvas import patch_indices
+from tprl_train.train_base import BaseTrainingArguments, content_first_indices, train
+
+
+def test_content_first_indices_keep_every_digit_then_fill_with_background():
+    world, rng = DigitWorld("train"), np.random.default_rng(0)
+    examples = [world.sample(rng, num_digits=6) for _ in range(8)]
+    kept = content_first_indices(examples, 16, 8, rng)
+    assert kept.shape == (8, 16)
+    for row, example in zip(kept.tolist(), examples):
+        assert row == sorted(set(row))
+        for item in example["layout"]:  # at least one patch of every digit survives
+            assert set(row) & set(patch_indices(item.box, 8))
+    covered = {i for item in examples[0]["layout"] for i in patch_indices(item.box, 8)}
+    everything = content_first_indices(examples[:1], 144, 8, rng)[0].tolist()
+    assert everything == list(range(144))
+    assert len(covered) < 144
+
+
+def test_a_short_run_writes_a_loadable_llava_and_its_record(tmp_path):
+    args = BaseTrainingArguments(
+        output_dir=str(tmp_path), aux_steps=2, max_steps=4, batch_size=4, eval_every=2, num_eval_examples=8,
+        token_drop=0.5,
+    )  # fmt: skip
+    run = train(args)
+    saved = json.loads((tmp_path / "training_run.json").read_text())
+    assert saved["arguments"]["token_drop"] == 0.5
+    assert [r["step"] for r in saved["history"]] == [1, 2, 3, 4]
+    assert 0 <= run["test"]["accuracy"] <= 1
+    from transformers import LlavaForConditionalGeneration
+
+    LlavaForConditionalGeneration.from_pretrained(tmp_path)
+
+
+def test_bad_token_drop():
+    with pytest.raises(ValueError, match="token_drop"):
+        BaseTrainingArguments(token_drop=1.5)
