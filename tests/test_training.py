@@ -83,14 +83,36 @@ def vqa_batch(processor, vqa_dataset):
     return VQACollator(processor)([vqa_dataset[i] for i in range(8)])
 
 
-def test_teacher_episode_has_the_exact_budget_per_step_and_nests(tprl_model, vqa_batch):
+@pytest.mark.parametrize("teacher", ["gradient", "leave_one_out", "answer_attention"])
+def test_teacher_episode_has_the_exact_budget_per_step_and_nests(tprl_model, vqa_batch, teacher):
     features = tprl_model.get_image_features(vqa_batch["pixel_values"])
-    steps = teacher_demonstration(tprl_model, vqa_batch, features, num_kept=16)
+    steps = teacher_demonstration(tprl_model, vqa_batch, features, 16, teacher)
     assert [s.shape[1] for s in steps] == keep_schedule(144, 16, 3)
     for earlier, later in zip(steps, steps[1:]):
         for row in range(len(later)):
             assert set(later[row].tolist()) <= set(earlier[row].tolist())
             assert len(set(later[row].tolist())) == later.shape[1]
+
+
+def test_leave_one_out_importance_is_the_exact_drop(tprl_model, vqa_batch):
+    from tprl_train.scoring import answer_scores
+    from tprl_train.teacher import leave_one_out_importance
+
+    batch = {key: value[:2] for key, value in vqa_batch.items()}
+    features = tprl_model.get_image_features(batch["pixel_values"])
+    kept = torch.tensor([[0, 5, 9, 40], [3, 7, 100, 143]])
+    importance = leave_one_out_importance(tprl_model, batch, features, kept, chunk_size=3)
+    reference = answer_scores(tprl_model, batch, features, kept).log_likelihood
+    without = answer_scores(tprl_model, batch, features, torch.tensor([[0, 5, 40], [3, 7, 143]])).log_likelihood
+    assert importance[0, 9].item() == pytest.approx((reference[0] - without[0]).item(), abs=1e-4)
+    assert importance[1, 100].item() == pytest.approx((reference[1] - without[1]).item(), abs=1e-4)
+    assert torch.isinf(importance[0, 1]) and importance[0, 1] < 0  # not kept
+
+
+def test_unknown_teacher(tprl_model, vqa_batch):
+    features = tprl_model.get_image_features(vqa_batch["pixel_values"])
+    with pytest.raises(ValueError, match="Unknown teacher"):
+        teacher_demonstration(tprl_model, vqa_batch, features, 16, "oracle")
 
 
 def test_imitation_loss_falls_when_trained_on_a_demonstration(base_dir, vqa_batch):

@@ -19,6 +19,7 @@ def make_demonstrations(
     collator,
     keep_ratios: list[float],
     batch_size: int = 64,
+    teacher: str = "gradient",
 ) -> datasets.Dataset:
     """`dataset` with two more columns: `keep_ratio` and `picks` (per step, the teacher's ordered picks)."""
     ratio_of_row = [keep_ratios[i % len(keep_ratios)] for i in range(len(dataset))]
@@ -31,7 +32,7 @@ def make_demonstrations(
             batch = {k: v.to(model.device) for k, v in collator([dataset[i] for i in chunk]).items()}
             with torch.no_grad():
                 image_features = model.get_image_features(batch["pixel_values"])
-            steps = teacher_demonstration(model, batch, image_features, num_kept)
+            steps = teacher_demonstration(model, batch, image_features, num_kept, teacher)
             for position, row in enumerate(chunk):
                 picks_of_row[row] = [step[position].tolist() for step in steps]
     return dataset.add_column("keep_ratio", ratio_of_row).add_column("picks", picks_of_row)

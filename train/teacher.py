@@ -1,23 +1,27 @@
-"""The imitation teacher: a loss-based, multi-step greedy pruner that knows the answer.
+"""The imitation teacher: a multi-step greedy pruner that follows the pruner's step schedule.
 
-At each of the pruner's steps the teacher keeps the tokens whose removal would most lower the frozen LLaVA's
-log-likelihood of the correct answer, estimated to first order from one backward pass on the tokens still kept
-(removing token i changes the log-likelihood by about `-grad_i . x_i`). It needs the answer, so it exists only on
-training data; the policy learns to make the same choices from the question alone.
+At each step the teacher ranks the tokens still kept by an importance score and keeps the top ones. Scores:
 
-Why this teacher: on the digit world's validation split at 16 of 144 tokens, it keeps far more accuracy than the
-training-free heuristics, close to the oracle that reads the canvas layout (see `tprl-train`'s log and report).
+- `leave_one_out` (loss-based, knows the answer): the exact drop in the frozen LLaVA's log-likelihood of the
+  correct answer when that one token is removed from the current selection (one forward per kept token).
+- `gradient` (loss-based, knows the answer): the same drop to first order, `grad_i . x_i`, from one backward pass.
+- `answer_attention` (knows the answer): FastV's score taken where the answer is: the attention of the last token
+  of the prompt *followed by the correct answer* to each visual token at an early LM layer (`fastv_layer`).
+
+The loss-based teachers need the answer, so they exist only on training data; the policy learns to make the same
+choices from the question alone. `benchmarks/teachers.py` measures them against each other; the default is chosen
+from its figures (see `train/configs/digit_world.yaml`).
 """
 
 import torch
 
 from modeling_tprl import TPRLForConditionalGeneration
-from modeling_tprl.pruning_tprl import keep_schedule
+from modeling_tprl.pruning_tprl import fastv_scores, keep_schedule
 
 from .scoring import answer_scores
 
 
-def teacher_importance(
+def gradient_importance(
     model: TPRLForConditionalGeneration,
     batch: dict[str, torch.Tensor],
     image_features: torch.Tensor,
@@ -33,21 +37,80 @@ def teacher_importance(
     return importance.masked_fill(~kept, -torch.inf)
 
 
+@torch.no_grad()
+def leave_one_out_importance(
+    model: TPRLForConditionalGeneration,
+    batch: dict[str, torch.Tensor],
+    image_features: torch.Tensor,
+    kept_visual_indices: torch.Tensor,
+    chunk_size: int = 512,
+) -> torch.Tensor:
+    """`[images, tokens]` exact drop in answer log-likelihood if each kept token alone were removed; -inf if dropped."""
+    images, count = kept_visual_indices.shape
+    reference = answer_scores(model, batch, image_features, kept_visual_indices).log_likelihood
+    others = ~torch.eye(count, dtype=torch.bool, device=kept_visual_indices.device)
+    variants = kept_visual_indices[:, None, :].expand(images, count, count)[:, others].view(images * count, count - 1)
+    rows = torch.arange(images, device=variants.device).repeat_interleave(count)
+    without = []
+    for start in range(0, len(rows), chunk_size):
+        part = rows[start : start + chunk_size]
+        sub_batch = {key: batch[key][part] for key in ("input_ids", "attention_mask", "labels")}
+        scores = answer_scores(model, sub_batch, image_features[part], variants[start : start + chunk_size])
+        without.append(scores.log_likelihood)
+    drop = (reference[:, None] - torch.cat(without).view(images, count)).float()
+    importance = torch.full(image_features.shape[:2], -torch.inf, device=drop.device)
+    return importance.scatter(1, kept_visual_indices, drop)
+
+
+@torch.no_grad()
+def answer_attention_importance(
+    model: TPRLForConditionalGeneration,
+    batch: dict[str, torch.Tensor],
+    image_features: torch.Tensor,
+    kept_visual_indices: torch.Tensor,
+) -> torch.Tensor:
+    """
+    `[images, tokens]` attention of the answer's last token to each visual token on the full prompt + answer (`batch`
+    holds the answer; the scores do not depend on the selection); -inf where already dropped.
+    """
+    embeds, image_mask = model._insert_visual_tokens(batch["input_ids"], image_features)
+    values = fastv_scores(
+        model.base.model.language_model,
+        embeds,
+        batch["attention_mask"],
+        image_mask,
+        len(image_features),
+        model.config.fastv_layer,
+    ).float()
+    kept = torch.zeros_like(values, dtype=torch.bool).scatter(1, kept_visual_indices, True)
+    return values.masked_fill(~kept, -torch.inf)
+
+
+TEACHERS = {
+    "leave_one_out": leave_one_out_importance,
+    "gradient": gradient_importance,
+    "answer_attention": answer_attention_importance,
+}
+
+
 def teacher_demonstration(
     model: TPRLForConditionalGeneration,
     batch: dict[str, torch.Tensor],
     image_features: torch.Tensor,
     num_kept: int,
+    teacher: str = "gradient",
 ) -> list[torch.Tensor]:
     """
     The teacher's episode: for each step, `[images, k_step]` picks ordered by decreasing importance (the order is
     the Plackett-Luce action the policy imitates). Each step's picks are a subset of the previous step's.
     """
+    if teacher not in TEACHERS:
+        raise ValueError(f"Unknown teacher {teacher!r}; choose from {tuple(TEACHERS)}.")
     images, total, _ = image_features.shape
     kept = torch.arange(total, device=image_features.device).expand(images, -1)
     demonstration = []
     for count in keep_schedule(total, num_kept, model.config.num_pruning_steps):
-        picks = teacher_importance(model, batch, image_features, kept).topk(count, dim=1).indices
+        picks = TEACHERS[teacher](model, batch, image_features, kept).topk(count, dim=1).indices
         demonstration.append(picks)
         kept = picks.sort(dim=1).values
     return demonstration

@@ -33,6 +33,7 @@ from .demonstrations import demonstration_batches, make_demonstrations
 from .imitation import train_imitation
 from .ppo_config import TPRLPPOConfig
 from .ppo_trainer import TPRLPPOTrainer
+from .teacher import TEACHERS
 
 
 logger = logging.getLogger("tprl-train")
@@ -59,6 +60,10 @@ class PrunerTrainingArguments:
     autoencoder_latent_size: int | None = field(default=None, metadata={"help": "Default: LM hidden / 16."})
     autoencoder_steps: int = field(default=300)
     autoencoder_learning_rate: float = field(default=1e-3)
+    teacher: str = field(
+        default="gradient",
+        metadata={"help": "The imitation teacher: answer_attention, leave_one_out or gradient (train/teacher.py)."},
+    )
     num_demonstrations: int = field(default=3072, metadata={"help": "Training examples the teacher prunes."})
     imitation_steps: int = field(default=600)
     imitation_learning_rate: float = field(default=1e-3)
@@ -71,6 +76,8 @@ class PrunerTrainingArguments:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
         if self.eval_size < 0:
             raise ValueError(f"eval_size must not be negative, got {self.eval_size}.")
+        if self.teacher not in TEACHERS:
+            raise ValueError(f"Unknown teacher {self.teacher!r}; choose from {tuple(TEACHERS)}.")
         if self.base_model == EMBEDDED_BASE_PATH and not Path(EMBEDDED_BASE_PATH, "config.json").exists():
             raise ValueError(
                 "The embedded default base is not shipped in this version: pass --base_model <llava-hf directory>, "
@@ -188,7 +195,7 @@ def prepare_policy(script_args, ppo_config, output_dir: Path, processor, collato
         model = load_model(autoencoder_dir, script_args, ppo_config)
         subset = dataset.select(range(min(script_args.num_demonstrations, len(dataset))))
         demonstrations = make_demonstrations(
-            model, subset, collator, ppo_config.keep_ratios, script_args.stage_batch_size
+            model, subset, collator, ppo_config.keep_ratios, script_args.stage_batch_size, script_args.teacher
         )
         _write_stage(demonstrations_dir, lambda path: demonstrations.save_to_disk(str(path)))
 
