@@ -2,7 +2,6 @@
 
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 
 @torch.no_grad()
@@ -13,7 +12,6 @@ def generate_answers(
     images: list[Image.Image],
     batch_size: int = 8,
     max_new_tokens: int = 16,
-    description: str = "answering",
     **pruning_kwargs,
 ) -> list[str]:
     """One greedy answer per (image, prompt), as LLaVA-1.5's evaluation asks: the image first, then the prompt.
@@ -22,7 +20,7 @@ def generate_answers(
     """
     processor.tokenizer.padding_side = "left"  # batched generation continues every row at the same position
     answers = []
-    for start in tqdm(range(0, len(prompts), batch_size), desc=description, leave=False):
+    for start in range(0, len(prompts), batch_size):
         texts = [
             processor.apply_chat_template(
                 [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}],

@@ -202,7 +202,7 @@ def evaluate_benchmark(model: TPRLForConditionalGeneration, processor, name: str
                 model, processor, prompts, images, len(batch), args.max_new_tokens, num_kept_tokens=kept
             )
 
-        answers = map_batches(batch_answers, rows, args.batch_size, args.seed)
+        answers = map_batches(batch_answers, rows, args.batch_size, args.seed, f"{name}: {method} at {kept}")
         scores = benchmark.evaluate(answers, rows)
         results.append({"method": method, "keep_ratio": ratio, "kept_tokens": kept, **scores})
     return {"score_name": benchmark.score_name, "num_examples": len(rows), "rows": results}

@@ -59,6 +59,20 @@ def test_dataset_without_a_required_column_is_refused(tmp_path):
         BENCHMARKS["pope"].load(str(path))
 
 
+def test_empty_split_is_refused(tmp_path):
+    path = tmp_path / "textvqa"
+    (path / "data").mkdir(parents=True)
+    features = datasets.Features(
+        {"question_id": datasets.Value("int64"), "question": datasets.Value("string"),
+         "answers": datasets.Sequence(datasets.Value("string")), "image": datasets.Image()}
+    )  # fmt: skip
+    datasets.Dataset.from_dict({k: [] for k in features}, features=features).to_parquet(
+        str(path / "data" / "validation-00000-of-00001.parquet")
+    )
+    with pytest.raises(ValueError, match="empty"):
+        BENCHMARKS["textvqa"].load(str(path))
+
+
 def test_missing_split_is_a_clear_error(tmp_path, fixture_dirs):
     with pytest.raises(ValueError, match="Cannot load textvqa"):
         BENCHMARKS["textvqa"].load(fixture_dirs["pope"])  # POPE's copy has no validation split
