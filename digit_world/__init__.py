@@ -9,6 +9,16 @@ from .processor import build_processor, canvases_to_pixel_values, prompt_for
 EMBEDDED_BASE_PATH = str(Path(__file__).parent / "tiny_llava")
 """The shipped, trained tiny LLaVA in llava-hf format: the default base of every command."""
 
+
+def require_embedded_base(name_or_path: str, option: str) -> None:
+    """A clear error when a command defaults to the embedded base and its files are missing (a partial install)."""
+    if name_or_path == EMBEDDED_BASE_PATH and not Path(EMBEDDED_BASE_PATH, "config.json").exists():
+        raise ValueError(
+            f"The embedded default base is missing ({EMBEDDED_BASE_PATH} has no config.json): reinstall tprl with its "
+            f"package data, or pass {option} <llava-hf directory>, e.g. one written by `tprl-train-base`."
+        )
+
+
 __all__ = [
     "COLORS",
     "EMBEDDED_BASE_PATH",
@@ -20,4 +30,5 @@ __all__ = [
     "canvases_to_pixel_values",
     "prompt_for",
     "relevant_placements",
+    "require_embedded_base",
 ]

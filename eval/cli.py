@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoProcessor, HfArgumentParser
 
 from modeling_tprl import TPRLForConditionalGeneration
-from tprl_digit_world import EMBEDDED_BASE_PATH
+from tprl_digit_world import EMBEDDED_BASE_PATH, require_embedded_base
 from tprl_digit_world.batching import DigitWorldCollator
 from tprl_digit_world.evaluation import answer_hits, answer_prior, fixed_examples, summarize_hits
 
@@ -74,11 +74,7 @@ class EvalArguments:
         bad = [r for r in self.ratio_list if not 0 < r <= 1]
         if bad or not self.ratio_list:
             raise ValueError(f"keep_ratios must lie in (0, 1], got {self.keep_ratios!r}.")
-        if self.model == EMBEDDED_BASE_PATH and not Path(EMBEDDED_BASE_PATH, "config.json").exists():
-            raise ValueError(
-                "The embedded default base is not shipped in this version: pass --model <llava-hf directory>, e.g. "
-                "one written by `tprl-train-base --output_dir <dir>`."
-            )
+        require_embedded_base(self.model, "--model")
         if self.num_examples < 1 or self.batch_size < 1 or (self.limit is not None and self.limit < 1):
             raise ValueError("num_examples, limit and batch_size must be positive.")
         self.benchmark_list = [b.strip() for b in self.benchmarks.split(",") if b.strip()]

@@ -27,13 +27,13 @@ def test_content_first_indices_keep_every_digit_then_fill_with_background():
 
 def test_a_short_run_writes_a_loadable_llava_and_its_record(tmp_path):
     args = BaseTrainingArguments(
-        output_dir=str(tmp_path), aux_steps=2, max_steps=4, batch_size=4, eval_every=2, num_eval_examples=8,
+        output_dir=str(tmp_path), aux_steps=2, max_steps=4, batch_size=4, eval_every=2, log_every=3, num_eval_examples=8,
         token_drop=0.5,
     )  # fmt: skip
     run = train(args)
     saved = json.loads((tmp_path / "training_run.json").read_text())
     assert saved["arguments"]["token_drop"] == 0.5
-    assert [r["step"] for r in saved["history"]] == [1, 2, 3, 4]
+    assert [r["step"] for r in saved["history"]] == [2, 3, 4]  # validation steps and every log_every-th
     assert 0 <= run["test"]["accuracy"] <= 1
     from transformers import LlavaForConditionalGeneration
 

@@ -2,7 +2,6 @@
 
 import itertools
 import math
-from pathlib import Path
 
 import datasets
 import numpy as np
@@ -212,10 +211,13 @@ def test_bad_stage_sizes(base_dir):
         PrunerTrainingArguments(base_model=base_dir, imitation_steps=0)
 
 
-@pytest.mark.skipif(Path(EMBEDDED_BASE_PATH, "config.json").exists(), reason="the embedded default is shipped")
-def test_missing_embedded_default_is_a_clear_error():
-    with pytest.raises(ValueError, match="embedded default base is not shipped"):
-        PrunerTrainingArguments()
+def test_missing_embedded_default_is_a_clear_error(monkeypatch, tmp_path):
+    import tprl_digit_world
+
+    monkeypatch.setattr(tprl_digit_world, "EMBEDDED_BASE_PATH", str(tmp_path / "tiny_llava"))
+    with pytest.raises(ValueError, match="embedded default base is missing"):
+        PrunerTrainingArguments(base_model=str(tmp_path / "tiny_llava"))
+    assert PrunerTrainingArguments().base_model == EMBEDDED_BASE_PATH  # the shipped one is there
 
 
 def test_main_job_under_accelerate_with_two_processes(base_dir, tmp_path):

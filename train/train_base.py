@@ -6,7 +6,10 @@ A real `LlavaForConditionalGeneration` (CLIP vision tower + Llama LM) is built f
 from scratch in two stages. First the vision tower and projector alone learn auxiliary per-token heads (which
 digit / which colour lies under this patch), so the visual tokens carry the local content that question-aware
 pruning relies on. Then the whole model learns to answer digit-world questions, on a curriculum from 1 to 6
-digits per canvas, with the auxiliary weight decaying to zero by 60% of the run.
+digits per canvas, with the auxiliary weight decaying to zero by 60% of the run. On half of the steps the LM sees
+only some of the visual tokens (every digit kept, background cut at random): besides teaching it that absent
+background means nothing, this is what made digit-keyed questions learnable here (76% held-out without it, 98%
+with it). The defaults are the shipped model's recipe: about 48 minutes on 2 CPU cores.
 """
 
 import json
@@ -38,14 +41,14 @@ from tprl_digit_world.evaluation import answer_accuracy, fixed_examples
 @dataclass
 class BaseTrainingArguments:
     output_dir: str = field(default="outputs/tiny_llava", metadata={"help": "Where the model is written."})
-    aux_steps: int = field(default=500, metadata={"help": "Steps of the vision-only auxiliary stage."})
-    max_steps: int = field(default=3600, metadata={"help": "Steps of the question-answering stage."})
-    batch_size: int = field(default=64)
+    aux_steps: int = field(default=800, metadata={"help": "Steps of the vision-only auxiliary stage."})
+    max_steps: int = field(default=16000, metadata={"help": "Steps of the question-answering stage."})
+    batch_size: int = field(default=32)
     learning_rate: float = field(default=2e-3)
     weight_decay: float = field(default=0.01)
     warmup_steps: int = field(default=200)
     curriculum_fraction: float = field(
-        default=0.7, metadata={"help": "Share of the run by which the curriculum reaches 6 digits at the latest."}
+        default=0.8, metadata={"help": "Share of the run by which the curriculum reaches 6 digits at the latest."}
     )
     follow_ups: int = field(
         default=3,
@@ -64,7 +67,8 @@ class BaseTrainingArguments:
             "means nothing, as LLaVA-1.5 tolerates pruned tokens."
         },
     )
-    eval_every: int = field(default=250)
+    eval_every: int = field(default=1000)
+    log_every: int = field(default=50, metadata={"help": "Steps between records in training_run.json's history."})
     num_eval_examples: int = field(default=1000)
     seed: int = field(default=0)
 
@@ -288,7 +292,8 @@ def train(args: BaseTrainingArguments) -> dict:
             progress.set_postfix(
                 digits=max_digits, train_acc=round(running_accuracy, 3), val_acc=record["validation_accuracy"]
             )
-        history.append(record)
+        if "validation_accuracy" in record or (step + 1) % args.log_every == 0:
+            history.append(record)
 
     test = fixed_examples("test", 2000, seed=0)
     run = {

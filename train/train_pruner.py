@@ -24,7 +24,7 @@ from transformers import AutoProcessor, set_seed
 from trl import TrlParser
 
 from modeling_tprl import TPRLForConditionalGeneration
-from tprl_digit_world import EMBEDDED_BASE_PATH
+from tprl_digit_world import EMBEDDED_BASE_PATH, require_embedded_base
 from tprl_digit_world.builder import DigitWorldBuilder
 
 from .autoencoder import train_state_autoencoder
@@ -78,11 +78,7 @@ class PrunerTrainingArguments:
             raise ValueError(f"eval_size must not be negative, got {self.eval_size}.")
         if self.teacher not in TEACHERS:
             raise ValueError(f"Unknown teacher {self.teacher!r}; choose from {tuple(TEACHERS)}.")
-        if self.base_model == EMBEDDED_BASE_PATH and not Path(EMBEDDED_BASE_PATH, "config.json").exists():
-            raise ValueError(
-                "The embedded default base is not shipped in this version: pass --base_model <llava-hf directory>, "
-                "e.g. one written by `tprl-train-base --output_dir <dir>`."
-            )
+        require_embedded_base(self.base_model, "--base_model")
         if self.num_demonstrations > self.train_size and self.dataset == "digit_world":
             raise ValueError(f"num_demonstrations ({self.num_demonstrations}) exceeds train_size ({self.train_size}).")
 
