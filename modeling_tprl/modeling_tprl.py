@@ -324,21 +324,37 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         if method == "uniform":  # centred stride over the row-major patch grid
             indices = ((torch.arange(num_kept, device=device) + 0.5) * total / num_kept).long()
             return indices.expand(num_images, -1)
+        if method not in ("cls_attention", "fastv"):
+            raise ValueError(f"Unknown pruning_method {method!r}.")
+        scores = self.heuristic_scores(method, image_features, input_ids, attention_mask, pixel_values)
+        return scores.topk(num_kept, dim=1).indices.sort(dim=1).values
+
+    def heuristic_scores(
+        self,
+        method: str,
+        image_features: torch.FloatTensor,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor,
+        pixel_values: torch.FloatTensor | None = None,
+    ) -> torch.FloatTensor:
+        """`[images, visual tokens]` scores of a training-free method (`cls_attention` or `fastv`), higher kept."""
         if method == "cls_attention":
             if pixel_values is None:
                 raise ValueError("pruning_method 'cls_attention' needs the images' pixel_values.")
             layer = self.base.config.vision_feature_layer
             layer = layer[-1] if isinstance(layer, (list, tuple)) else layer
-            scores = cls_attention_scores(self.base.model.vision_tower, pixel_values, layer)
-        elif method == "fastv":
+            return cls_attention_scores(self.base.model.vision_tower, pixel_values, layer)
+        if method == "fastv":
             embeds, image_mask = self._insert_visual_tokens(input_ids, image_features)
-            language_model = self.base.model.language_model
-            scores = fastv_scores(
-                language_model, embeds, attention_mask, image_mask, num_images, self.config.fastv_layer
+            return fastv_scores(
+                self.base.model.language_model,
+                embeds,
+                attention_mask,
+                image_mask,
+                len(image_features),
+                self.config.fastv_layer,
             )
-        else:
-            raise ValueError(f"Unknown pruning_method {method!r}.")
-        return scores.topk(num_kept, dim=1).indices.sort(dim=1).values
+        raise ValueError(f"No scores for method {method!r}; scored methods are cls_attention and fastv.")
 
     def kept_visual_indices(
         self,

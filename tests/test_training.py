@@ -82,7 +82,7 @@ def vqa_batch(processor, vqa_dataset):
     return VQACollator(processor)([vqa_dataset[i] for i in range(8)])
 
 
-@pytest.mark.parametrize("teacher", ["gradient", "leave_one_out", "answer_attention"])
+@pytest.mark.parametrize("teacher", ["gradient", "leave_one_out", "answer_attention", "cls_attention"])
 def test_teacher_episode_has_the_exact_budget_per_step_and_nests(tprl_model, vqa_batch, teacher):
     features = tprl_model.get_image_features(vqa_batch["pixel_values"])
     steps = teacher_demonstration(tprl_model, vqa_batch, features, 16, teacher)

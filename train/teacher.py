@@ -5,6 +5,8 @@ At each step the teacher ranks the tokens still kept by an importance score and 
 - `leave_one_out` (loss-based, knows the answer): the exact drop in the frozen LLaVA's log-likelihood of the
   correct answer when that one token is removed from the current selection (one forward per kept token).
 - `gradient` (loss-based, knows the answer): the same drop to first order, `grad_i . x_i`, from one backward pass.
+- `cls_attention` (training-free): the vision tower's [CLS] attention to each patch, the best training-free method
+  on the digit world.
 - `answer_attention` (knows the answer): FastV's score taken where the answer is: the attention of the last token
   of the prompt *followed by the correct answer* to each visual token at an early LM layer (`fastv_layer`).
 
@@ -16,7 +18,7 @@ from its figures (see `train/configs/digit_world.yaml`).
 import torch
 
 from modeling_tprl import TPRLForConditionalGeneration
-from modeling_tprl.pruning_tprl import fastv_scores, keep_schedule
+from modeling_tprl.pruning_tprl import keep_schedule
 
 from .scoring import answer_scores
 
@@ -73,23 +75,34 @@ def answer_attention_importance(
     `[images, tokens]` attention of the answer's last token to each visual token on the full prompt + answer (`batch`
     holds the answer; the scores do not depend on the selection); -inf where already dropped.
     """
-    embeds, image_mask = model._insert_visual_tokens(batch["input_ids"], image_features)
-    values = fastv_scores(
-        model.base.model.language_model,
-        embeds,
-        batch["attention_mask"],
-        image_mask,
-        len(image_features),
-        model.config.fastv_layer,
-    ).float()
-    kept = torch.zeros_like(values, dtype=torch.bool).scatter(1, kept_visual_indices, True)
-    return values.masked_fill(~kept, -torch.inf)
+    scores = model.heuristic_scores("fastv", image_features, batch["input_ids"], batch["attention_mask"])
+    return _mask_dropped(scores.float(), kept_visual_indices)
+
+
+@torch.no_grad()
+def cls_attention_importance(
+    model: TPRLForConditionalGeneration,
+    batch: dict[str, torch.Tensor],
+    image_features: torch.Tensor,
+    kept_visual_indices: torch.Tensor,
+) -> torch.Tensor:
+    """`[images, tokens]` the vision tower's [CLS] attention to each patch (the cls_attention method); -inf if dropped."""
+    scores = model.heuristic_scores(
+        "cls_attention", image_features, batch["input_ids"], batch["attention_mask"], batch["pixel_values"]
+    )
+    return _mask_dropped(scores.float(), kept_visual_indices)
+
+
+def _mask_dropped(scores: torch.Tensor, kept_visual_indices: torch.Tensor) -> torch.Tensor:
+    kept = torch.zeros_like(scores, dtype=torch.bool).scatter(1, kept_visual_indices, True)
+    return scores.masked_fill(~kept, -torch.inf)
 
 
 TEACHERS = {
     "leave_one_out": leave_one_out_importance,
     "gradient": gradient_importance,
     "answer_attention": answer_attention_importance,
+    "cls_attention": cls_attention_importance,
 }
 
 

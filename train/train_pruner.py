@@ -61,8 +61,10 @@ class PrunerTrainingArguments:
     autoencoder_steps: int = field(default=300)
     autoencoder_learning_rate: float = field(default=1e-3)
     teacher: str = field(
-        default="gradient",
-        metadata={"help": "The imitation teacher: answer_attention, leave_one_out or gradient (train/teacher.py)."},
+        default="cls_attention",
+        metadata={
+            "help": "The imitation teacher: cls_attention, leave_one_out, gradient or answer_attention (train/teacher.py)."
+        },
     )
     num_demonstrations: int = field(default=3072, metadata={"help": "Training examples the teacher prunes."})
     imitation_steps: int = field(default=600)
