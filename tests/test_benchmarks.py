@@ -10,6 +10,14 @@ from tprl_eval.benchmarks import BENCHMARKS
 from tprl_eval.cli import EvalArguments, run
 
 
+@pytest.fixture(scope="module", autouse=True)
+def datasets_cache(tmp_path_factory):
+    """Keeps the fixtures' arrow caches out of the user's datasets cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path_factory.mktemp("datasets_cache"))
+        yield
+
+
 @pytest.fixture(scope="module")
 def fixture_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("lmms")
