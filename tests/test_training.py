@@ -14,7 +14,7 @@ from tprl_digit_world import EMBEDDED_BASE_PATH, DigitWorld
 from tprl_train.data import VQACollator
 from tprl_train.imitation import imitation_loss
 from tprl_train.ppo_config import TPRLPPOConfig
-from tprl_train.ppo_trainer import TPRLPPOTrainer, compute_gae
+from tprl_train.ppo_trainer import TPRLPPOTrainer, compute_gae, whiten
 from tprl_train.selection import sample_selection, selection_entropy, selection_log_prob
 from tprl_train.teacher import teacher_demonstration
 from tprl_train.train_pruner import PrunerTrainingArguments, main
@@ -58,6 +58,15 @@ def test_sampling_follows_the_distribution_and_never_picks_unavailable_tokens():
         counts[tuple(row)] = counts.get(tuple(row), 0) + 1
     for ordered, p in brute_force(LOGITS, 2).items():
         assert counts.get(ordered, 0) / 20000 == pytest.approx(p, abs=0.015)
+
+
+def test_whiten_with_a_std_floor_keeps_near_constant_advantages_small():
+    noise = torch.tensor([0.001, -0.001, 0.002, -0.002])
+    assert whiten(noise).std(unbiased=False).item() == pytest.approx(1.0, abs=1e-2)  # TRL's whitening: unit size
+    floored = whiten(noise, std_floor=0.1)
+    assert floored.abs().max().item() == pytest.approx(0.02, abs=1e-6)  # divided by the floor, not by 0.0016
+    spread = torch.tensor([1.0, -1.0, 2.0, -2.0])
+    assert torch.allclose(whiten(spread, std_floor=0.1), whiten(spread))  # above the floor: unchanged
 
 
 def test_gae_against_a_hand_computed_example():

@@ -35,6 +35,9 @@ class TPRLPPOConfig(TrainingArguments):
             GAE lambda.
         whiten_rewards (`bool`, *optional*, defaults to `False`):
             Whiten the rewards of each rollout before GAE (advantages are always whitened).
+        advantage_std_floor (`float`, *optional*, defaults to `0.0`):
+            Advantages are divided by max(their std, this floor): a rollout whose rewards are all near zero (a budget
+            the base answers at with any selection) then gives small advantages instead of whitened noise.
         kl_coef (`float`, *optional*, defaults to `0.05`):
             Weight of the per-pick KL penalty to the imitation policy, subtracted from each step's reward.
         keep_ratios (`list[float]`, *optional*, defaults to `[1/3, 2/9, 1/9]`):
@@ -57,6 +60,9 @@ class TPRLPPOConfig(TrainingArguments):
     gamma: float = field(default=1.0, metadata={"help": "Discount over the pruning steps."})
     lam: float = field(default=0.95, metadata={"help": "GAE lambda."})
     whiten_rewards: bool = field(default=False, metadata={"help": "Whiten rewards before GAE."})
+    advantage_std_floor: float = field(
+        default=0.0, metadata={"help": "Advantages are divided by max(std, floor); 0 whitens as TRL does."}
+    )
     kl_coef: float = field(default=0.05, metadata={"help": "Per-pick KL penalty to the imitation policy."})
     keep_ratios: list[float] = field(
         default_factory=lambda: [1 / 3, 2 / 9, 1 / 9], metadata={"help": "Budgets; each rollout draws one."}
@@ -79,7 +85,7 @@ class TPRLPPOConfig(TrainingArguments):
         for name in ("cliprange", "cliprange_value"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
-        for name in ("vf_coef", "entropy_coef", "kl_coef", "compute_weight"):
+        for name in ("vf_coef", "entropy_coef", "kl_coef", "compute_weight", "advantage_std_floor"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}.")
         if not 0 <= self.gamma <= 1 or not 0 <= self.lam <= 1:

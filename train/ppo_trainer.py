@@ -46,10 +46,13 @@ def compute_gae(
     return advantages, advantages + values
 
 
-def whiten(values: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """Scales to unit variance (and zero mean if `shift_mean`), as TRL's PPO whitens advantages and rewards."""
+def whiten(values: torch.Tensor, shift_mean: bool = True, std_floor: float = 0.0) -> torch.Tensor:
+    """
+    Scales to unit variance (and zero mean if `shift_mean`), as TRL's PPO whitens advantages and rewards; with
+    `std_floor`, divides by max(std, std_floor) instead, so near-constant values stay small.
+    """
     mean, var = values.mean(), values.var(unbiased=False)
-    whitened = (values - mean) * torch.rsqrt(var + 1e-8)
+    whitened = (values - mean) / torch.sqrt(var + 1e-8).clamp(min=std_floor)
     return whitened if shift_mean else whitened + mean
 
 
@@ -172,7 +175,7 @@ class TPRLPPOTrainer(Trainer):
             picks=picks,
             pick_log_probs=log_probs,
             values=values,
-            advantages=whiten(advantages),
+            advantages=whiten(advantages, std_floor=args.advantage_std_floor),
             returns=returns,
             metrics=metrics,
         )
