@@ -59,7 +59,7 @@ class EvalArguments:
     limit: int | None = field(default=None, metadata={"help": "At most this many examples per benchmark."})
     max_new_tokens: int = field(default=16, metadata={"help": "Answer length for the LLaVA benchmarks."})
     batch_size: int = field(default=64)
-    seed: int = field(default=0)
+    seed: int = field(default=0, metadata={"help": "Draws the digit-world test questions and the random method."})
     output_dir: str = field(default="outputs/eval")
 
     def __post_init__(self):

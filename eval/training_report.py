@@ -17,8 +17,13 @@ from .cli import EvalArguments, evaluate_methods, kept_patch_selections, markdow
 from .plots import plot_accuracy, plot_accuracy_vs_flops, plot_kept_patches  # noqa: E402
 
 
-def evaluate_training_run(output_dir: str | Path, keep_ratios: list[float], num_examples: int, seed: int) -> dict:
-    """Evaluates `output_dir/ppo/final` and `output_dir/imitation` on the held-out split; writes `eval/`."""
+def evaluate_training_run(output_dir: str | Path, keep_ratios: list[float], num_examples: int) -> dict:
+    """
+    Evaluates `output_dir/ppo/final` and `output_dir/imitation` on the held-out split; writes `eval/`.
+
+    The questions and the random method's draws are `tprl-eval`'s defaults whatever the training seed, so runs with
+    different seeds are compared on the same questions.
+    """
     output_dir = Path(output_dir)
     eval_dir = output_dir / "eval"
     ratios = ",".join(str(r) for r in keep_ratios)
@@ -30,12 +35,11 @@ def evaluate_training_run(output_dir: str | Path, keep_ratios: list[float], num_
         methods="full,tprl,random,uniform,cls_attention,fastv,oracle",
         keep_ratios=ratios,
         num_examples=num_examples,
-        seed=seed,
     )
     model = TPRLForConditionalGeneration.from_pretrained(final).eval()
     results = evaluate_methods(model, processor, final_args)
     imitation = str(output_dir / "imitation")
-    args = EvalArguments(model=imitation, methods="tprl", keep_ratios=ratios, num_examples=num_examples, seed=seed)
+    args = EvalArguments(model=imitation, methods="tprl", keep_ratios=ratios, num_examples=num_examples)
     imitation_rows = evaluate_methods(TPRLForConditionalGeneration.from_pretrained(imitation).eval(), processor, args)
     full_accuracy = results["rows"][0]["accuracy"]
     for row in imitation_rows["rows"]:

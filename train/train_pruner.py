@@ -159,7 +159,7 @@ def run(script_args: PrunerTrainingArguments, ppo_config: TPRLPPOConfig) -> dict
     if script_args.eval_size:  # every process evaluates a share of the batches; the main one writes the report
         from tprl_eval.training_report import evaluate_training_run  # evaluation imports the training outputs
 
-        results = evaluate_training_run(output_dir, ppo_config.keep_ratios, script_args.eval_size, ppo_config.seed)
+        results = evaluate_training_run(output_dir, ppo_config.keep_ratios, script_args.eval_size)
     return results
 
 
