@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoConfig, HfArgumentParser, LlavaConfig
 
 from modeling_tprl import TPRLConfig, TPRLForConditionalGeneration
+from modeling_tprl.pruning_tprl import keep_schedule
 
 
 def linear_flops(tokens: int, fan_in: int, fan_out: int) -> int:
@@ -64,27 +65,31 @@ def language_model_flops(config: LlavaConfig, tokens: int, num_layers: int | Non
     )
 
 
-def tprl_pruner_flops(tprl_config, num_visual: int, num_text: int) -> int:
-    """The state autoencoder's encoder on every visual token, then the policy transformer once per pruning step."""
+def tprl_pruner_flops(tprl_config, num_visual: int, num_text: int, num_kept: int) -> int:
+    """The state autoencoder's encoder on every visual token, then the policy transformer once per pruning step over
+    the tokens still kept before that step (`keep_schedule`)."""
     latent, hidden = tprl_config.autoencoder_latent_size, tprl_config.policy_hidden_size
     width = tprl_config.base_text_hidden_size
     encoder = linear_flops(num_visual, width, 2 * latent) + linear_flops(num_visual, 2 * latent, latent)
-    length = 1 + num_text + num_visual  # value token, question, visual latents (dropped ones masked, still computed)
-    layer = (
-        linear_flops(length, hidden, 3 * hidden)
-        + 2 * 2 * length * length * hidden
-        + linear_flops(length, hidden, hidden)
-        + linear_flops(length, hidden, 2 * hidden)
-        + linear_flops(length, 2 * hidden, hidden)
-    )
-    step = (
-        linear_flops(num_visual, latent, hidden)
-        + linear_flops(num_text, width, hidden)
-        + tprl_config.policy_num_layers * layer
-        + linear_flops(num_visual, hidden, 1)
-        + linear_flops(1, hidden, 1)
-    )
-    return encoder + tprl_config.num_pruning_steps * step
+    steps = [num_visual, *keep_schedule(num_visual, num_kept, tprl_config.num_pruning_steps)[:-1]]
+    total = encoder
+    for visible in steps:
+        length = 1 + num_text + visible  # value token, question, the kept visual latents
+        layer = (
+            linear_flops(length, hidden, 3 * hidden)
+            + 2 * 2 * length * length * hidden
+            + linear_flops(length, hidden, hidden)
+            + linear_flops(length, hidden, 2 * hidden)
+            + linear_flops(length, 2 * hidden, hidden)
+        )
+        total += (
+            linear_flops(visible, latent, hidden)
+            + linear_flops(num_text, width, hidden)
+            + tprl_config.policy_num_layers * layer
+            + linear_flops(visible, hidden, 1)
+            + linear_flops(1, hidden, 1)
+        )
+    return total
 
 
 @dataclass
@@ -121,7 +126,7 @@ def prefill_flops(
     if method == "tprl":
         if tprl_config is None:
             raise ValueError("The tprl method's overhead needs the TPRL config (autoencoder and policy sizes).")
-        selection = tprl_pruner_flops(tprl_config, num_visual, num_text)
+        selection = tprl_pruner_flops(tprl_config, num_visual, num_text, num_kept)
     elif method == "fastv":  # its scoring layers on the full sequence, then q and k of the scoring layer
         text = config.text_config
         layers = min(fastv_layer, text.num_hidden_layers - 1)

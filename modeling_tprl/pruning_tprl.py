@@ -102,18 +102,28 @@ class TPRLPolicy(nn.Module):
             `[images]` state values.
         """
         images, tokens, _ = latents.shape
-        positions = torch.arange(tokens, device=latents.device)
+        positions = torch.arange(tokens, device=latents.device).expand(images, -1)
+        num_kept = kept_mask.sum(1)
+        compact = bool((num_kept == num_kept[0]).all())
+        if compact:  # exact budgets keep as many tokens in every row: the policy reads only those (same outputs)
+            positions = kept_mask.nonzero()[:, 1].view(images, -1)
+            latents = latents.gather(1, positions[..., None].expand(-1, -1, latents.shape[-1]))
+            visual_mask = torch.ones_like(positions, dtype=torch.bool)
+        else:
+            visual_mask = kept_mask
         step_embed = self.step_embedding(torch.full((images, 1), step, device=latents.device))
         value_token = self.type_embedding.weight[0].expand(images, 1, -1) + step_embed
         question = self.question_in(question_embeds.to(self.question_in.weight.dtype)) + self.type_embedding.weight[1]
         visual = self.visual_in(latents) + self.visual_position(positions) + self.type_embedding.weight[2] + step_embed
         sequence = torch.cat([value_token, question, visual], dim=1)
-        visible = torch.cat([torch.ones_like(kept_mask[:, :1]), question_mask, kept_mask], dim=1)
+        visible = torch.cat([torch.ones_like(kept_mask[:, :1]), question_mask, visual_mask], dim=1)
         for layer in self.layers:
             sequence = layer(sequence, visible)
         hidden = self.norm(sequence)
-        logits = self.keep_head(hidden[:, -tokens:]).squeeze(-1).float()
+        logits = self.keep_head(hidden[:, -visual_mask.shape[1] :]).squeeze(-1).float()
         values = self.value_head(hidden[:, 0]).squeeze(-1).float()
+        if compact:
+            logits = torch.full(kept_mask.shape, -math.inf, device=logits.device).scatter(1, positions, logits)
         return logits.masked_fill(~kept_mask, -math.inf), values
 
 

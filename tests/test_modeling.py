@@ -88,6 +88,24 @@ def test_keep_schedule_reaches_budget():
         assert counts[-1] == kept and counts == sorted(counts, reverse=True) and counts[0] <= 144
 
 
+def test_policy_reading_only_kept_tokens_equals_masking_the_dropped_ones(tprl_model):
+    # Rows keeping as many tokens take the compact path; a batch with unequal counts takes the masked one.
+    policy, config = tprl_model.pruner.policy, tprl_model.config
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, 144, config.autoencoder_latent_size, generator=generator)
+    question = torch.randn(2, 5, config.base_text_hidden_size, generator=generator)
+    question_mask = torch.tensor([[True] * 5, [False, True, True, True, True]])
+    kept = torch.zeros(2, 144, dtype=torch.bool)
+    kept[0, torch.randperm(144, generator=generator)[:33]] = True
+    kept[1, torch.randperm(144, generator=generator)[:69]] = True
+    with torch.no_grad():
+        compact_logits, compact_value = policy(latents[:1], kept[:1], question[:1], question_mask[:1], 1)
+        masked_logits, masked_value = policy(latents, kept, question, question_mask, 1)
+    assert torch.equal(compact_logits[0].isfinite(), kept[0])
+    torch.testing.assert_close(compact_logits[0, kept[0]], masked_logits[0, kept[0]], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(compact_value[0], masked_value[0], atol=1e-5, rtol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def saved(tprl_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("tprl")
