@@ -108,6 +108,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         if base is None:
             base = LlavaForConditionalGeneration(config.base_llava_config)
         else:
+            _check_base_fits(config, base)
             # The given base is trained: keep post_init's weight initialisation away from it.
             for module in base.modules():
                 module._is_hf_initialized = True
@@ -546,6 +547,21 @@ def _check_indices(indices: torch.LongTensor, num_images: int, total: int) -> to
     if (indices[:, 1:] == indices[:, :-1]).any():
         raise ValueError("kept_visual_indices repeats a token.")
     return indices
+
+
+def _check_base_fits(config: TPRLConfig, base: LlavaForConditionalGeneration) -> None:
+    """The pruner reads the base's projected tokens: its autoencoder width and token count must be the base's."""
+    fitted = TPRLConfig(base_config=base.config.to_dict())
+    if (fitted.base_text_hidden_size, fitted.num_visual_tokens) != (
+        config.base_text_hidden_size,
+        config.num_visual_tokens,
+    ):
+        raise ValueError(
+            f"The pruner was built for a base with LM hidden size {config.base_text_hidden_size} and "
+            f"{config.num_visual_tokens} visual tokens per image, but the base {base.config._name_or_path!r} has "
+            f"{fitted.base_text_hidden_size} and {fitted.num_visual_tokens}: load the pruner on the base it was "
+            f"trained for ({config.base_model_name_or_path!r}) or train a pruner for this base."
+        )
 
 
 def load_base_model(name_or_path: str, **kwargs) -> LlavaForConditionalGeneration:

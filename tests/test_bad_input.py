@@ -1,8 +1,10 @@
 """Each bad input gets a clear error that names the problem."""
 
+import copy
+
 import pytest
 import torch
-from transformers import CLIPVisionConfig, CLIPVisionModel
+from transformers import CLIPVisionConfig, CLIPVisionModel, LlavaForConditionalGeneration
 
 from modeling_tprl import TPRLConfig, TPRLForConditionalGeneration
 
@@ -56,6 +58,17 @@ def test_missing_base_model(tprl_model, tmp_path):
     tprl_model.save_pretrained(tmp_path / "ckpt")
     with pytest.raises(OSError, match="base_model_name_or_path="):
         TPRLForConditionalGeneration.from_pretrained(tmp_path / "ckpt", base_model_name_or_path=str(tmp_path / "gone"))
+
+
+def test_base_of_another_width_is_refused(tprl_model, random_base, tmp_path):
+    config = copy.deepcopy(random_base.config)
+    config.text_config.hidden_size = 2 * config.text_config.hidden_size
+    LlavaForConditionalGeneration(config).save_pretrained(tmp_path / "wider")
+    tprl_model.save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(ValueError, match="LM hidden size 128 .* has 256 and 144: load the pruner on the base"):
+        TPRLForConditionalGeneration.from_pretrained(
+            tmp_path / "ckpt", base_model_name_or_path=str(tmp_path / "wider")
+        )
 
 
 def test_missing_or_corrupt_pruner_file(tprl_model, tmp_path):

@@ -2,6 +2,7 @@
 
 import itertools
 import math
+import shutil
 
 import datasets
 import numpy as np
@@ -218,6 +219,20 @@ def test_unknown_config_key_is_an_error(base_dir, tmp_path):
 def test_bad_stage_sizes(base_dir):
     with pytest.raises(ValueError, match="imitation_steps must be positive"):
         PrunerTrainingArguments(base_model=base_dir, imitation_steps=0)
+
+
+def test_budget_out_of_reach_in_the_steps_is_refused_before_any_stage(base_dir, tmp_path):
+    with pytest.raises(ValueError, match="keep_ratio 0.99 keeps 143 of 144 visual tokens: 1 to remove in"):
+        main(["--base_model", base_dir, "--output_dir", str(tmp_path), "--keep_ratios", "0.99"])
+    assert not any(tmp_path.iterdir())
+
+
+def test_stage_trained_for_another_base_is_refused(tprl_model, base_dir, tmp_path):
+    shutil.copytree(base_dir, tmp_path / "other_base")
+    tprl_model.save_pretrained(tmp_path / "run" / "autoencoder")  # a stage of a run on base_dir
+    argv = ["--base_model", str(tmp_path / "other_base"), "--output_dir", str(tmp_path / "run")]
+    with pytest.raises(ValueError, match="was trained for the base .* not --base_model"):
+        main([*argv, "--train_size", "16", "--num_demonstrations", "8", "--eval_size", "0"])
 
 
 def test_missing_embedded_default_is_a_clear_error(monkeypatch, tmp_path):

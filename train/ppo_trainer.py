@@ -56,6 +56,18 @@ def whiten(values: torch.Tensor, shift_mean: bool = True, std_floor: float = 0.0
     return whitened if shift_mean else whitened + mean
 
 
+def check_budgets(num_visual_tokens: int, keep_ratios: list[float], num_pruning_steps: int) -> None:
+    """Each step of an episode must remove at least one token: refuse budgets too close to all the tokens."""
+    for ratio in keep_ratios:
+        kept = max(1, round(num_visual_tokens * ratio))  # as TPRLForConditionalGeneration.num_kept_tokens
+        if num_visual_tokens - kept < num_pruning_steps:
+            raise ValueError(
+                f"keep_ratio {ratio} keeps {kept} of {num_visual_tokens} visual tokens: {num_visual_tokens - kept} "
+                f"to remove in num_pruning_steps={num_pruning_steps} steps, so some step would remove none. Lower "
+                "the keep ratio or num_pruning_steps."
+            )
+
+
 @dataclass
 class Rollout:
     """One batch of episodes, everything the PPO epochs need. Per step t: `states[t]` (kept before the step),
@@ -100,6 +112,7 @@ class TPRLPPOTrainer(Trainer):
     ):
         if args.max_steps < 1:
             raise ValueError("Set max_steps, the number of PPO updates (rollouts), to a positive value.")
+        check_budgets(model.num_visual_tokens, args.keep_ratios, model.config.num_pruning_steps)
         model.requires_grad_(False)
         model.pruner.policy.requires_grad_(True)
         self.ref_policy = copy.deepcopy(model.pruner.policy) if ref_policy is None else ref_policy

@@ -20,10 +20,10 @@ from pathlib import Path
 import datasets
 import torch
 from accelerate import PartialState
-from transformers import AutoProcessor, set_seed
+from transformers import AutoConfig, AutoProcessor, set_seed
 from trl import TrlParser
 
-from modeling_tprl import TPRLForConditionalGeneration
+from modeling_tprl import TPRLConfig, TPRLForConditionalGeneration
 from tprl_digit_world import EMBEDDED_BASE_PATH, require_embedded_base
 from tprl_digit_world.builder import DigitWorldBuilder
 
@@ -32,7 +32,7 @@ from .data import VQACollator
 from .demonstrations import demonstration_batches, make_demonstrations
 from .imitation import train_imitation
 from .ppo_config import TPRLPPOConfig
-from .ppo_trainer import TPRLPPOTrainer
+from .ppo_trainer import TPRLPPOTrainer, check_budgets
 from .teacher import TEACHERS
 
 
@@ -124,6 +124,8 @@ def _stage_done(path: Path, name: str) -> bool:
 
 
 def run(script_args: PrunerTrainingArguments, ppo_config: TPRLPPOConfig) -> dict:
+    base_config = TPRLConfig(base_config=AutoConfig.from_pretrained(script_args.base_model).to_dict())
+    check_budgets(base_config.num_visual_tokens, ppo_config.keep_ratios, script_args.num_pruning_steps)
     set_seed(ppo_config.seed)
     output_dir = Path(ppo_config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -164,8 +166,21 @@ def run(script_args: PrunerTrainingArguments, ppo_config: TPRLPPOConfig) -> dict
 
 
 def load_model(path: Path, script_args: PrunerTrainingArguments, ppo_config: TPRLPPOConfig):
-    model = TPRLForConditionalGeneration.from_pretrained(path, dtype=script_args.base_dtype)
+    """A stage's checkpoint; one made for another base than `--base_model` (a reused output_dir) is refused."""
+    config = TPRLConfig.from_pretrained(path)
+    if not _same_model(config.base_model_name_or_path, script_args.base_model):
+        raise ValueError(
+            f"{path} was trained for the base {config.base_model_name_or_path!r}, not --base_model "
+            f"{script_args.base_model!r}: give another output_dir, or delete that run's stage folders."
+        )
+    model = TPRLForConditionalGeneration.from_pretrained(path, config=config, dtype=script_args.base_dtype)
     return model.to(ppo_config.device)
+
+
+def _same_model(a: str | None, b: str) -> bool:
+    if a is not None and os.path.isdir(a) and os.path.isdir(b):
+        return os.path.samefile(a, b)
+    return a == b
 
 
 def prepare_policy(script_args, ppo_config, output_dir: Path, processor, collator, dataset) -> None:
