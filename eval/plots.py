@@ -17,8 +17,8 @@ def plot_accuracy(results: dict, path: Path) -> None:
     for method in methods:
         rows = sorted((r for r in results["rows"] if r["method"] == method), key=lambda r: r["kept_tokens"])
         axis.plot([r["kept_tokens"] for r in rows], [100 * r["accuracy"] for r in rows], marker="o", label=method)
-    full = next(r for r in results["rows"] if r["method"] == "full")
-    axis.axhline(100 * full["accuracy"], color="black", linestyle="--", label="all tokens")
+    for full in (r for r in results["rows"] if r["method"] == "full"):
+        axis.axhline(100 * full["accuracy"], color="black", linestyle="--", label="all tokens")
     axis.axhline(100 * results["answer_prior"]["accuracy"], color="grey", linestyle=":", label="answer prior")
     axis.set(xlabel="visual tokens kept", ylabel="accuracy (%)", title="Digit world, held-out test split")
     axis.legend(fontsize=8)

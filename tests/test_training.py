@@ -92,7 +92,9 @@ def vqa_batch(processor, vqa_dataset):
     return VQACollator(processor)([vqa_dataset[i] for i in range(8)])
 
 
-@pytest.mark.parametrize("teacher", ["gradient", "leave_one_out", "answer_attention", "cls_attention"])
+@pytest.mark.parametrize(
+    "teacher", ["gradient", "leave_one_out", "answer_attention", "cls_attention", "cls_attention_then_leave_one_out"]
+)
 def test_teacher_episode_has_the_exact_budget_per_step_and_nests(tprl_model, vqa_batch, teacher):
     features = tprl_model.get_image_features(vqa_batch["pixel_values"])
     steps = teacher_demonstration(tprl_model, vqa_batch, features, 16, teacher)
@@ -116,6 +118,20 @@ def test_leave_one_out_importance_is_the_exact_drop(tprl_model, vqa_batch):
     assert importance[0, 9].item() == pytest.approx((reference[0] - without[0]).item(), abs=1e-4)
     assert importance[1, 100].item() == pytest.approx((reference[1] - without[1]).item(), abs=1e-4)
     assert torch.isinf(importance[0, 1]) and importance[0, 1] < 0  # not kept
+
+
+def test_cls_attention_then_leave_one_out_changes_only_the_last_step(tprl_model, vqa_batch):
+    from tprl_train.teacher import leave_one_out_importance
+
+    features = tprl_model.get_image_features(vqa_batch["pixel_values"])
+    hybrid = teacher_demonstration(tprl_model, vqa_batch, features, 16, "cls_attention_then_leave_one_out")
+    cls = teacher_demonstration(tprl_model, vqa_batch, features, 16, "cls_attention")
+    assert all(torch.equal(a, b) for a, b in zip(hybrid[:-1], cls[:-1]))
+    # The last step keeps the largest leave-one-out drops (up to the small cls prior) among the cls survivors.
+    drop = leave_one_out_importance(tprl_model, vqa_batch, features, cls[-2].sort(dim=1).values)
+    kept_drop = drop.gather(1, hybrid[-1]).min(1).values
+    others = drop.scatter(1, hybrid[-1], -torch.inf).max(1).values
+    assert (kept_drop >= others - 0.01 * 144).all()
 
 
 def test_unknown_teacher(tprl_model, vqa_batch):
