@@ -12,7 +12,7 @@ from PIL import Image
 
 from modeling_tprl.pruning_tprl import keep_schedule
 from tprl_digit_world import EMBEDDED_BASE_PATH, DigitWorld
-from tprl_train.data import VQACollator
+from tprl_train.data import VQACollator, prompt_attention_mask
 from tprl_train.imitation import imitation_loss
 from tprl_train.ppo_config import TPRLPPOConfig
 from tprl_train.ppo_trainer import TPRLPPOTrainer, compute_gae, whiten
@@ -90,6 +90,31 @@ def vqa_dataset():
 @pytest.fixture()
 def vqa_batch(processor, vqa_dataset):
     return VQACollator(processor)([vqa_dataset[i] for i in range(8)])
+
+
+def test_policy_reads_the_question_as_at_inference_never_the_answer(tprl_model, processor, vqa_dataset):
+    examples = [vqa_dataset[i] for i in range(4)]
+    training = VQACollator(processor)(examples)
+    prompts = [
+        processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": e["question"]}]}],
+            add_generation_prompt=True,
+        )
+        for e in examples
+    ]
+    inference = processor(
+        images=[e["image"] for e in examples],
+        text=prompts,
+        padding=True,
+        padding_side="left",
+        add_special_tokens=False,
+        return_tensors="pt",
+    )
+    question_mask = prompt_attention_mask(training)
+    trained_on, trained_mask = tprl_model.question_embeddings(training["input_ids"], question_mask, 4)
+    asked, asked_mask = tprl_model.question_embeddings(inference["input_ids"], inference["attention_mask"], 4)
+    assert torch.equal(trained_mask, asked_mask)
+    assert torch.equal(trained_on[trained_mask], asked[asked_mask])
 
 
 @pytest.mark.parametrize(

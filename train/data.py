@@ -50,3 +50,9 @@ class VQACollator:
             labels[row, -length:] = batch["input_ids"][row, -length:]
         batch["labels"] = labels
         return dict(batch)
+
+
+def prompt_attention_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The attention mask of the prompt alone: the policy reads the question as at inference, never the answer
+    that `labels` score (and that training batches hold after the prompt)."""
+    return batch["attention_mask"] * batch["labels"].eq(-100)

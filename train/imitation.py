@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from modeling_tprl import TPRLForConditionalGeneration
 
+from .data import prompt_attention_mask
 from .selection import selection_log_prob
 
 
@@ -33,7 +34,7 @@ def imitation_loss(
     """Mean negative log-likelihood per pick of the teacher's picks, over the steps of the episode."""
     latents = model.pruner.autoencoder.encode(image_features)
     question_embeds, question_mask = model.question_embeddings(
-        batch["input_ids"], batch["attention_mask"], len(image_features)
+        batch["input_ids"], prompt_attention_mask(batch), len(image_features)
     )
     states = episode_states(image_features.shape[1], picks_per_step)
     loss = 0.0

@@ -24,6 +24,7 @@ from modeling_tprl import TPRLForConditionalGeneration
 from modeling_tprl.modeling_tprl import load_pruner_weights
 from modeling_tprl.pruning_tprl import keep_schedule
 
+from .data import prompt_attention_mask
 from .ppo_config import TPRLPPOConfig
 from .scoring import answer_scores
 from .selection import pick_log_probs, sample_selection, selection_entropy
@@ -143,7 +144,7 @@ class TPRLPPOTrainer(Trainer):
         episodes, total, _ = image_features.shape
         latents = model.pruner.autoencoder.encode(image_features)
         question_embeds, question_mask = model.question_embeddings(
-            batch["input_ids"], batch["attention_mask"], episodes
+            batch["input_ids"], prompt_attention_mask(batch), episodes
         )
         all_tokens = torch.arange(total, device=latents.device).expand(episodes, -1)
         score, _ = self._score(batch, image_features, all_tokens)
