@@ -152,4 +152,10 @@ def check_keep_ratio(keep_ratio: float) -> None:
         raise ValueError(f"keep_ratio must be a number in (0, 1] (1.0 keeps every token), got {keep_ratio!r}.")
 
 
+def num_kept_for_ratio(num_visual_tokens: int, keep_ratio: float) -> int:
+    """Visual tokens a keep ratio keeps per image (at least one)."""
+    check_keep_ratio(keep_ratio)
+    return max(1, round(num_visual_tokens * keep_ratio))
+
+
 __all__ = ["TPRLConfig"]

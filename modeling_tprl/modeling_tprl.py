@@ -17,7 +17,7 @@ from transformers import (
 )
 from transformers.utils import ModelOutput, cached_file, logging
 
-from .configuration_tprl import SUPPORTED_BASE_MODEL_TYPES, TPRLConfig, check_keep_ratio
+from .configuration_tprl import SUPPORTED_BASE_MODEL_TYPES, TPRLConfig, num_kept_for_ratio
 from .pruning_tprl import TPRLPruner, cls_attention_scores, fastv_scores
 
 
@@ -252,8 +252,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
                     f"got {num_kept_tokens!r}."
                 )
             return num_kept_tokens
-        check_keep_ratio(keep_ratio)
-        return max(1, round(total * keep_ratio))
+        return num_kept_for_ratio(total, keep_ratio)
 
     # ---- pruning -----------------------------------------------------------------------------------------------
 

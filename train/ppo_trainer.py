@@ -21,6 +21,7 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 
 from modeling_tprl import TPRLForConditionalGeneration
+from modeling_tprl.configuration_tprl import num_kept_for_ratio
 from modeling_tprl.modeling_tprl import load_pruner_weights
 from modeling_tprl.pruning_tprl import keep_schedule
 
@@ -60,7 +61,7 @@ def whiten(values: torch.Tensor, shift_mean: bool = True, std_floor: float = 0.0
 def check_budgets(num_visual_tokens: int, keep_ratios: list[float], num_pruning_steps: int) -> None:
     """Each step of an episode must remove at least one token: refuse budgets too close to all the tokens."""
     for ratio in keep_ratios:
-        kept = max(1, round(num_visual_tokens * ratio))  # as TPRLForConditionalGeneration.num_kept_tokens
+        kept = num_kept_for_ratio(num_visual_tokens, ratio)
         if num_visual_tokens - kept < num_pruning_steps:
             raise ValueError(
                 f"keep_ratio {ratio} keeps {kept} of {num_visual_tokens} visual tokens: {num_visual_tokens - kept} "
