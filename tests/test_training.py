@@ -130,6 +130,18 @@ def test_teacher_episode_has_the_exact_budget_per_step_and_nests(tprl_model, vqa
             assert len(set(later[row].tolist())) == later.shape[1]
 
 
+def test_a_selection_free_teacher_scored_once_picks_as_if_scored_at_every_step(tprl_model, vqa_batch):
+    from tprl_train.teacher import cls_attention_importance
+
+    features = tprl_model.get_image_features(vqa_batch["pixel_values"])
+    steps = teacher_demonstration(tprl_model, vqa_batch, features, 16, "cls_attention")
+    kept = torch.arange(144).expand(len(features), -1)
+    for picks, count in zip(steps, keep_schedule(144, 16, 3)):
+        expected = cls_attention_importance(tprl_model, vqa_batch, features, kept).topk(count, dim=1).indices
+        assert torch.equal(picks, expected)
+        kept = expected.sort(dim=1).values
+
+
 def test_leave_one_out_importance_is_the_exact_drop(tprl_model, vqa_batch):
     from tprl_train.scoring import answer_scores
     from tprl_train.teacher import leave_one_out_importance

@@ -129,6 +129,8 @@ TEACHERS = {
 }
 # Teachers that score the episode's last step differently from the earlier ones.
 LAST_STEP_TEACHERS = {"cls_attention_then_leave_one_out": leave_one_out_with_cls_prior}
+# Teachers whose (earlier steps') scores do not depend on the selection: scored once per batch, then masked.
+SELECTION_FREE_TEACHERS = {"answer_attention", "cls_attention", "cls_attention_then_leave_one_out"}
 
 
 def teacher_demonstration(
@@ -148,9 +150,17 @@ def teacher_demonstration(
     kept = torch.arange(total, device=image_features.device).expand(images, -1)
     demonstration = []
     schedule = keep_schedule(total, num_kept, model.config.num_pruning_steps)
+    fixed_scores = None
     for step, count in enumerate(schedule):
-        score = LAST_STEP_TEACHERS.get(teacher, TEACHERS[teacher]) if step == len(schedule) - 1 else TEACHERS[teacher]
-        picks = score(model, batch, image_features, kept).topk(count, dim=1).indices
+        if step == len(schedule) - 1 and teacher in LAST_STEP_TEACHERS:
+            scores = LAST_STEP_TEACHERS[teacher](model, batch, image_features, kept)
+        elif teacher in SELECTION_FREE_TEACHERS:
+            if fixed_scores is None:  # the first step, where every token is still kept
+                fixed_scores = TEACHERS[teacher](model, batch, image_features, kept)
+            scores = _mask_dropped(fixed_scores, kept)
+        else:
+            scores = TEACHERS[teacher](model, batch, image_features, kept)
+        picks = scores.topk(count, dim=1).indices
         demonstration.append(picks)
         kept = picks.sort(dim=1).values
     return demonstration
