@@ -9,7 +9,7 @@ pruning relies on. Then the whole model learns to answer digit-world questions, 
 digits per canvas, with the auxiliary weight decaying to zero by 60% of the run. On half of the steps the LM sees
 only some of the visual tokens (every digit kept, background cut at random): besides teaching it that absent
 background means nothing, this is what made digit-keyed questions learnable here (76% held-out without it, 98%
-with it). The defaults are the shipped model's recipe: about 48 minutes on 2 CPU cores.
+with it). The defaults are the shipped model's recipe: 48 to 100 minutes on 2 CPU cores, by machine.
 """
 
 import json
