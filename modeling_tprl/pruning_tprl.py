@@ -22,16 +22,14 @@ def keep_schedule(num_tokens: int, num_kept: int, num_steps: int) -> list[int]:
 
 
 class TPRLStateAutoencoder(nn.Module):
-    """
-    Compresses each projected visual token to a small latent (the policy's state) and reconstructs it. The encoder
-    reads the raw token: a per-token LayerNorm would erase its norm, which neither the decoder nor the policy could
-    then recover.
-    """
+    """Compresses each projected visual token to a small latent (the policy's state) and reconstructs it."""
 
     def __init__(self, hidden_size: int, latent_size: int):
         super().__init__()
         inner = 2 * latent_size
-        self.encoder = nn.Sequential(nn.Linear(hidden_size, inner), nn.GELU(), nn.Linear(inner, latent_size))
+        self.encoder = nn.Sequential(
+            nn.LayerNorm(hidden_size), nn.Linear(hidden_size, inner), nn.GELU(), nn.Linear(inner, latent_size)
+        )
         self.decoder = nn.Sequential(nn.Linear(latent_size, inner), nn.GELU(), nn.Linear(inner, hidden_size))
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
