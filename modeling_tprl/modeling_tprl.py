@@ -78,6 +78,16 @@ class TPRLPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["TPRLPruner"]
     _skip_keys_device_placement = ["past_key_values"]
 
+    @torch.no_grad()
+    def _init_weights(self, module: torch.nn.Module) -> None:
+        # The base, a `PreTrainedModel` itself, is initialised by its own class. The state autoencoder keeps
+        # transformers' N(0, 0.02); the policy starts from PyTorch's own initialisation (fan-in scaled, embeddings
+        # N(0, 1)): imitating the same demonstrations from that start keeps 2.6 more points of test accuracy at 16 of
+        # 144 tokens, and with both from PyTorch's init 3.7 fewer (README, "What the main job gives").
+        super()._init_weights(module)
+        if any(module is layer for layer in self.pruner.policy.modules()) and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+
 
 class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
     r"""
