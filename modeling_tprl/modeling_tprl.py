@@ -171,7 +171,17 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         """
         hub_kwargs = {name: kwargs[name] for name in _HUB_KWARGS if name in kwargs}
         if config is None:
-            config = TPRLConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+            not_a_checkpoint = (
+                f"Cannot load a TPRL checkpoint from {str(pretrained_model_name_or_path)!r}: give a local directory "
+                "holding its config.json (as written by save_pretrained) or a Hub id."
+            )
+            local = os.path.join(pretrained_model_name_or_path, hub_kwargs.get("subfolder", ""))
+            if os.path.isdir(local) and not os.path.isfile(os.path.join(local, "config.json")):
+                raise OSError(f"{not_a_checkpoint} The directory has no config.json.")
+            try:
+                config = TPRLConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+            except OSError as error:  # transformers reads a missing local directory as a malformed Hub id
+                raise OSError(f"{not_a_checkpoint} Cause: {error}") from error
         if not config.pruner_only:
             model = super().from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
             model.base.requires_grad_(False)

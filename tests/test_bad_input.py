@@ -60,6 +60,13 @@ def test_missing_base_model(tprl_model, tmp_path):
         TPRLForConditionalGeneration.from_pretrained(tmp_path / "ckpt", base_model_name_or_path=str(tmp_path / "gone"))
 
 
+def test_missing_checkpoint_directory(tmp_path):
+    with pytest.raises(OSError, match="Cannot load a TPRL checkpoint from .*nowhere.*config.json"):
+        TPRLForConditionalGeneration.from_pretrained(str(tmp_path / "outputs" / "nowhere"))
+    with pytest.raises(OSError, match="Cannot load a TPRL checkpoint"):
+        TPRLForConditionalGeneration.from_pretrained(tmp_path)  # exists, but holds no config.json
+
+
 def test_base_of_another_width_is_refused(tprl_model, random_base, tmp_path):
     config = copy.deepcopy(random_base.config)
     config.text_config.hidden_size = 2 * config.text_config.hidden_size
