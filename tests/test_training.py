@@ -118,7 +118,15 @@ def test_policy_reads_the_question_as_at_inference_never_the_answer(tprl_model, 
 
 
 @pytest.mark.parametrize(
-    "teacher", ["gradient", "leave_one_out", "answer_attention", "cls_attention", "cls_attention_then_leave_one_out"]
+    "teacher",
+    [
+        "gradient",
+        "leave_one_out",
+        "answer_attention",
+        "cls_attention",
+        "cls_attention_then_leave_one_out",
+        "leave_one_in_or_cls_attention",
+    ],
 )
 def test_teacher_episode_has_the_exact_budget_per_step_and_nests(tprl_model, vqa_batch, teacher):
     features = tprl_model.get_image_features(vqa_batch["pixel_values"])
@@ -169,6 +177,41 @@ def test_cls_attention_then_leave_one_out_changes_only_the_last_step(tprl_model,
     kept_drop = drop.gather(1, hybrid[-1]).min(1).values
     others = drop.scatter(1, hybrid[-1], -torch.inf).max(1).values
     assert (kept_drop >= others - 0.01 * 144).all()
+
+
+def test_leave_one_in_scores_the_answer_with_each_token_alone(tprl_model, vqa_batch):
+    from tprl_train.scoring import answer_scores
+    from tprl_train.teacher import leave_one_in_scores
+
+    batch = {key: value[:2] for key, value in vqa_batch.items()}
+    features = tprl_model.get_image_features(batch["pixel_values"])
+    alone = leave_one_in_scores(tprl_model, batch, features, chunk_size=100)
+    for token in (0, 77, 143):
+        expected = answer_scores(tprl_model, batch, features, torch.tensor([[token], [token]])).log_likelihood
+        assert torch.allclose(alone[:, token], expected, atol=1e-4)
+
+
+def test_leave_one_in_or_cls_attention_demonstrates_its_best_candidate(tprl_model, vqa_batch):
+    from tprl_train.scoring import answer_scores
+    from tprl_train.teacher import cls_attention_importance, leave_one_in_scores
+
+    features = tprl_model.get_image_features(vqa_batch["pixel_values"])
+    final = teacher_demonstration(tprl_model, vqa_batch, features, 16, "leave_one_in_or_cls_attention")[-1]
+    cls = cls_attention_importance(tprl_model, vqa_batch, features, None)
+    alone = leave_one_in_scores(tprl_model, vqa_batch, features)
+    candidates = [cls.topk(16, dim=1).indices]
+    for size in (4, 8):  # leave-one-in's top quarter / half of the budget, then [CLS] attention
+        first = alone.topk(size, dim=1).indices
+        rest = cls.scatter(1, first, -torch.inf).topk(16 - size, dim=1).indices
+        candidates.append(torch.cat([first, rest], dim=1))
+    likelihoods = torch.stack(
+        [answer_scores(tprl_model, vqa_batch, features, c.sort(dim=1).values).log_likelihood for c in candidates]
+    )
+    chosen = answer_scores(tprl_model, vqa_batch, features, final.sort(dim=1).values).log_likelihood
+    assert torch.allclose(chosen, likelihoods.max(0).values, atol=1e-4)
+    # The final picks are one of the candidates, as a set.
+    for row in range(len(final)):
+        assert any(set(final[row].tolist()) == set(c[row].tolist()) for c in candidates)
 
 
 def test_unknown_teacher(tprl_model, vqa_batch):

@@ -13,6 +13,12 @@ At each step the teacher ranks the tokens still kept by an importance score and 
   which drop the background, then the exact leave-one-out drop for the last step among the few tokens left, with
   `cls_attention`'s order as a small prior for the tokens whose removal changes nothing (one forward per token
   left, so ~5x cheaper than `leave_one_out` at 16 of 144 kept).
+- `leave_one_in_or_cls_attention` (knows the answer, question-aware): leave-one-in is the answer's log-likelihood
+  with that one token *alone* kept, so it finds the tokens the question is about (a token's twin patches do not
+  hide it, as they do from leave-one-out) but not the coverage a count needs, which [CLS] attention gives. Per
+  example, the best of three rankings at the episode's budget k: [CLS] attention, or leave-one-in's top k/4 or k/2
+  first and then [CLS] attention; each top k is scored by the frozen LLaVA on the answer, and the best ranks every
+  step of the episode (one short forward per visual token, with that token alone).
 
 The loss-based teachers need the answer, so they exist only on training data; the policy learns to make the same
 choices from the question alone. `benchmarks/teachers.py` measures them against each other; the default is chosen
@@ -115,7 +121,58 @@ def leave_one_out_with_cls_prior(
     return drop + 0.01 * rank
 
 
-def _mask_dropped(scores: torch.Tensor, kept_visual_indices: torch.Tensor) -> torch.Tensor:
+@torch.no_grad()
+def leave_one_in_scores(
+    model: TPRLForConditionalGeneration,
+    batch: dict[str, torch.Tensor],
+    image_features: torch.Tensor,
+    chunk_size: int = 2048,
+) -> torch.Tensor:
+    """`[images, tokens]` the answer's log-likelihood when each visual token alone is kept (one image per row)."""
+    images, total, _ = image_features.shape
+    rows = torch.arange(images, device=image_features.device).repeat_interleave(total)
+    alone = torch.arange(total, device=image_features.device).repeat(images)[:, None]
+    scores = []
+    for start in range(0, len(rows), chunk_size):
+        part = rows[start : start + chunk_size]
+        sub_batch = {key: batch[key][part] for key in ("input_ids", "attention_mask", "labels")}
+        scores.append(answer_scores(model, sub_batch, image_features[part], alone[start : start + chunk_size]))
+    return torch.cat([s.log_likelihood for s in scores]).view(images, total).float()
+
+
+@torch.no_grad()
+def leave_one_in_or_cls_attention(
+    model: TPRLForConditionalGeneration,
+    batch: dict[str, torch.Tensor],
+    image_features: torch.Tensor,
+    num_kept: int,
+) -> torch.Tensor:
+    """
+    `[images, tokens]` per example, the ranking whose `num_kept` tokens give the frozen LLaVA the highest answer
+    log-likelihood among: log [CLS] attention, and leave-one-in's top `num_kept // 4` or `num_kept // 2` ahead of it.
+    """
+    cls = cls_attention_importance(model, batch, image_features, None).log()
+    alone = leave_one_in_scores(model, batch, image_features)
+    candidates = [cls]
+    for share in (4, 2):
+        top = alone.topk(max(1, num_kept // share), dim=1)
+        candidates.append(cls.scatter(1, top.indices, top.values - alone.min() + cls.max() + 1))
+    likelihoods = torch.stack(
+        [
+            answer_scores(
+                model, batch, image_features, scores.topk(num_kept, dim=1).indices.sort(dim=1).values
+            ).log_likelihood
+            for scores in candidates
+        ],
+        dim=1,
+    )
+    best = likelihoods.argmax(dim=1)
+    return torch.stack(candidates, dim=1)[torch.arange(len(best), device=best.device), best]
+
+
+def _mask_dropped(scores: torch.Tensor, kept_visual_indices: torch.Tensor | None) -> torch.Tensor:
+    if kept_visual_indices is None:  # every token is kept
+        return scores
     kept = torch.zeros_like(scores, dtype=torch.bool).scatter(1, kept_visual_indices, True)
     return scores.masked_fill(~kept, -torch.inf)
 
@@ -126,11 +183,14 @@ TEACHERS = {
     "answer_attention": answer_attention_importance,
     "cls_attention": cls_attention_importance,
     "cls_attention_then_leave_one_out": cls_attention_importance,
+    "leave_one_in_or_cls_attention": leave_one_in_or_cls_attention,
 }
 # Teachers that score the episode's last step differently from the earlier ones.
 LAST_STEP_TEACHERS = {"cls_attention_then_leave_one_out": leave_one_out_with_cls_prior}
 # Teachers whose (earlier steps') scores do not depend on the selection: scored once per batch, then masked.
 SELECTION_FREE_TEACHERS = {"answer_attention", "cls_attention", "cls_attention_then_leave_one_out"}
+# Teachers whose scores do not depend on the selection but on the episode's budget: scored once, then masked.
+BUDGET_TEACHERS = {"leave_one_in_or_cls_attention"}
 
 
 def teacher_demonstration(
@@ -151,10 +211,12 @@ def teacher_demonstration(
     demonstration = []
     schedule = keep_schedule(total, num_kept, model.config.num_pruning_steps)
     fixed_scores = None
+    if teacher in BUDGET_TEACHERS:
+        fixed_scores = TEACHERS[teacher](model, batch, image_features, num_kept)
     for step, count in enumerate(schedule):
         if step == len(schedule) - 1 and teacher in LAST_STEP_TEACHERS:
             scores = LAST_STEP_TEACHERS[teacher](model, batch, image_features, kept)
-        elif teacher in SELECTION_FREE_TEACHERS:
+        elif teacher in SELECTION_FREE_TEACHERS or teacher in BUDGET_TEACHERS:
             if fixed_scores is None:  # the first step, where every token is still kept
                 fixed_scores = TEACHERS[teacher](model, batch, image_features, kept)
             scores = _mask_dropped(fixed_scores, kept)

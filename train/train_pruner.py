@@ -63,7 +63,8 @@ class PrunerTrainingArguments:
     teacher: str = field(
         default="cls_attention",
         metadata={
-            "help": "The imitation teacher: cls_attention, leave_one_out, gradient or answer_attention (train/teacher.py)."
+            "help": "The imitation teacher, one of train/teacher.py's TEACHERS: cls_attention, leave_one_out, "
+            "cls_attention_then_leave_one_out, leave_one_in_or_cls_attention, gradient or answer_attention."
         },
     )
     num_demonstrations: int = field(default=3072, metadata={"help": "Training examples the teacher prunes."})
