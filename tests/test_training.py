@@ -197,7 +197,7 @@ def test_leave_one_in_or_cls_attention_demonstrates_its_best_candidate(tprl_mode
 
     features = tprl_model.get_image_features(vqa_batch["pixel_values"])
     final = teacher_demonstration(tprl_model, vqa_batch, features, 16, "leave_one_in_or_cls_attention")[-1]
-    cls = cls_attention_importance(tprl_model, vqa_batch, features, None)
+    cls = cls_attention_importance(tprl_model, vqa_batch, features, torch.arange(144).expand(len(features), -1))
     alone = leave_one_in_scores(tprl_model, vqa_batch, features)
     candidates = [cls.topk(16, dim=1).indices]
     for size in (4, 8):  # leave-one-in's top quarter / half of the budget, then [CLS] attention

@@ -49,6 +49,27 @@ def gradient_importance(
     return importance.masked_fill(~kept, -torch.inf)
 
 
+def _log_likelihoods_of_selections(
+    model: TPRLForConditionalGeneration,
+    batch: dict[str, torch.Tensor],
+    image_features: torch.Tensor,
+    rows: torch.Tensor,
+    selections: torch.Tensor,
+    chunk_size: int,
+) -> torch.Tensor:
+    """Answer log-likelihood of each selection `selections[i]` of image `rows[i]`, in chunks of `chunk_size`."""
+    scores = []
+    for start in range(0, len(rows), chunk_size):
+        part = rows[start : start + chunk_size]
+        sub_batch = {key: batch[key][part] for key in ("input_ids", "attention_mask", "labels")}
+        scores.append(
+            answer_scores(
+                model, sub_batch, image_features[part], selections[start : start + chunk_size]
+            ).log_likelihood
+        )
+    return torch.cat(scores)
+
+
 @torch.no_grad()
 def leave_one_out_importance(
     model: TPRLForConditionalGeneration,
@@ -63,13 +84,8 @@ def leave_one_out_importance(
     others = ~torch.eye(count, dtype=torch.bool, device=kept_visual_indices.device)
     variants = kept_visual_indices[:, None, :].expand(images, count, count)[:, others].view(images * count, count - 1)
     rows = torch.arange(images, device=variants.device).repeat_interleave(count)
-    without = []
-    for start in range(0, len(rows), chunk_size):
-        part = rows[start : start + chunk_size]
-        sub_batch = {key: batch[key][part] for key in ("input_ids", "attention_mask", "labels")}
-        scores = answer_scores(model, sub_batch, image_features[part], variants[start : start + chunk_size])
-        without.append(scores.log_likelihood)
-    drop = (reference[:, None] - torch.cat(without).view(images, count)).float()
+    without = _log_likelihoods_of_selections(model, batch, image_features, rows, variants, chunk_size)
+    drop = (reference[:, None] - without.view(images, count)).float()
     importance = torch.full(image_features.shape[:2], -torch.inf, device=drop.device)
     return importance.scatter(1, kept_visual_indices, drop)
 
@@ -132,12 +148,11 @@ def leave_one_in_scores(
     images, total, _ = image_features.shape
     rows = torch.arange(images, device=image_features.device).repeat_interleave(total)
     alone = torch.arange(total, device=image_features.device).repeat(images)[:, None]
-    scores = []
-    for start in range(0, len(rows), chunk_size):
-        part = rows[start : start + chunk_size]
-        sub_batch = {key: batch[key][part] for key in ("input_ids", "attention_mask", "labels")}
-        scores.append(answer_scores(model, sub_batch, image_features[part], alone[start : start + chunk_size]))
-    return torch.cat([s.log_likelihood for s in scores]).view(images, total).float()
+    return (
+        _log_likelihoods_of_selections(model, batch, image_features, rows, alone, chunk_size)
+        .view(images, total)
+        .float()
+    )
 
 
 @torch.no_grad()
@@ -151,7 +166,8 @@ def leave_one_in_or_cls_attention(
     `[images, tokens]` per example, the ranking whose `num_kept` tokens give the frozen LLaVA the highest answer
     log-likelihood among: log [CLS] attention, and leave-one-in's top `num_kept // 4` or `num_kept // 2` ahead of it.
     """
-    cls = cls_attention_importance(model, batch, image_features, None).log()
+    every_token = torch.arange(image_features.shape[1], device=image_features.device).expand(len(image_features), -1)
+    cls = cls_attention_importance(model, batch, image_features, every_token).log()
     alone = leave_one_in_scores(model, batch, image_features)
     candidates = [cls]
     for share in (4, 2):
@@ -170,9 +186,7 @@ def leave_one_in_or_cls_attention(
     return torch.stack(candidates, dim=1)[torch.arange(len(best), device=best.device), best]
 
 
-def _mask_dropped(scores: torch.Tensor, kept_visual_indices: torch.Tensor | None) -> torch.Tensor:
-    if kept_visual_indices is None:  # every token is kept
-        return scores
+def _mask_dropped(scores: torch.Tensor, kept_visual_indices: torch.Tensor) -> torch.Tensor:
     kept = torch.zeros_like(scores, dtype=torch.bool).scatter(1, kept_visual_indices, True)
     return scores.masked_fill(~kept, -torch.inf)
 
@@ -211,14 +225,13 @@ def teacher_demonstration(
     demonstration = []
     schedule = keep_schedule(total, num_kept, model.config.num_pruning_steps)
     fixed_scores = None
-    if teacher in BUDGET_TEACHERS:
-        fixed_scores = TEACHERS[teacher](model, batch, image_features, num_kept)
     for step, count in enumerate(schedule):
         if step == len(schedule) - 1 and teacher in LAST_STEP_TEACHERS:
             scores = LAST_STEP_TEACHERS[teacher](model, batch, image_features, kept)
         elif teacher in SELECTION_FREE_TEACHERS or teacher in BUDGET_TEACHERS:
             if fixed_scores is None:  # the first step, where every token is still kept
-                fixed_scores = TEACHERS[teacher](model, batch, image_features, kept)
+                selection_or_budget = num_kept if teacher in BUDGET_TEACHERS else kept
+                fixed_scores = TEACHERS[teacher](model, batch, image_features, selection_or_budget)
             scores = _mask_dropped(fixed_scores, kept)
         else:
             scores = TEACHERS[teacher](model, batch, image_features, kept)
