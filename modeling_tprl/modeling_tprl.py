@@ -80,12 +80,14 @@ class TPRLPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: torch.nn.Module) -> None:
-        # The base, a `PreTrainedModel` itself, is initialised by its own class. The state autoencoder keeps
-        # transformers' N(0, 0.02); the policy starts from PyTorch's own initialisation (fan-in scaled, embeddings
-        # N(0, 1)): imitating the same demonstrations from that start keeps 2.6 more points of test accuracy at 16 of
-        # 144 tokens, and with both from PyTorch's init 3.7 fewer (README, "What the main job gives").
+        # The base, a `PreTrainedModel` itself, is initialised by its own class. The pruner's linear layers start from
+        # PyTorch's own (fan-in scaled) initialisation and its embeddings from transformers' N(0, 0.02): small
+        # position/type/step embeddings leave each token's content (its normalised state or word) in charge. From
+        # N(0, 1) they drowned it, and the policy hardly learned to match the question's words to the patches; from
+        # N(0, 0.02) the autoencoder's latents kept less of what the policy needs (README, "What the main job gives").
         super()._init_weights(module)
-        if any(module is layer for layer in self.pruner.policy.modules()) and hasattr(module, "reset_parameters"):
+        in_pruner = any(module is layer for layer in self.pruner.modules())
+        if in_pruner and not isinstance(module, torch.nn.Embedding) and hasattr(module, "reset_parameters"):
             module.reset_parameters()
 
 

@@ -69,7 +69,11 @@ class TPRLPolicy(nn.Module):
     def __init__(self, config: TPRLConfig):
         super().__init__()
         hidden = config.policy_hidden_size
+        # Each input stream is normalised first: the LM's word embeddings are ~30x smaller than the visual states, and
+        # unnormalised they drown under the type embedding, so the question's words barely reach the policy.
+        self.visual_norm = nn.LayerNorm(config.autoencoder_latent_size)
         self.visual_in = nn.Linear(config.autoencoder_latent_size, hidden)
+        self.question_norm = nn.LayerNorm(config.base_text_hidden_size)
         self.question_in = nn.Linear(config.base_text_hidden_size, hidden)  # reads the base LM's own embeddings
         self.visual_position = nn.Embedding(config.num_visual_tokens, hidden)
         self.step_embedding = nn.Embedding(config.num_pruning_steps, hidden)
@@ -113,8 +117,10 @@ class TPRLPolicy(nn.Module):
             visual_mask = kept_mask
         step_embed = self.step_embedding(torch.full((images, 1), step, device=latents.device))
         value_token = self.type_embedding.weight[0].expand(images, 1, -1) + step_embed
-        question = self.question_in(question_embeds.to(self.question_in.weight.dtype)) + self.type_embedding.weight[1]
-        visual = self.visual_in(latents) + self.visual_position(positions) + self.type_embedding.weight[2] + step_embed
+        question = self.question_in(self.question_norm(question_embeds.to(self.question_in.weight.dtype)))
+        question = question + self.type_embedding.weight[1]
+        visual = self.visual_in(self.visual_norm(latents))
+        visual = visual + self.visual_position(positions) + self.type_embedding.weight[2] + step_embed
         sequence = torch.cat([value_token, question, visual], dim=1)
         visible = torch.cat([torch.ones_like(kept_mask[:, :1]), question_mask, visual_mask], dim=1)
         for layer in self.layers:

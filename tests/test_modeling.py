@@ -80,12 +80,15 @@ def test_backbone_is_frozen(tprl_model):
     assert all(p.requires_grad for p in tprl_model.pruner.parameters())
 
 
-def test_initialisation_policy_from_pytorch_autoencoder_from_transformers_base_untouched(tprl_model, random_base):
+def test_initialisation_pruner_linears_from_pytorch_embeddings_from_transformers_base_untouched(
+    tprl_model, random_base
+):
     policy, autoencoder = tprl_model.pruner.policy, tprl_model.pruner.autoencoder
-    assert 0.8 < policy.visual_position.weight.std() < 1.2  # PyTorch's N(0, 1), not N(0, 0.02)
-    bound = 1 / policy.visual_in.in_features**0.5  # PyTorch's fan-in uniform
-    assert policy.visual_in.weight.abs().max() <= bound and policy.visual_in.weight.std() > bound / 3
-    assert 0.015 < autoencoder.encoder[1].weight.std() < 0.025
+    for embedding in (policy.visual_position, policy.type_embedding, policy.step_embedding):
+        assert 0.015 < embedding.weight.std() < 0.025  # transformers' N(0, 0.02), not PyTorch's N(0, 1)
+    for linear in (policy.visual_in, autoencoder.encoder[1]):
+        bound = 1 / linear.in_features**0.5  # PyTorch's fan-in uniform, not N(0, 0.02)
+        assert linear.weight.abs().max() <= bound and linear.weight.std() > max(bound / 3, 0.03)
     base = dict(tprl_model.base.named_parameters())
     assert all(torch.equal(base[name], weight) for name, weight in random_base.named_parameters())
 
