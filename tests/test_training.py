@@ -220,6 +220,22 @@ def test_unknown_teacher(tprl_model, vqa_batch):
         teacher_demonstration(tprl_model, vqa_batch, features, 16, "oracle")
 
 
+def test_demonstration_weights_set_each_budgets_share_of_demonstrations_and_batches(
+    tprl_model, processor, vqa_dataset
+):
+    from tprl_train.demonstrations import demonstration_batches, make_demonstrations
+
+    collator = VQACollator(processor)
+    ratios = [1 / 3, 1 / 9]
+    demonstrations = make_demonstrations(tprl_model, vqa_dataset, collator, ratios, 8, "cls_attention", [1, 2])
+    assert demonstrations["keep_ratio"] == [1 / 3, 1 / 9, 1 / 9] * 8  # the cycle: one row at 1/3, two at 1/9
+    for row in demonstrations:
+        assert len(row["picks"][-1]) == tprl_model.num_kept_tokens(keep_ratio=row["keep_ratio"])
+    batches = demonstration_batches(demonstrations, collator, 2, seed=0)
+    smallest = [len(next(batches)[1][-1][0]) == 16 for _ in range(300)]
+    assert 0.58 < sum(smallest) / 300 < 0.75  # two thirds of the batches, as two thirds of the rows
+
+
 def test_imitation_loss_falls_when_trained_on_a_demonstration(base_dir, vqa_batch):
     from modeling_tprl import TPRLForConditionalGeneration
 
@@ -320,6 +336,12 @@ def test_bad_stage_sizes(base_dir):
 def test_budget_out_of_reach_in_the_steps_is_refused_before_any_stage(base_dir, tmp_path):
     with pytest.raises(ValueError, match="keep_ratio 0.99 keeps 143 of 144 visual tokens: 1 to remove in"):
         main(["--base_model", base_dir, "--output_dir", str(tmp_path), "--keep_ratios", "0.99"])
+    assert not any(tmp_path.iterdir())
+
+
+def test_demonstration_weights_not_matching_the_keep_ratios_are_refused_before_any_stage(base_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"demonstration_weights \[1, 2\] must give a positive whole number for each"):
+        main(["--base_model", base_dir, "--output_dir", str(tmp_path), "--demonstration_weights", "1", "2"])
     assert not any(tmp_path.iterdir())
 
 

@@ -68,6 +68,13 @@ class PrunerTrainingArguments:
         },
     )
     num_demonstrations: int = field(default=3072, metadata={"help": "Training examples the teacher prunes."})
+    demonstration_weights: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Per keep ratio, its rows in the demonstrations' budget cycle (and so its share of the imitation "
+            "batches), e.g. [1, 1, 2] for twice as many at the last; default one each."
+        },
+    )
     imitation_steps: int = field(default=600)
     imitation_learning_rate: float = field(default=1e-3)
     stage_batch_size: int = field(default=64, metadata={"help": "Batch size of the autoencoder, teacher, imitation."})
@@ -127,6 +134,12 @@ def _stage_done(path: Path, name: str) -> bool:
 def run(script_args: PrunerTrainingArguments, ppo_config: TPRLPPOConfig) -> dict:
     base_config = TPRLConfig(base_config=AutoConfig.from_pretrained(script_args.base_model).to_dict())
     check_budgets(base_config.num_visual_tokens, ppo_config.keep_ratios, script_args.num_pruning_steps)
+    weights = script_args.demonstration_weights
+    if weights is not None and (len(weights) != len(ppo_config.keep_ratios) or min(weights) < 1):
+        raise ValueError(
+            f"demonstration_weights {weights} must give a positive whole number for each of the "
+            f"{len(ppo_config.keep_ratios)} keep_ratios {ppo_config.keep_ratios}."
+        )
     set_seed(ppo_config.seed)
     output_dir = Path(ppo_config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -209,7 +222,13 @@ def prepare_policy(script_args, ppo_config, output_dir: Path, processor, collato
         model = load_model(autoencoder_dir, script_args, ppo_config)
         subset = dataset.select(range(min(script_args.num_demonstrations, len(dataset))))
         demonstrations = make_demonstrations(
-            model, subset, collator, ppo_config.keep_ratios, script_args.stage_batch_size, script_args.teacher
+            model,
+            subset,
+            collator,
+            ppo_config.keep_ratios,
+            script_args.stage_batch_size,
+            script_args.teacher,
+            script_args.demonstration_weights,
         )
         _write_stage(demonstrations_dir, lambda path: demonstrations.save_to_disk(str(path)))
 
