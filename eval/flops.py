@@ -66,8 +66,8 @@ def language_model_flops(config: LlavaConfig, tokens: int, num_layers: int | Non
 
 
 def tprl_pruner_flops(tprl_config, num_visual: int, num_text: int, num_kept: int) -> int:
-    """The state autoencoder's encoder on every visual token, then the policy transformer once per pruning step over
-    the tokens still kept before that step (`keep_schedule`)."""
+    """The state autoencoder's encoder on every visual token, then per pruning step the policy's input layer on every
+    token's patch-grid neighbourhood and its transformer over the tokens still kept before that step (`keep_schedule`)."""
     latent, hidden = tprl_config.autoencoder_latent_size, tprl_config.policy_hidden_size
     width = tprl_config.base_text_hidden_size
     encoder = linear_flops(num_visual, width, 2 * latent) + linear_flops(num_visual, 2 * latent, latent)
@@ -83,7 +83,7 @@ def tprl_pruner_flops(tprl_config, num_visual: int, num_text: int, num_kept: int
             + linear_flops(length, 2 * hidden, hidden)
         )
         total += (
-            linear_flops(visible, latent, hidden)
+            linear_flops(num_visual, latent * tprl_config.policy_kernel_size**2, hidden)
             + linear_flops(num_text, width, hidden)
             + tprl_config.policy_num_layers * layer
             + linear_flops(visible, hidden, 1)
@@ -241,7 +241,13 @@ def proxy_configs(config: LlavaConfig, tprl_config: TPRLConfig, num_layers: int 
     """The same widths with `num_layers` LM and vision layers: small enough to run, to check the analytic count."""
     proxy = copy.deepcopy(config)
     proxy.text_config.num_hidden_layers = proxy.vision_config.num_hidden_layers = num_layers
-    fields = ("num_pruning_steps", "autoencoder_latent_size", "policy_hidden_size", "policy_num_layers")
+    fields = (
+        "num_pruning_steps",
+        "autoencoder_latent_size",
+        "policy_hidden_size",
+        "policy_num_layers",
+        "policy_kernel_size",
+    )
     return proxy, TPRLConfig(base_config=proxy.to_dict(), **{name: getattr(tprl_config, name) for name in fields})
 
 

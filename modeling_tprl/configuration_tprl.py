@@ -32,6 +32,10 @@ class TPRLConfig(PreTrainedConfig):
             Layers of the policy transformer.
         policy_num_heads (`int`, *optional*, defaults to 4):
             Attention heads of the policy transformer.
+        policy_kernel_size (`int`, *optional*, defaults to 3):
+            Side of the neighbourhood, on the square grid of visual tokens, that the policy reads each token's state
+            with (the states of the `kernel x kernel` tokens around it, normalised together), since an object spans
+            several patches. `1` reads each token alone: the only choice for visual tokens that are not a square grid.
         pruning_method (`str`, *optional*, defaults to `"tprl"`):
             How tokens are chosen: `"tprl"` (the learned policy), or a training-free method: `"random"`,
             `"uniform"` (stride), `"cls_attention"` ([CLS] attention in the vision layer LLaVA reads) or `"fastv"`
@@ -65,6 +69,7 @@ class TPRLConfig(PreTrainedConfig):
     policy_hidden_size: int = 256
     policy_num_layers: int = 2
     policy_num_heads: int = 4
+    policy_kernel_size: int = 3
     pruning_method: str = "tprl"
     fastv_layer: int = 2
     pruner_only: bool = True
@@ -90,6 +95,8 @@ class TPRLConfig(PreTrainedConfig):
                 f"policy_hidden_size ({self.policy_hidden_size}) must be divisible by policy_num_heads "
                 f"({self.policy_num_heads})."
             )
+        if self.policy_kernel_size < 1 or self.policy_kernel_size % 2 == 0:
+            raise ValueError(f"policy_kernel_size must be an odd number >= 1, got {self.policy_kernel_size}.")
         if self.pruning_method not in PRUNING_METHODS:
             raise ValueError(f"Unknown pruning_method {self.pruning_method!r}; choose one of {PRUNING_METHODS}.")
         if self.base_config is not None:
@@ -101,6 +108,12 @@ class TPRLConfig(PreTrainedConfig):
                 )
             if self.autoencoder_latent_size is None:
                 self.autoencoder_latent_size = max(16, self.base_text_hidden_size // 16)
+            if self.policy_kernel_size > 1 and self.visual_grid_side is None:
+                raise ValueError(
+                    f"policy_kernel_size {self.policy_kernel_size} needs the visual tokens on a square grid, but this "
+                    f"base gives {self.num_visual_tokens} per image (vision_feature_select_strategy 'full' adds the "
+                    "[CLS] token); set policy_kernel_size=1."
+                )
         super().__post_init__(**kwargs)
 
     def _check_types(self) -> None:
@@ -115,6 +128,7 @@ class TPRLConfig(PreTrainedConfig):
             "policy_hidden_size": (int,),
             "policy_num_layers": (int,),
             "policy_num_heads": (int,),
+            "policy_kernel_size": (int,),
             "pruning_method": (str,),
             "fastv_layer": (int,),
             "pruner_only": (bool,),
@@ -145,6 +159,12 @@ class TPRLConfig(PreTrainedConfig):
         vision = self.base_config["vision_config"]
         tokens = (vision["image_size"] // vision["patch_size"]) ** 2
         return tokens + (self.base_config.get("vision_feature_select_strategy") == "full")
+
+    @property
+    def visual_grid_side(self) -> int | None:
+        """Side of the square grid the visual tokens form (row-major patches), or `None` if they do not form one."""
+        side = round(self.num_visual_tokens**0.5)
+        return side if side * side == self.num_visual_tokens else None
 
 
 def check_keep_ratio(keep_ratio: float) -> None:

@@ -71,8 +71,13 @@ class TPRLPolicy(nn.Module):
         hidden = config.policy_hidden_size
         # Each input stream is normalised first: the LM's word embeddings are ~30x smaller than the visual states, and
         # unnormalised they drown under the type embedding, so the question's words barely reach the policy.
-        self.visual_norm = nn.LayerNorm(config.autoencoder_latent_size)
-        self.visual_in = nn.Linear(config.autoencoder_latent_size, hidden)
+        # Each visual token is read with its neighbours on the patch grid, normalised together: an object spans
+        # several patches, and from one patch alone the policy hardly tells which digit or object it belongs to.
+        self.kernel_size = config.policy_kernel_size
+        self.visual_grid = (config.visual_grid_side,) * 2 if self.kernel_size > 1 else (1, config.num_visual_tokens)
+        neighbourhood = config.autoencoder_latent_size * self.kernel_size**2
+        self.visual_norm = nn.LayerNorm(neighbourhood)
+        self.visual_in = nn.Linear(neighbourhood, hidden)
         self.question_norm = nn.LayerNorm(config.base_text_hidden_size)
         self.question_in = nn.Linear(config.base_text_hidden_size, hidden)  # reads the base LM's own embeddings
         self.visual_position = nn.Embedding(config.num_visual_tokens, hidden)
@@ -105,13 +110,16 @@ class TPRLPolicy(nn.Module):
             `(keep_logits, values)`: `[images, tokens]` logits, `-inf` where the token is already dropped, and
             `[images]` state values.
         """
-        images, tokens, _ = latents.shape
+        images, tokens, width = latents.shape
+        grid = latents.transpose(1, 2).reshape(images, width, *self.visual_grid)
+        neighbourhoods = F.unfold(grid, self.kernel_size, padding=self.kernel_size // 2).transpose(1, 2)
+        visual = self.visual_in(self.visual_norm(neighbourhoods))  # every token, with its dropped neighbours too
         positions = torch.arange(tokens, device=latents.device).expand(images, -1)
         num_kept = kept_mask.sum(1)
         compact = bool((num_kept == num_kept[0]).all())
         if compact:  # exact budgets keep as many tokens in every row: the policy reads only those (same outputs)
             positions = kept_mask.nonzero()[:, 1].view(images, -1)
-            latents = latents.gather(1, positions[..., None].expand(-1, -1, latents.shape[-1]))
+            visual = visual.gather(1, positions[..., None].expand(-1, -1, visual.shape[-1]))
             visual_mask = torch.ones_like(positions, dtype=torch.bool)
         else:
             visual_mask = kept_mask
@@ -119,7 +127,6 @@ class TPRLPolicy(nn.Module):
         value_token = self.type_embedding.weight[0].expand(images, 1, -1) + step_embed
         question = self.question_in(self.question_norm(question_embeds.to(self.question_in.weight.dtype)))
         question = question + self.type_embedding.weight[1]
-        visual = self.visual_in(self.visual_norm(latents))
         visual = visual + self.visual_position(positions) + self.type_embedding.weight[2] + step_embed
         sequence = torch.cat([value_token, question, visual], dim=1)
         visible = torch.cat([torch.ones_like(kept_mask[:, :1]), question_mask, visual_mask], dim=1)

@@ -101,3 +101,13 @@ def test_unknown_pruning_method(tprl_model):
 def test_config_field_of_wrong_type(tprl_model, field, value):
     with pytest.raises(TypeError, match=f"TPRLConfig.{field} must be"):
         TPRLConfig(base_config=tprl_model.config.base_config, **{field: value})
+
+
+def test_policy_kernel_size_must_be_odd_and_fit_the_visual_grid(tprl_model):
+    base_config = tprl_model.config.base_config
+    with pytest.raises(ValueError, match="policy_kernel_size must be an odd number >= 1, got 2"):
+        TPRLConfig(base_config=base_config, policy_kernel_size=2)
+    with_cls = {**base_config, "vision_feature_select_strategy": "full"}  # 144 patches + [CLS]: no square grid
+    with pytest.raises(ValueError, match="needs the visual tokens on a square grid, but this base gives 145"):
+        TPRLConfig(base_config=with_cls, policy_kernel_size=3)
+    assert TPRLConfig(base_config=with_cls, policy_kernel_size=1).num_visual_tokens == 145

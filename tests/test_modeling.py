@@ -93,6 +93,27 @@ def test_initialisation_pruner_linears_from_pytorch_embeddings_from_transformers
     assert all(torch.equal(base[name], weight) for name, weight in random_base.named_parameters())
 
 
+def test_policy_reads_each_token_with_its_grid_neighbours(tprl_model):
+    """A token's keep logit moves when a grid neighbour's state changes, even a dropped one, and not otherwise."""
+    policy, side = tprl_model.pruner.policy, tprl_model.config.visual_grid_side
+    latents = torch.randn(1, side * side, tprl_model.config.autoencoder_latent_size)
+    question, question_mask = torch.randn(1, 5, tprl_model.config.base_text_hidden_size), torch.ones(1, 5, dtype=bool)
+    kept = torch.ones(1, side * side, dtype=torch.bool)
+    kept[0, 2 * side + 4] = False  # the right-hand neighbour of the token at row 2, column 3 is already dropped
+    changed = latents.clone()
+    changed[0, 2 * side + 4] += 1.0
+    with torch.no_grad():
+        logits, _ = policy(latents, kept, question, question_mask, step=1)
+        moved, _ = policy(changed, kept, question, question_mask, step=1)
+        alone = TPRLConfig(base_config=tprl_model.config.base_config, policy_hidden_size=64, policy_kernel_size=1)
+        single = type(policy)(alone).eval()
+        single_logits, _ = single(latents, kept, question, question_mask, step=1)
+        single_moved, _ = single(changed, kept, question, question_mask, step=1)
+    assert (moved[0, 2 * side + 3] - logits[0, 2 * side + 3]).abs() > 1e-4
+    # With kernel 1 a dropped token's state reaches the others only through attention, where it is masked out.
+    torch.testing.assert_close(single_moved, single_logits, rtol=0, atol=0)
+
+
 def test_keep_schedule_reaches_budget():
     assert keep_schedule(576, 192, 3) == [399, 277, 192]  # 576 * (1/3) ** (1/3) = 399.4
     assert keep_schedule(144, 16, 1) == [16]
