@@ -56,6 +56,9 @@ class PrunerTrainingArguments:
     policy_hidden_size: int = field(default=64)
     policy_num_layers: int = field(default=2)
     policy_num_heads: int = field(default=4)
+    policy_kernel_size: int = field(
+        default=3, metadata={"help": "Patch-grid neighbourhood the policy reads each token with; 1 = the token alone."}
+    )
     num_pruning_steps: int = field(default=3)
     autoencoder_latent_size: int | None = field(default=None, metadata={"help": "Default: LM hidden / 16."})
     autoencoder_steps: int = field(default=300)
@@ -209,6 +212,7 @@ def prepare_policy(script_args, ppo_config, output_dir: Path, processor, collato
             policy_hidden_size=script_args.policy_hidden_size,
             policy_num_layers=script_args.policy_num_layers,
             policy_num_heads=script_args.policy_num_heads,
+            policy_kernel_size=script_args.policy_kernel_size,
             autoencoder_latent_size=script_args.autoencoder_latent_size,
         ).to(ppo_config.device)
         pixels = _endless_pixels(dataset, collator, script_args.stage_batch_size, ppo_config.seed)
