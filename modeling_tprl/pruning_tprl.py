@@ -90,19 +90,38 @@ class TPRLPolicy(nn.Module):
         self.keep_head = nn.Linear(hidden, 1)
         self.value_head = nn.Linear(hidden, 1)
 
+    def embed_inputs(self, latents: torch.Tensor, question_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        The policy's input embeddings of one episode, computed once: they do not depend on the step or on which
+        tokens are still kept.
+
+        Args:
+            latents: `[images, tokens, latent]` autoencoder states of all visual tokens of each image.
+            question_embeds: `[images, text_len, hidden]` the base LM's input embeddings of the prompt's text.
+
+        Returns:
+            `(visual, question)`: `[images, tokens, policy_hidden]` (every token, read with its dropped neighbours too)
+            and `[images, text_len, policy_hidden]`.
+        """
+        images, _, width = latents.shape
+        grid = latents.transpose(1, 2).reshape(images, width, *self.visual_grid)
+        neighbourhoods = F.unfold(grid, self.kernel_size, padding=self.kernel_size // 2).transpose(1, 2)
+        visual = self.visual_in(self.visual_norm(neighbourhoods))
+        question = self.question_in(self.question_norm(question_embeds.to(self.question_in.weight.dtype)))
+        return visual, question
+
     def forward(
         self,
-        latents: torch.Tensor,
+        visual: torch.Tensor,
+        question: torch.Tensor,
         kept_mask: torch.Tensor,
-        question_embeds: torch.Tensor,
         question_mask: torch.Tensor,
         step: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
-            latents: `[images, tokens, latent]` autoencoder states of all visual tokens of each image.
+            visual, question: the episode's input embeddings, from `embed_inputs`.
             kept_mask: `[images, tokens]` bool, the tokens still kept (the others are invisible to the policy).
-            question_embeds: `[images, text_len, hidden]` the base LM's input embeddings of the prompt's text.
             question_mask: `[images, text_len]` bool, real (non-padding) text tokens.
             step: index of the decision in the episode.
 
@@ -110,11 +129,8 @@ class TPRLPolicy(nn.Module):
             `(keep_logits, values)`: `[images, tokens]` logits, `-inf` where the token is already dropped, and
             `[images]` state values.
         """
-        images, tokens, width = latents.shape
-        grid = latents.transpose(1, 2).reshape(images, width, *self.visual_grid)
-        neighbourhoods = F.unfold(grid, self.kernel_size, padding=self.kernel_size // 2).transpose(1, 2)
-        visual = self.visual_in(self.visual_norm(neighbourhoods))  # every token, with its dropped neighbours too
-        positions = torch.arange(tokens, device=latents.device).expand(images, -1)
+        images, tokens, _ = visual.shape
+        positions = torch.arange(tokens, device=visual.device).expand(images, -1)
         num_kept = kept_mask.sum(1)
         compact = bool((num_kept == num_kept[0]).all())
         if compact:  # exact budgets keep as many tokens in every row: the policy reads only those (same outputs)
@@ -123,9 +139,8 @@ class TPRLPolicy(nn.Module):
             visual_mask = torch.ones_like(positions, dtype=torch.bool)
         else:
             visual_mask = kept_mask
-        step_embed = self.step_embedding(torch.full((images, 1), step, device=latents.device))
+        step_embed = self.step_embedding(torch.full((images, 1), step, device=visual.device))
         value_token = self.type_embedding.weight[0].expand(images, 1, -1) + step_embed
-        question = self.question_in(self.question_norm(question_embeds.to(self.question_in.weight.dtype)))
         question = question + self.type_embedding.weight[1]
         visual = visual + self.visual_position(positions) + self.type_embedding.weight[2] + step_embed
         sequence = torch.cat([value_token, question, visual], dim=1)
@@ -159,9 +174,10 @@ class TPRLPruner(nn.Module):
     ) -> torch.Tensor:
         """Deterministic multi-step selection; returns `[images, num_kept]` indices in increasing order."""
         latents = self.autoencoder.encode(visual_tokens.to(self.policy.visual_in.weight.dtype))
+        visual, question = self.policy.embed_inputs(latents, question_embeds)
         kept_mask = torch.ones(visual_tokens.shape[:2], dtype=torch.bool, device=visual_tokens.device)
         for step, count in enumerate(keep_schedule(visual_tokens.shape[1], num_kept, self.config.num_pruning_steps)):
-            logits, _ = self.policy(latents, kept_mask, question_embeds, question_mask, step)
+            logits, _ = self.policy(visual, question, kept_mask, question_mask, step)
             kept_mask = torch.zeros_like(kept_mask).scatter(1, logits.topk(count, dim=1).indices, True)
         return kept_mask.nonzero()[:, 1].view(visual_tokens.shape[0], num_kept)
 

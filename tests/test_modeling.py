@@ -103,12 +103,12 @@ def test_policy_reads_each_token_with_its_grid_neighbours(tprl_model):
     changed = latents.clone()
     changed[0, 2 * side + 4] += 1.0
     with torch.no_grad():
-        logits, _ = policy(latents, kept, question, question_mask, step=1)
-        moved, _ = policy(changed, kept, question, question_mask, step=1)
+        logits, _ = policy(*policy.embed_inputs(latents, question), kept, question_mask, step=1)
+        moved, _ = policy(*policy.embed_inputs(changed, question), kept, question_mask, step=1)
         alone = TPRLConfig(base_config=tprl_model.config.base_config, policy_hidden_size=64, policy_kernel_size=1)
         single = type(policy)(alone).eval()
-        single_logits, _ = single(latents, kept, question, question_mask, step=1)
-        single_moved, _ = single(changed, kept, question, question_mask, step=1)
+        single_logits, _ = single(*single.embed_inputs(latents, question), kept, question_mask, step=1)
+        single_moved, _ = single(*single.embed_inputs(changed, question), kept, question_mask, step=1)
     assert (moved[0, 2 * side + 3] - logits[0, 2 * side + 3]).abs() > 1e-4
     # With kernel 1 a dropped token's state reaches the others only through attention, where it is masked out.
     torch.testing.assert_close(single_moved, single_logits, rtol=0, atol=0)
@@ -133,8 +133,9 @@ def test_policy_reading_only_kept_tokens_equals_masking_the_dropped_ones(tprl_mo
     kept[0, torch.randperm(144, generator=generator)[:33]] = True
     kept[1, torch.randperm(144, generator=generator)[:69]] = True
     with torch.no_grad():
-        compact_logits, compact_value = policy(latents[:1], kept[:1], question[:1], question_mask[:1], 1)
-        masked_logits, masked_value = policy(latents, kept, question, question_mask, 1)
+        visual_in, question_in = policy.embed_inputs(latents, question)
+        compact_logits, compact_value = policy(visual_in[:1], question_in[:1], kept[:1], question_mask[:1], 1)
+        masked_logits, masked_value = policy(visual_in, question_in, kept, question_mask, 1)
     assert torch.equal(compact_logits[0].isfinite(), kept[0])
     torch.testing.assert_close(compact_logits[0, kept[0]], masked_logits[0, kept[0]], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(compact_value[0], masked_value[0], atol=1e-5, rtol=1e-5)

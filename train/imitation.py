@@ -36,10 +36,11 @@ def imitation_loss(
     question_embeds, question_mask = model.question_embeddings(
         batch["input_ids"], prompt_attention_mask(batch), len(image_features)
     )
+    visual, question = model.pruner.policy.embed_inputs(latents, question_embeds)
     states = episode_states(image_features.shape[1], picks_per_step)
     loss = 0.0
     for step, (kept_mask, picks) in enumerate(zip(states, picks_per_step)):
-        logits, _ = model.pruner.policy(latents, kept_mask, question_embeds, question_mask, step)
+        logits, _ = model.pruner.policy(visual, question, kept_mask, question_mask, step)
         loss = loss + (-selection_log_prob(logits, picks) / picks.shape[1]).mean()
     return loss / len(states)
 

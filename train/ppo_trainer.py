@@ -152,13 +152,15 @@ class TPRLPPOTrainer(Trainer):
         full_score = score
         kept_mask = torch.ones(episodes, total, dtype=torch.bool, device=latents.device)
         counts = keep_schedule(total, model.num_kept_tokens(keep_ratio=keep_ratio), model.config.num_pruning_steps)
+        inputs = policy.embed_inputs(latents, question_embeds)
+        ref_inputs = self.ref_policy.embed_inputs(latents, question_embeds)
         states, picks, log_probs, values, rewards, kls = [], [], [], [], [], []
         previous = total
         for step, count in enumerate(counts):
-            logits, value = policy(latents, kept_mask, question_embeds, question_mask, step)
+            logits, value = policy(*inputs, kept_mask, question_mask, step)
             pick = sample_selection(logits, count)
             log_prob = pick_log_probs(logits, pick)
-            ref_logits, _ = self.ref_policy(latents, kept_mask, question_embeds, question_mask, step)
+            ref_logits, _ = self.ref_policy(*ref_inputs, kept_mask, question_mask, step)
             kl = (log_prob - pick_log_probs(ref_logits, pick)).mean(1)
             new_score, correct = self._score(batch, image_features, pick.sort(dim=1).values)
             reward = args.score_weight * (new_score - score) + args.compute_weight * (previous - count) / total
@@ -202,14 +204,9 @@ class TPRLPPOTrainer(Trainer):
         args, policy = self.args, self.model.pruner.policy
         num_steps = len(rollout.picks)
         loss, stats = 0.0, {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "clipfrac": 0.0, "approxkl": 0.0}
+        inputs = policy.embed_inputs(rollout.latents[rows], rollout.question_embeds[rows])
         for step in range(num_steps):
-            logits, value = policy(
-                rollout.latents[rows],
-                rollout.states[step][rows],
-                rollout.question_embeds[rows],
-                rollout.question_mask[rows],
-                step,
-            )
+            logits, value = policy(*inputs, rollout.states[step][rows], rollout.question_mask[rows], step)
             picks = rollout.picks[step][rows]
             log_ratio = pick_log_probs(logits, picks) - rollout.pick_log_probs[step][rows]
             ratio = log_ratio.exp()
