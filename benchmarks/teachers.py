@@ -19,7 +19,7 @@ from tprl_digit_world import EMBEDDED_BASE_PATH
 from tprl_digit_world.evaluation import answer_accuracy, fixed_examples
 from tprl_eval.oracle import oracle_indices
 from tprl_train.data import VQACollator
-from tprl_train.teacher import TEACHERS, teacher_demonstration
+from tprl_train.teacher import TEACHERS, teacher_demonstrations
 
 
 @torch.no_grad()
@@ -28,7 +28,7 @@ def teacher_selection(model, processor, examples, num_kept: int, teacher: str, b
     for start in range(0, len(examples), batch_size):
         batch = collator(examples[start : start + batch_size])
         features = model.get_image_features(batch["pixel_values"])
-        picks.append(teacher_demonstration(model, batch, features, num_kept, teacher)[-1].sort(dim=1).values)
+        picks.append(teacher_demonstrations(model, batch, features, [num_kept], teacher)[0][-1].sort(dim=1).values)
     return torch.cat(picks)
 
 

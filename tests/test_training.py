@@ -17,7 +17,7 @@ from tprl_train.imitation import imitation_loss
 from tprl_train.ppo_config import TPRLPPOConfig
 from tprl_train.ppo_trainer import TPRLPPOTrainer, compute_gae, whiten
 from tprl_train.selection import sample_selection, selection_entropy, selection_log_prob
-from tprl_train.teacher import teacher_demonstration
+from tprl_train.teacher import teacher_demonstrations
 from tprl_train.train_pruner import PrunerTrainingArguments, main
 
 
@@ -130,7 +130,7 @@ def test_policy_reads_the_question_as_at_inference_never_the_answer(tprl_model, 
 )
 def test_teacher_episode_has_the_exact_budget_per_step_and_nests(tprl_model, vqa_batch, teacher):
     features = tprl_model.get_image_features(vqa_batch["pixel_values"])
-    steps = teacher_demonstration(tprl_model, vqa_batch, features, 16, teacher)
+    steps = teacher_demonstrations(tprl_model, vqa_batch, features, [16], teacher)[0]
     assert [s.shape[1] for s in steps] == keep_schedule(144, 16, 3)
     for earlier, later in zip(steps, steps[1:]):
         for row in range(len(later)):
@@ -142,7 +142,7 @@ def test_a_selection_free_teacher_scored_once_picks_as_if_scored_at_every_step(t
     from tprl_train.teacher import cls_attention_importance
 
     features = tprl_model.get_image_features(vqa_batch["pixel_values"])
-    steps = teacher_demonstration(tprl_model, vqa_batch, features, 16, "cls_attention")
+    steps = teacher_demonstrations(tprl_model, vqa_batch, features, [16], "cls_attention")[0]
     kept = torch.arange(144).expand(len(features), -1)
     for picks, count in zip(steps, keep_schedule(144, 16, 3)):
         expected = cls_attention_importance(tprl_model, vqa_batch, features, kept).topk(count, dim=1).indices
@@ -169,8 +169,8 @@ def test_cls_attention_then_leave_one_out_changes_only_the_last_step(tprl_model,
     from tprl_train.teacher import leave_one_out_importance
 
     features = tprl_model.get_image_features(vqa_batch["pixel_values"])
-    hybrid = teacher_demonstration(tprl_model, vqa_batch, features, 16, "cls_attention_then_leave_one_out")
-    cls = teacher_demonstration(tprl_model, vqa_batch, features, 16, "cls_attention")
+    hybrid = teacher_demonstrations(tprl_model, vqa_batch, features, [16], "cls_attention_then_leave_one_out")[0]
+    cls = teacher_demonstrations(tprl_model, vqa_batch, features, [16], "cls_attention")[0]
     assert all(torch.equal(a, b) for a, b in zip(hybrid[:-1], cls[:-1]))
     # The last step keeps the largest leave-one-out drops (up to the small cls prior) among the cls survivors.
     drop = leave_one_out_importance(tprl_model, vqa_batch, features, cls[-2].sort(dim=1).values)
@@ -196,7 +196,7 @@ def test_leave_one_in_or_cls_attention_demonstrates_its_best_candidate(tprl_mode
     from tprl_train.teacher import cls_attention_importance, leave_one_in_scores
 
     features = tprl_model.get_image_features(vqa_batch["pixel_values"])
-    final = teacher_demonstration(tprl_model, vqa_batch, features, 16, "leave_one_in_or_cls_attention")[-1]
+    final = teacher_demonstrations(tprl_model, vqa_batch, features, [16], "leave_one_in_or_cls_attention")[0][-1]
     cls = cls_attention_importance(tprl_model, vqa_batch, features, torch.arange(144).expand(len(features), -1))
     alone = leave_one_in_scores(tprl_model, vqa_batch, features)
     candidates = [cls.topk(16, dim=1).indices]
@@ -217,23 +217,35 @@ def test_leave_one_in_or_cls_attention_demonstrates_its_best_candidate(tprl_mode
 def test_unknown_teacher(tprl_model, vqa_batch):
     features = tprl_model.get_image_features(vqa_batch["pixel_values"])
     with pytest.raises(ValueError, match="Unknown teacher"):
-        teacher_demonstration(tprl_model, vqa_batch, features, 16, "oracle")
+        teacher_demonstrations(tprl_model, vqa_batch, features, [16], "oracle")
 
 
-def test_demonstration_weights_set_each_budgets_share_of_demonstrations_and_batches(
+@pytest.mark.parametrize("teacher", ["leave_one_in_or_cls_attention", "cls_attention", "gradient"])
+def test_teacher_episodes_at_several_budgets_are_each_budgets_own_episode(tprl_model, vqa_batch, teacher):
+    features = tprl_model.get_image_features(vqa_batch["pixel_values"])
+    together = teacher_demonstrations(tprl_model, vqa_batch, features, [48, 16], teacher)
+    for budget, episode in zip([48, 16], together):
+        alone = teacher_demonstrations(tprl_model, vqa_batch, features, [budget], teacher)[0]
+        assert all(torch.equal(a, b) for a, b in zip(episode, alone))
+
+
+def test_every_example_is_demonstrated_at_every_budget_and_weights_set_the_batches_shares(
     tprl_model, processor, vqa_dataset
 ):
     from tprl_train.demonstrations import demonstration_batches, make_demonstrations
 
     collator = VQACollator(processor)
     ratios = [1 / 3, 1 / 9]
-    demonstrations = make_demonstrations(tprl_model, vqa_dataset, collator, ratios, 8, "cls_attention", [1, 2])
-    assert demonstrations["keep_ratio"] == [1 / 3, 1 / 9, 1 / 9] * 8  # the cycle: one row at 1/3, two at 1/9
+    demonstrations = make_demonstrations(tprl_model, vqa_dataset, collator, ratios, 8, "cls_attention")
+    assert demonstrations["keep_ratio"] == [1 / 3] * len(vqa_dataset) + [1 / 9] * len(vqa_dataset)
+    assert list(demonstrations["question"]) == list(vqa_dataset["question"]) * 2
     for row in demonstrations:
         assert len(row["picks"][-1]) == tprl_model.num_kept_tokens(keep_ratio=row["keep_ratio"])
-    batches = demonstration_batches(demonstrations, collator, 2, seed=0)
+    batches = demonstration_batches(demonstrations, collator, 2, seed=0, weights=[1, 2])
     smallest = [len(next(batches)[1][-1][0]) == 16 for _ in range(300)]
-    assert 0.58 < sum(smallest) / 300 < 0.75  # two thirds of the batches, as two thirds of the rows
+    assert 0.58 < sum(smallest) / 300 < 0.75  # two thirds of the batches
+    with pytest.raises(ValueError, match=r"3 imitation weights \[1, 1, 2\] for the demonstrations' 2 budgets"):
+        next(demonstration_batches(demonstrations, collator, 2, seed=0, weights=[1, 1, 2]))
 
 
 def test_imitation_loss_falls_when_trained_on_a_demonstration(base_dir, vqa_batch):
@@ -242,7 +254,7 @@ def test_imitation_loss_falls_when_trained_on_a_demonstration(base_dir, vqa_batc
     torch.manual_seed(0)
     model = TPRLForConditionalGeneration.from_base(base_dir, policy_hidden_size=32)
     features = model.get_image_features(vqa_batch["pixel_values"]).detach()
-    steps = teacher_demonstration(model, vqa_batch, features, num_kept=16)
+    steps = teacher_demonstrations(model, vqa_batch, features, [16])[0]
     optimizer = torch.optim.Adam(model.pruner.policy.parameters(), lr=1e-2)
     losses = []
     for _ in range(30):
@@ -339,9 +351,9 @@ def test_budget_out_of_reach_in_the_steps_is_refused_before_any_stage(base_dir, 
     assert not any(tmp_path.iterdir())
 
 
-def test_demonstration_weights_not_matching_the_keep_ratios_are_refused_before_any_stage(base_dir, tmp_path):
-    with pytest.raises(ValueError, match=r"demonstration_weights \[1, 2\] must give a positive whole number for each"):
-        main(["--base_model", base_dir, "--output_dir", str(tmp_path), "--demonstration_weights", "1", "2"])
+def test_imitation_weights_not_matching_the_keep_ratios_are_refused_before_any_stage(base_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"imitation_weights \[1, 2\] must give a positive whole number for each"):
+        main(["--base_model", base_dir, "--output_dir", str(tmp_path), "--imitation_weights", "1", "2"])
     assert not any(tmp_path.iterdir())
 
 

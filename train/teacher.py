@@ -160,30 +160,34 @@ def leave_one_in_or_cls_attention(
     model: TPRLForConditionalGeneration,
     batch: dict[str, torch.Tensor],
     image_features: torch.Tensor,
-    num_kept: int,
-) -> torch.Tensor:
+    budgets: list[int],
+) -> list[torch.Tensor]:
     """
-    `[images, tokens]` per example, the ranking whose `num_kept` tokens give the frozen LLaVA the highest answer
-    log-likelihood among: log [CLS] attention, and leave-one-in's top `num_kept // 4` or `num_kept // 2` ahead of it.
+    For each budget k of `budgets`, `[images, tokens]` per example the ranking whose k tokens give the frozen LLaVA
+    the highest answer log-likelihood among: log [CLS] attention, and leave-one-in's top `k // 4` or `k // 2` ahead of
+    it. Leave-one-in, the costly part, does not depend on the budget: it is scored once for all of them.
     """
     every_token = torch.arange(image_features.shape[1], device=image_features.device).expand(len(image_features), -1)
     cls = cls_attention_importance(model, batch, image_features, every_token).log()
     alone = leave_one_in_scores(model, batch, image_features)
-    candidates = [cls]
-    for share in (4, 2):
-        top = alone.topk(max(1, num_kept // share), dim=1)
-        candidates.append(cls.scatter(1, top.indices, top.values - alone.min() + cls.max() + 1))
-    likelihoods = torch.stack(
-        [
-            answer_scores(
-                model, batch, image_features, scores.topk(num_kept, dim=1).indices.sort(dim=1).values
-            ).log_likelihood
-            for scores in candidates
-        ],
-        dim=1,
-    )
-    best = likelihoods.argmax(dim=1)
-    return torch.stack(candidates, dim=1)[torch.arange(len(best), device=best.device), best]
+    rankings = []
+    for num_kept in budgets:
+        candidates = [cls]
+        for share in (4, 2):
+            top = alone.topk(max(1, num_kept // share), dim=1)
+            candidates.append(cls.scatter(1, top.indices, top.values - alone.min() + cls.max() + 1))
+        likelihoods = torch.stack(
+            [
+                answer_scores(
+                    model, batch, image_features, scores.topk(num_kept, dim=1).indices.sort(dim=1).values
+                ).log_likelihood
+                for scores in candidates
+            ],
+            dim=1,
+        )
+        best = likelihoods.argmax(dim=1)
+        rankings.append(torch.stack(candidates, dim=1)[torch.arange(len(best), device=best.device), best])
+    return rankings
 
 
 def _mask_dropped(scores: torch.Tensor, kept_visual_indices: torch.Tensor) -> torch.Tensor:
@@ -203,39 +207,45 @@ TEACHERS = {
 LAST_STEP_TEACHERS = {"cls_attention_then_leave_one_out": leave_one_out_with_cls_prior}
 # Teachers whose (earlier steps') scores do not depend on the selection: scored once per batch, then masked.
 SELECTION_FREE_TEACHERS = {"answer_attention", "cls_attention", "cls_attention_then_leave_one_out"}
-# Teachers whose scores do not depend on the selection but on the episode's budget: scored once, then masked.
+# Teachers whose scores do not depend on the selection but on the episode's budget: scored once for all budgets.
 BUDGET_TEACHERS = {"leave_one_in_or_cls_attention"}
 
 
-def teacher_demonstration(
+def teacher_demonstrations(
     model: TPRLForConditionalGeneration,
     batch: dict[str, torch.Tensor],
     image_features: torch.Tensor,
-    num_kept: int,
+    budgets: list[int],
     teacher: str = "gradient",
-) -> list[torch.Tensor]:
+) -> list[list[torch.Tensor]]:
     """
-    The teacher's episode: for each step, `[images, k_step]` picks ordered by decreasing importance (the order is
-    the Plackett-Luce action the policy imitates). Each step's picks are a subset of the previous step's.
+    The teacher's episode at each budget of `budgets`: for each step, `[images, k_step]` picks ordered by decreasing
+    importance (the order is the Plackett-Luce action the policy imitates). Each step's picks are a subset of the
+    previous step's. Scores that do not depend on the selection are computed once for all budgets.
     """
     if teacher not in TEACHERS:
         raise ValueError(f"Unknown teacher {teacher!r}; choose from {tuple(TEACHERS)}.")
     images, total, _ = image_features.shape
-    kept = torch.arange(total, device=image_features.device).expand(images, -1)
-    demonstration = []
-    schedule = keep_schedule(total, num_kept, model.config.num_pruning_steps)
-    fixed_scores = None
-    for step, count in enumerate(schedule):
-        if step == len(schedule) - 1 and teacher in LAST_STEP_TEACHERS:
-            scores = LAST_STEP_TEACHERS[teacher](model, batch, image_features, kept)
-        elif teacher in SELECTION_FREE_TEACHERS or teacher in BUDGET_TEACHERS:
-            if fixed_scores is None:  # the first step, where every token is still kept
-                selection_or_budget = num_kept if teacher in BUDGET_TEACHERS else kept
-                fixed_scores = TEACHERS[teacher](model, batch, image_features, selection_or_budget)
-            scores = _mask_dropped(fixed_scores, kept)
-        else:
-            scores = TEACHERS[teacher](model, batch, image_features, kept)
-        picks = scores.topk(count, dim=1).indices
-        demonstration.append(picks)
-        kept = picks.sort(dim=1).values
-    return demonstration
+    every_token = torch.arange(total, device=image_features.device).expand(images, -1)
+    if teacher in BUDGET_TEACHERS:
+        fixed_scores = TEACHERS[teacher](model, batch, image_features, budgets)
+    elif teacher in SELECTION_FREE_TEACHERS:
+        fixed_scores = [TEACHERS[teacher](model, batch, image_features, every_token)] * len(budgets)
+    else:
+        fixed_scores = [None] * len(budgets)
+    episodes = []
+    for num_kept, scores_of_episode in zip(budgets, fixed_scores):
+        kept, demonstration = every_token, []
+        schedule = keep_schedule(total, num_kept, model.config.num_pruning_steps)
+        for step, count in enumerate(schedule):
+            if step == len(schedule) - 1 and teacher in LAST_STEP_TEACHERS:
+                scores = LAST_STEP_TEACHERS[teacher](model, batch, image_features, kept)
+            elif scores_of_episode is not None:
+                scores = _mask_dropped(scores_of_episode, kept)
+            else:
+                scores = TEACHERS[teacher](model, batch, image_features, kept)
+            picks = scores.topk(count, dim=1).indices
+            demonstration.append(picks)
+            kept = picks.sort(dim=1).values
+        episodes.append(demonstration)
+    return episodes

@@ -70,12 +70,14 @@ class PrunerTrainingArguments:
             "cls_attention_then_leave_one_out, leave_one_in_or_cls_attention, gradient or answer_attention."
         },
     )
-    num_demonstrations: int = field(default=3072, metadata={"help": "Training examples the teacher prunes."})
-    demonstration_weights: list[int] | None = field(
+    num_demonstrations: int = field(
+        default=3072, metadata={"help": "Training examples the teacher prunes, each at every keep ratio."}
+    )
+    imitation_weights: list[int] | None = field(
         default=None,
         metadata={
-            "help": "Per keep ratio, its rows in the demonstrations' budget cycle (and so its share of the imitation "
-            "batches), e.g. [1, 1, 2] for twice as many at the last; default one each."
+            "help": "Per keep ratio, its share of the imitation batches, e.g. [1, 1, 2] for half of them at the last; "
+            "default equal shares. Every demonstrated example is demonstrated at every keep ratio."
         },
     )
     imitation_steps: int = field(default=600)
@@ -137,10 +139,10 @@ def _stage_done(path: Path, name: str) -> bool:
 def run(script_args: PrunerTrainingArguments, ppo_config: TPRLPPOConfig) -> dict:
     base_config = TPRLConfig(base_config=AutoConfig.from_pretrained(script_args.base_model).to_dict())
     check_budgets(base_config.num_visual_tokens, ppo_config.keep_ratios, script_args.num_pruning_steps)
-    weights = script_args.demonstration_weights
+    weights = script_args.imitation_weights
     if weights is not None and (len(weights) != len(ppo_config.keep_ratios) or min(weights) < 1):
         raise ValueError(
-            f"demonstration_weights {weights} must give a positive whole number for each of the "
+            f"imitation_weights {weights} must give a positive whole number for each of the "
             f"{len(ppo_config.keep_ratios)} keep_ratios {ppo_config.keep_ratios}."
         )
     set_seed(ppo_config.seed)
@@ -232,7 +234,6 @@ def prepare_policy(script_args, ppo_config, output_dir: Path, processor, collato
             ppo_config.keep_ratios,
             script_args.stage_batch_size,
             script_args.teacher,
-            script_args.demonstration_weights,
         )
         _write_stage(demonstrations_dir, lambda path: demonstrations.save_to_disk(str(path)))
 
@@ -242,7 +243,9 @@ def prepare_policy(script_args, ppo_config, output_dir: Path, processor, collato
         model.requires_grad_(False)
         model.pruner.policy.requires_grad_(True)
         demonstrations = datasets.load_from_disk(str(demonstrations_dir))
-        batches = demonstration_batches(demonstrations, collator, script_args.stage_batch_size, ppo_config.seed)
+        batches = demonstration_batches(
+            demonstrations, collator, script_args.stage_batch_size, ppo_config.seed, script_args.imitation_weights
+        )
         log = train_imitation(model, batches, script_args.imitation_steps, script_args.imitation_learning_rate)
         _write_stage(imitation_dir, lambda path: _save_with_log(model, processor, log, path))
 
