@@ -300,17 +300,21 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             )
         return torch.repeat_interleave(torch.arange(len(per_row), device=input_ids.device), per_row // tokens)
 
+    def question_token_ids(
+        self, input_ids: torch.LongTensor, attention_mask: torch.LongTensor
+    ) -> tuple[torch.LongTensor, torch.BoolTensor]:
+        """Each row's text tokens (the prompt without its image placeholders), right-padded, and their mask."""
+        is_text = attention_mask.bool() & (input_ids != self.base.config.image_token_id)
+        length = max(1, int(is_text.sum(1).max()))
+        order = torch.sort(is_text.int(), dim=1, descending=True, stable=True).indices[:, :length]
+        return input_ids.gather(1, order), is_text.gather(1, order)
+
     def _question(
         self, input_ids: torch.LongTensor, attention_mask: torch.LongTensor, image_rows: torch.LongTensor
     ) -> tuple[torch.FloatTensor, torch.BoolTensor]:
         """Each image's question: the base LM's embeddings of its row's text tokens, right-padded."""
-        is_text = attention_mask.bool() & (input_ids != self.base.config.image_token_id)
-        length = max(1, int(is_text.sum(1).max()))
-        order = torch.sort(is_text.int(), dim=1, descending=True, stable=True).indices[:, :length]
-        question_ids = input_ids.gather(1, order)
-        question_mask = is_text.gather(1, order)
-        embeds = self.get_input_embeddings()(question_ids)
-        return embeds[image_rows], question_mask[image_rows]
+        question_ids, question_mask = self.question_token_ids(input_ids, attention_mask)
+        return self.get_input_embeddings()(question_ids)[image_rows], question_mask[image_rows]
 
     def _insert_visual_tokens(
         self, input_ids: torch.LongTensor, image_features: torch.FloatTensor

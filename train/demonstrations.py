@@ -5,6 +5,8 @@ step. Every example is demonstrated at every trained keep ratio, so one policy l
 examples; the teacher's budget-free scores (all of leave-one-in, the costly part) are computed once for all budgets.
 """
 
+from collections.abc import Iterator
+
 import datasets
 import torch
 from tqdm.auto import tqdm
@@ -23,8 +25,8 @@ def make_demonstrations(
     teacher: str = "gradient",
 ) -> datasets.Dataset:
     """
-    `dataset` once per keep ratio, in the order of `keep_ratios`, with two more columns: `keep_ratio` and `picks`
-    (per step, the teacher's ordered picks).
+    `dataset` once per keep ratio, in the order of `keep_ratios`, with three more columns: `example` (the row in
+    `dataset`), `keep_ratio` and `picks` (per step, the teacher's ordered picks).
     """
     budgets = [model.num_kept_tokens(keep_ratio=ratio) for ratio in keep_ratios]
     picks_by_ratio: list[list[list[list[int]]]] = [[] for _ in keep_ratios]
@@ -36,24 +38,40 @@ def make_demonstrations(
         episodes = teacher_demonstrations(model, batch, image_features, budgets, teacher)
         for picks, steps in zip(picks_by_ratio, episodes):
             picks.extend([step[position].tolist() for step in steps] for position in range(len(examples)))
+    examples = dataset.add_column("example", list(range(len(dataset))))
     return datasets.concatenate_datasets(
         [
-            dataset.add_column("keep_ratio", [ratio] * len(dataset)).add_column("picks", picks)
+            examples.add_column("keep_ratio", [ratio] * len(dataset)).add_column("picks", picks)
             for ratio, picks in zip(keep_ratios, picks_by_ratio)
         ]
     )
 
 
+def demonstrated_examples(demonstrations: datasets.Dataset) -> datasets.Dataset:
+    """The examples of `demonstrations` once each, row `i` being `example` `i`."""
+    if "example" not in demonstrations.column_names:
+        raise ValueError(
+            "These demonstrations have no `example` column (they were made by an older tprl): delete the "
+            "demonstrations folder so that the stage runs again."
+        )
+    first_row: dict[int, int] = {}
+    for row, example in enumerate(demonstrations["example"]):
+        first_row.setdefault(example, row)
+    return demonstrations.select([first_row[example] for example in range(len(first_row))])
+
+
 def demonstration_batches(
-    dataset: datasets.Dataset, collator, batch_size: int, seed: int, weights: list[int] | None = None
-):
+    demonstrations: datasets.Dataset, batch_size: int, seed: int, weights: list[int] | None = None
+) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
     """
-    Endless `(batch, picks per step)` pairs for imitation; each batch holds one budget, so shapes align. Budgets are
-    drawn in proportion to `weights` (one per keep ratio, in the order they first appear in `dataset`; equal shares by
-    default), e.g. `[1, 1, 2]` for half of the batches at the last, the hardest to imitate.
+    Endless `(examples, picks per step)` pairs for imitation: the `example` ids of a batch and the teacher's picks
+    for them, `[batch, k_t]` per step. Each batch holds one budget, so shapes align. Budgets are drawn in proportion
+    to `weights` (one per keep ratio, in the order they first appear; equal shares by default), e.g. `[1, 1, 2]` for
+    half of the batches at the last, the hardest to imitate.
     """
     generator = torch.Generator().manual_seed(seed)
-    keep_ratios = list(dataset["keep_ratio"])
+    keep_ratios = demonstrations["keep_ratio"]
+    examples, all_picks = demonstrations["example"], demonstrations["picks"]
     ratios = list(dict.fromkeys(keep_ratios))
     weights = weights or [1] * len(ratios)
     if len(weights) != len(ratios):
@@ -64,6 +82,5 @@ def demonstration_batches(
         ratio = draws[int(torch.randint(len(draws), (1,), generator=generator))]
         rows = rows_by_ratio[ratio]
         chosen = [rows[int(i)] for i in torch.randperm(len(rows), generator=generator)[:batch_size]]
-        examples = [dataset[i] for i in chosen]
-        picks = [torch.tensor([e["picks"][step] for e in examples]) for step in range(len(examples[0]["picks"]))]
-        yield collator(examples), picks
+        picks = [torch.tensor([all_picks[row][step] for row in chosen]) for step in range(len(all_picks[chosen[0]]))]
+        yield [examples[row] for row in chosen], picks

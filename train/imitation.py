@@ -5,14 +5,54 @@ teacher's ordered picks the highest Plackett-Luce likelihood (see `selection.py`
 """
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
+import datasets
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
 
 from modeling_tprl import TPRLForConditionalGeneration
 
 from .data import prompt_attention_mask
 from .selection import selection_log_prob
+
+
+@dataclass
+class PolicyInputs:
+    """
+    The frozen part of what the policy reads of each example: the autoencoder's latents of its visual tokens and
+    its question's token ids. Computed once by `encode_examples`, so that the imitation steps run the policy alone,
+    not the processor and the vision tower at every step. Kept on the CPU (at 7B shapes, ~0.3 MB per example).
+    """
+
+    latents: torch.Tensor
+    question_ids: list[torch.Tensor]
+
+    def batch(self, model: TPRLForConditionalGeneration, examples: list[int]):
+        """`(latents, question_embeds, question_mask)` of `examples`, on the model's device, questions right-padded
+        as `model.question_embeddings` pads them."""
+        ids = [self.question_ids[example] for example in examples]
+        lengths = torch.tensor([len(row) for row in ids])
+        question_ids = pad_sequence(ids, batch_first=True).to(model.device)
+        question_mask = (torch.arange(question_ids.shape[1])[None] < lengths[:, None]).to(model.device)
+        latents = self.latents[examples].to(model.device)
+        return latents, model.get_input_embeddings()(question_ids), question_mask
+
+
+@torch.no_grad()
+def encode_examples(
+    model: TPRLForConditionalGeneration, examples: datasets.Dataset, collator, batch_size: int
+) -> PolicyInputs:
+    """The `PolicyInputs` of `examples` (one image each), row `i` of `examples` being example `i`."""
+    latents, question_ids = [], []
+    for start in tqdm(range(0, len(examples), batch_size), desc="imitation inputs (latents, questions)"):
+        rows = [examples[i] for i in range(start, min(start + batch_size, len(examples)))]
+        batch = {k: v.to(model.device) for k, v in collator(rows).items()}
+        latents.append(model.pruner.autoencoder.encode(model.get_image_features(batch["pixel_values"])).cpu())
+        ids, mask = model.question_token_ids(batch["input_ids"], prompt_attention_mask(batch))
+        question_ids.extend(row[keep].cpu() for row, keep in zip(ids, mask))
+    return PolicyInputs(torch.cat(latents), question_ids)
 
 
 def episode_states(total: int, picks_per_step: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -27,17 +67,14 @@ def episode_states(total: int, picks_per_step: list[torch.Tensor]) -> list[torch
 
 def imitation_loss(
     model: TPRLForConditionalGeneration,
-    batch: dict[str, torch.Tensor],
-    image_features: torch.Tensor,
+    latents: torch.Tensor,
+    question_embeds: torch.Tensor,
+    question_mask: torch.Tensor,
     picks_per_step: list[torch.Tensor],
 ) -> torch.Tensor:
     """Mean negative log-likelihood per pick of the teacher's picks, over the steps of the episode."""
-    latents = model.pruner.autoencoder.encode(image_features)
-    question_embeds, question_mask = model.question_embeddings(
-        batch["input_ids"], prompt_attention_mask(batch), len(image_features)
-    )
     visual, question = model.pruner.policy.embed_inputs(latents, question_embeds)
-    states = episode_states(image_features.shape[1], picks_per_step)
+    states = episode_states(latents.shape[1], picks_per_step)
     loss = 0.0
     for step, (kept_mask, picks) in enumerate(zip(states, picks_per_step)):
         logits, _ = model.pruner.policy(visual, question, kept_mask, question_mask, step)
@@ -47,13 +84,15 @@ def imitation_loss(
 
 def train_imitation(
     model: TPRLForConditionalGeneration,
-    batches: Iterator[tuple[dict[str, torch.Tensor], list[torch.Tensor]]],
+    inputs: PolicyInputs,
+    batches: Iterator[tuple[list[int], list[torch.Tensor]]],
     num_steps: int,
     learning_rate: float = 1e-3,
     log_every: int = 50,
 ) -> list[dict]:
     """
-    Trains `model.pruner.policy` on `(batch, teacher picks per step)` pairs; the base and the autoencoder are frozen.
+    Trains `model.pruner.policy` on `(examples, teacher picks per step)` pairs, the examples' frozen inputs read
+    from `inputs`; the base and the autoencoder are frozen.
 
     Returns:
         `list[dict]`: one record per `log_every` steps with `step` and `loss` (NLL per pick).
@@ -65,12 +104,9 @@ def train_imitation(
     log, running = [], []
     progress = tqdm(range(num_steps), desc="imitation")
     for step in progress:
-        batch, picks_per_step = next(batches)
-        batch = {k: v.to(model.device) for k, v in batch.items()}
+        examples, picks_per_step = next(batches)
         picks_per_step = [picks.to(model.device) for picks in picks_per_step]
-        with torch.no_grad():
-            image_features = model.get_image_features(batch["pixel_values"])
-        loss = imitation_loss(model, batch, image_features, picks_per_step)
+        loss = imitation_loss(model, *inputs.batch(model, examples), picks_per_step)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
         optimizer.step()

@@ -29,8 +29,8 @@ from tprl_digit_world.builder import DigitWorldBuilder
 
 from .autoencoder import train_state_autoencoder
 from .data import VQACollator
-from .demonstrations import demonstration_batches, make_demonstrations
-from .imitation import train_imitation
+from .demonstrations import demonstrated_examples, demonstration_batches, make_demonstrations
+from .imitation import encode_examples, train_imitation
 from .ppo_config import TPRLPPOConfig
 from .ppo_trainer import TPRLPPOTrainer, check_budgets
 from .teacher import TEACHERS
@@ -243,10 +243,12 @@ def prepare_policy(script_args, ppo_config, output_dir: Path, processor, collato
         model.requires_grad_(False)
         model.pruner.policy.requires_grad_(True)
         demonstrations = datasets.load_from_disk(str(demonstrations_dir))
+        examples = demonstrated_examples(demonstrations)
+        inputs = encode_examples(model, examples, collator, script_args.stage_batch_size)
         batches = demonstration_batches(
-            demonstrations, collator, script_args.stage_batch_size, ppo_config.seed, script_args.imitation_weights
+            demonstrations, script_args.stage_batch_size, ppo_config.seed, script_args.imitation_weights
         )
-        log = train_imitation(model, batches, script_args.imitation_steps, script_args.imitation_learning_rate)
+        log = train_imitation(model, inputs, batches, script_args.imitation_steps, script_args.imitation_learning_rate)
         _write_stage(imitation_dir, lambda path: _save_with_log(model, processor, log, path))
 
 
