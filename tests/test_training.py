@@ -1,5 +1,6 @@
 """The pruner's training: selection distribution, GAE, teacher, imitation, PPO updates, resume, configuration."""
 
+import copy
 import itertools
 import math
 import shutil
@@ -15,7 +16,7 @@ from tprl_digit_world import EMBEDDED_BASE_PATH, DigitWorld
 from tprl_train.data import VQACollator, prompt_attention_mask
 from tprl_train.imitation import imitation_loss
 from tprl_train.ppo_config import TPRLPPOConfig
-from tprl_train.ppo_trainer import TPRLPPOTrainer, compute_gae, whiten
+from tprl_train.ppo_trainer import TPRLPPOTrainer, compute_gae, leave_one_out_advantages, whiten
 from tprl_train.selection import sample_selection, selection_entropy, selection_log_prob
 from tprl_train.teacher import teacher_demonstrations
 from tprl_train.train_pruner import PrunerTrainingArguments, main
@@ -76,6 +77,40 @@ def test_gae_against_a_hand_computed_example():
     # t=2: 2 - 0.1 = 1.9; t=1: (0 + 0.9 * 0.1 - 0.2) + 0.72 * 1.9 = 1.258; t=0: (1 + 0.18 - 0.5) + 0.72 * 1.258
     assert advantages.tolist()[0] == pytest.approx([1.58576, 1.258, 1.9])
     assert returns.tolist()[0] == pytest.approx([2.08576, 1.458, 2.0])
+
+
+def test_leave_one_out_advantages_against_a_hand_computed_example():
+    # Two questions, three episodes each, two steps. Question 2's episodes all score alike: zero advantage.
+    rewards = torch.tensor([[0.0, 1.0], [0.0, 0.0], [1.0, -1.0], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5]])
+    advantages, returns = leave_one_out_advantages(rewards, group_size=3)
+    assert returns.tolist() == [[1.0, 1.0], [0.0, 0.0], [0.0, -1.0], [1.0, 0.5], [1.0, 0.5], [1.0, 0.5]]
+    # Episode 1 at step 0: 1 - mean(0, 0) = 1; at step 1: 1 - mean(0, -1) = 1.5.
+    assert advantages[:3].tolist() == [[1.0, 1.5], [-0.5, 0.0], [-0.5, -1.5]]
+    assert advantages[3:].abs().max().item() == 0.0
+
+
+def test_episodes_per_question_share_their_question_and_give_group_advantages(
+    base_dir, processor, vqa_dataset, vqa_batch, tmp_path
+):
+    trainer = make_trainer(
+        base_dir, processor, vqa_dataset, tmp_path, num_episodes_per_question=3, score="correct", kl_coef=0.0
+    )
+    torch.manual_seed(0)
+    rollout = trainer.rollout(vqa_batch, keep_ratio=1 / 9)
+    assert len(rollout.values) == 3 * len(vqa_batch["input_ids"])
+    torch.testing.assert_close(rollout.question_embeds[0::3], rollout.question_embeds[1::3])
+    assert not torch.equal(rollout.picks[-1][0::3], rollout.picks[-1][1::3])  # sampled apart
+    # Trained: exactly the questions whose episodes end differently (without KL term, the return is the last score
+    # minus the full one, the same for all of a question's episodes).
+    outcomes = rollout.returns[:, 0].view(-1, 3)
+    assert rollout.trained.view(-1, 3).tolist() == [[bool(row.amax() > row.amin())] * 3 for row in outcomes]
+    assert rollout.metrics["trained_questions"] == rollout.trained.float().mean().item()
+    rollout.trained[:] = False  # nothing to learn from: the PPO epochs leave the policy as it is
+    before = copy.deepcopy(trainer.model.pruner.policy.state_dict())
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    trainer.ppo_update(rollout)
+    for name, value in trainer.model.pruner.policy.state_dict().items():
+        assert torch.equal(value, before[name]), name
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +267,7 @@ def test_teacher_episodes_at_several_budgets_are_each_budgets_own_episode(tprl_m
 def test_every_example_is_demonstrated_at_every_budget_and_weights_set_the_batches_shares(
     tprl_model, processor, vqa_dataset
 ):
-    from tprl_train.demonstrations import demonstration_batches, make_demonstrations
+    from tprl_train.demonstrations import demonstrated_examples, demonstration_batches, make_demonstrations
 
     collator = VQACollator(processor)
     ratios = [1 / 3, 1 / 9]
@@ -241,11 +276,31 @@ def test_every_example_is_demonstrated_at_every_budget_and_weights_set_the_batch
     assert list(demonstrations["question"]) == list(vqa_dataset["question"]) * 2
     for row in demonstrations:
         assert len(row["picks"][-1]) == tprl_model.num_kept_tokens(keep_ratio=row["keep_ratio"])
-    batches = demonstration_batches(demonstrations, collator, 2, seed=0, weights=[1, 2])
+    assert demonstrated_examples(demonstrations)["question"] == vqa_dataset["question"]
+    batches = demonstration_batches(demonstrations, 2, seed=0, weights=[1, 2])
     smallest = [len(next(batches)[1][-1][0]) == 16 for _ in range(300)]
     assert 0.58 < sum(smallest) / 300 < 0.75  # two thirds of the batches
+    examples, picks = next(batches)
+    for example, last in zip(examples, picks[-1]):
+        assert last.tolist() in [row["picks"][-1] for row in demonstrations if row["example"] == example]
     with pytest.raises(ValueError, match=r"3 imitation weights \[1, 1, 2\] for the demonstrations' 2 budgets"):
-        next(demonstration_batches(demonstrations, collator, 2, seed=0, weights=[1, 1, 2]))
+        next(demonstration_batches(demonstrations, 2, seed=0, weights=[1, 1, 2]))
+    with pytest.raises(ValueError, match="no `example` column"):
+        demonstrated_examples(demonstrations.remove_columns("example"))
+
+
+def test_imitation_inputs_computed_once_are_what_the_policy_reads_at_inference(tprl_model, processor, vqa_dataset):
+    from tprl_train.imitation import encode_examples
+
+    inputs = encode_examples(tprl_model, vqa_dataset, VQACollator(processor), batch_size=5)
+    batch = VQACollator(processor)([vqa_dataset[i] for i in [3, 0, 7]])
+    latents, question_embeds, question_mask = inputs.batch(tprl_model, [3, 0, 7])
+    with torch.no_grad():
+        features = tprl_model.get_image_features(batch["pixel_values"])
+        torch.testing.assert_close(latents, tprl_model.pruner.autoencoder.encode(features))
+        expected = tprl_model.question_embeddings(batch["input_ids"], prompt_attention_mask(batch), 3)
+    assert torch.equal(question_mask, expected[1])
+    torch.testing.assert_close(question_embeds * question_mask[..., None], expected[0] * expected[1][..., None])
 
 
 def test_imitation_loss_falls_when_trained_on_a_demonstration(base_dir, vqa_batch):
@@ -255,10 +310,13 @@ def test_imitation_loss_falls_when_trained_on_a_demonstration(base_dir, vqa_batc
     model = TPRLForConditionalGeneration.from_base(base_dir, policy_hidden_size=32)
     features = model.get_image_features(vqa_batch["pixel_values"]).detach()
     steps = teacher_demonstrations(model, vqa_batch, features, [16])[0]
+    with torch.no_grad():
+        latents = model.pruner.autoencoder.encode(features)
+        question = model.question_embeddings(vqa_batch["input_ids"], prompt_attention_mask(vqa_batch), len(features))
     optimizer = torch.optim.Adam(model.pruner.policy.parameters(), lr=1e-2)
     losses = []
     for _ in range(30):
-        loss = imitation_loss(model, vqa_batch, features, steps)
+        loss = imitation_loss(model, latents, *question, steps)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -300,6 +358,13 @@ def test_one_ppo_update_lowers_the_loss_on_a_fixed_rollout(base_dir, processor, 
     assert after.item() < before.item()
 
 
+def test_rollout_weights_set_each_budgets_share_of_the_rollouts(base_dir, processor, vqa_dataset, tmp_path):
+    trainer = make_trainer(base_dir, processor, vqa_dataset, tmp_path, keep_ratios=[1 / 3, 1 / 9])
+    assert {trainer._keep_ratio_for(update) for update in range(50)} == {1 / 3, 1 / 9}
+    trainer.args.rollout_weights = [0, 1]
+    assert {trainer._keep_ratio_for(update) for update in range(50)} == {1 / 9}
+
+
 def test_resume_continues_from_the_saved_step(base_dir, processor, vqa_dataset, tmp_path):
     straight = make_trainer(base_dir, processor, vqa_dataset, tmp_path / "straight")
     straight.train()
@@ -326,6 +391,9 @@ def test_resume_rejects_a_folder_that_is_not_a_checkpoint(base_dir, processor, v
         ({"score": "bleu"}, "score must be"),
         ({"gamma": 1.5}, r"gamma and lam must be in \[0, 1\]"),
         ({"num_mini_batches": 16}, "must be at least num_mini_batches"),
+        ({"num_episodes_per_question": 0}, "num_episodes_per_question must be at least 1"),
+        ({"rollout_weights": [1]}, r"rollout_weights \[1\] must give a whole number >= 0 for each of the 3"),
+        ({"rollout_weights": [0, 0, 0]}, "and not all 0"),
     ],
 )
 def test_bad_ppo_config_values(overrides, message, tmp_path):

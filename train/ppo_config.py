@@ -38,10 +38,20 @@ class TPRLPPOConfig(TrainingArguments):
         advantage_std_floor (`float`, *optional*, defaults to `0.0`):
             Advantages are divided by max(their std, this floor): a rollout whose rewards are all near zero (a budget
             the base answers at with any selection) then gives small advantages instead of whitened noise.
+        num_episodes_per_question (`int`, *optional*, defaults to `1`):
+            Episodes sampled per question (as TRL's RLOO / GRPO `num_generations`). At 1, advantages come from GAE
+            with the value head; above 1, each rollout runs `per_device_train_batch_size` questions this many times
+            and an episode's advantage is its return minus the mean return of the question's other episodes
+            (RLOO's leave-one-out baseline; the value head is still trained on the returns). The PPO epochs then
+            train only on the questions whose episodes end with different scores (DAPO's dynamic sampling): the
+            others' advantages are zero but for the KL term.
         kl_coef (`float`, *optional*, defaults to `0.05`):
             Weight of the per-pick KL penalty to the imitation policy, subtracted from each step's reward.
         keep_ratios (`list[float]`, *optional*, defaults to `[1/3, 2/9, 1/9]`):
             Budgets trained: each rollout draws one, so a single pruner serves all of them.
+        rollout_weights (`list[int]`, *optional*):
+            Per keep ratio, its share of the rollouts, e.g. `[0, 0, 1]` for PPO at the last budget only (the others
+            are then still demonstrated, imitated and evaluated); default equal shares.
         score (`str`, *optional*, defaults to `"log_likelihood"`):
             Task score of the frozen LLaVA on the kept tokens: `"log_likelihood"` of the answer or `"correct"`.
         score_weight (`float`, *optional*, defaults to `1.0`):
@@ -63,9 +73,15 @@ class TPRLPPOConfig(TrainingArguments):
     advantage_std_floor: float = field(
         default=0.0, metadata={"help": "Advantages are divided by max(std, floor); 0 whitens as TRL does."}
     )
+    num_episodes_per_question: int = field(
+        default=1, metadata={"help": "Episodes per question; above 1, a leave-one-out baseline replaces GAE."}
+    )
     kl_coef: float = field(default=0.05, metadata={"help": "Per-pick KL penalty to the imitation policy."})
     keep_ratios: list[float] = field(
         default_factory=lambda: [1 / 3, 2 / 9, 1 / 9], metadata={"help": "Budgets; each rollout draws one."}
+    )
+    rollout_weights: list[int] | None = field(
+        default=None, metadata={"help": "Per keep ratio, its share of the rollouts; default equal shares."}
     )
     score: str = field(default="log_likelihood", metadata={"help": "'log_likelihood' or 'correct'."})
     score_weight: float = field(default=1.0, metadata={"help": "alpha: weight of the change in task score."})
@@ -79,7 +95,7 @@ class TPRLPPOConfig(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("num_ppo_epochs", "num_mini_batches"):
+        for name in ("num_ppo_epochs", "num_mini_batches", "num_episodes_per_question"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
         for name in ("cliprange", "cliprange_value"):
@@ -94,10 +110,17 @@ class TPRLPPOConfig(TrainingArguments):
             raise ValueError("keep_ratios must hold at least one budget.")
         for ratio in self.keep_ratios:
             check_keep_ratio(ratio)
+        weights = self.rollout_weights
+        if weights is not None and (len(weights) != len(self.keep_ratios) or min(weights) < 0 or sum(weights) < 1):
+            raise ValueError(
+                f"rollout_weights {weights} must give a whole number >= 0 for each of the {len(self.keep_ratios)} "
+                f"keep_ratios {self.keep_ratios}, and not all 0."
+            )
         if self.score not in ("log_likelihood", "correct"):
             raise ValueError(f"score must be 'log_likelihood' or 'correct', got {self.score!r}.")
-        if self.per_device_train_batch_size < self.num_mini_batches:
+        episodes = self.per_device_train_batch_size * self.num_episodes_per_question
+        if episodes < self.num_mini_batches:
             raise ValueError(
-                f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be at least num_mini_batches "
-                f"({self.num_mini_batches}): each minibatch needs an episode."
+                f"per_device_train_batch_size x num_episodes_per_question ({episodes} episodes) must be at least "
+                f"num_mini_batches ({self.num_mini_batches}): each minibatch needs an episode."
             )

@@ -7,8 +7,9 @@ kept, keeps `k_t` of them (an ordered Plackett-Luce pick, `selection.py`). The r
     - kl_coef * (per-pick KL of the policy to the imitation policy, on the picks made)
 
 where the score is the frozen LLaVA's answer log-likelihood (or correctness) on the kept tokens. Advantages come
-from GAE over the steps; the clipped policy loss is taken per pick (as TRL's PPO takes it per token), the value
-loss is clipped around the rollout's values.
+from GAE over the steps or, with `num_episodes_per_question` > 1, from RLOO's leave-one-out baseline over the
+episodes of the same question; the clipped policy loss is taken per pick (as TRL's PPO takes it per token), the
+value loss is clipped around the rollout's values.
 """
 
 import copy
@@ -48,6 +49,19 @@ def compute_gae(
     return advantages, advantages + values
 
 
+def leave_one_out_advantages(rewards: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """RLOO's advantages over `[episodes, steps]` whose consecutive groups of `group_size` episodes share a question:
+    each step's return-to-go minus the mean return-to-go of the group's other episodes at that step.
+
+    Returns `(advantages, returns)`. Groups whose episodes all score alike give zero advantage (no noise), so the
+    signal comes from the questions whose answer depends on the selection.
+    """
+    returns = rewards.flip(1).cumsum(1).flip(1)
+    grouped = returns.view(-1, group_size, returns.shape[1])
+    others = (grouped.sum(1, keepdim=True) - grouped) / (group_size - 1)
+    return (grouped - others).view_as(returns), returns
+
+
 def whiten(values: torch.Tensor, shift_mean: bool = True, std_floor: float = 0.0) -> torch.Tensor:
     """
     Scales to unit variance (and zero mean if `shift_mean`), as TRL's PPO whitens advantages and rewards; with
@@ -70,10 +84,14 @@ def check_budgets(num_visual_tokens: int, keep_ratios: list[float], num_pruning_
             )
 
 
+PPO_STATS = ("loss", "policy_loss", "value_loss", "entropy", "clipfrac", "approxkl")
+
+
 @dataclass
 class Rollout:
     """One batch of episodes, everything the PPO epochs need. Per step t: `states[t]` (kept before the step),
-    `picks[t]` and `pick_log_probs[t]` (`[episodes, k_t]`); per episode and step: values, advantages, returns."""
+    `picks[t]` and `pick_log_probs[t]` (`[episodes, k_t]`); per episode and step: values, advantages, returns; per
+    episode, whether the PPO epochs train on it (`trained`)."""
 
     latents: torch.Tensor
     question_embeds: torch.Tensor
@@ -84,6 +102,7 @@ class Rollout:
     values: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
+    trained: torch.Tensor
     metrics: dict[str, float]
 
 
@@ -142,14 +161,21 @@ class TPRLPPOTrainer(Trainer):
         policy = model.pruner.policy
         policy.eval()
         image_features = model.get_image_features(batch["pixel_values"])
+        all_tokens = torch.arange(image_features.shape[1], device=image_features.device).expand(
+            len(batch["labels"]), -1
+        )
+        score, _ = self._score(batch, image_features, all_tokens)
+        group_size = args.num_episodes_per_question
+        if group_size > 1:  # consecutive episodes share a question (and its features and full score, computed once)
+            batch = {key: value.repeat_interleave(group_size, 0) for key, value in batch.items()}
+            image_features = image_features.repeat_interleave(group_size, 0)
+            score = score.repeat_interleave(group_size, 0)
+        full_score = score
         episodes, total, _ = image_features.shape
         latents = model.pruner.autoencoder.encode(image_features)
         question_embeds, question_mask = model.question_embeddings(
             batch["input_ids"], prompt_attention_mask(batch), episodes
         )
-        all_tokens = torch.arange(total, device=latents.device).expand(episodes, -1)
-        score, _ = self._score(batch, image_features, all_tokens)
-        full_score = score
         kept_mask = torch.ones(episodes, total, dtype=torch.bool, device=latents.device)
         counts = keep_schedule(total, model.num_kept_tokens(keep_ratio=keep_ratio), model.config.num_pruning_steps)
         inputs = policy.embed_inputs(latents, question_embeds)
@@ -175,7 +201,15 @@ class TPRLPPOTrainer(Trainer):
         values, rewards = torch.stack(values, 1), torch.stack(rewards, 1)
         if args.whiten_rewards:
             rewards = whiten(rewards, shift_mean=False)
-        advantages, returns = compute_gae(rewards, values, args.gamma, args.lam)
+        trained = torch.ones(episodes, dtype=torch.bool, device=latents.device)
+        if group_size > 1:
+            advantages, returns = leave_one_out_advantages(rewards, group_size)
+            # Questions whose episodes all end with the same score have no advantage but the KL term's: leave them
+            # out of the PPO epochs (DAPO's dynamic sampling), which then cost as many questions as carry signal.
+            outcomes = score.view(-1, group_size)
+            trained = (outcomes.amax(1) != outcomes.amin(1)).repeat_interleave(group_size)
+        else:
+            advantages, returns = compute_gae(rewards, values, args.gamma, args.lam)
         metrics = {
             "episode_return": rewards.sum(1).mean().item(),
             "score_full": full_score.mean().item(),
@@ -184,6 +218,8 @@ class TPRLPPOTrainer(Trainer):
             "kept_ratio": counts[-1] / total,
             "kl": torch.stack(kls, 1).sum(1).mean().item(),
         }
+        if group_size > 1:
+            metrics["trained_questions"] = trained.float().mean().item()  # the share that carries the signal
         return Rollout(
             latents=latents,
             question_embeds=question_embeds,
@@ -194,6 +230,7 @@ class TPRLPPOTrainer(Trainer):
             values=values,
             advantages=whiten(advantages, std_floor=args.advantage_std_floor),
             returns=returns,
+            trained=trained,
             metrics=metrics,
         )
 
@@ -203,7 +240,7 @@ class TPRLPPOTrainer(Trainer):
         """Clipped PPO loss of the episodes `rows` of `rollout`, averaged over the steps."""
         args, policy = self.args, self.model.pruner.policy
         num_steps = len(rollout.picks)
-        loss, stats = 0.0, {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "clipfrac": 0.0, "approxkl": 0.0}
+        loss, stats = 0.0, dict.fromkeys(PPO_STATS[1:], 0.0)
         inputs = policy.embed_inputs(rollout.latents[rows], rollout.question_embeds[rows])
         for step in range(num_steps):
             logits, value = policy(*inputs, rollout.states[step][rows], rollout.question_mask[rows], step)
@@ -231,11 +268,19 @@ class TPRLPPOTrainer(Trainer):
         args, policy = self.args, self.model.pruner.policy
         policy.train()
         parameters = [p for p in policy.parameters() if p.requires_grad]
-        totals, updates = {}, 0
+        totals, updates = dict.fromkeys(PPO_STATS, 0.0), 0
+        trained = rollout.trained.nonzero()[:, 0]
         for _ in range(args.num_ppo_epochs):
-            order = torch.randperm(len(rollout.values), device=rollout.values.device)
-            for rows in order.chunk(args.num_mini_batches):
-                loss, stats = self.ppo_loss(rollout, rows)
+            order = trained[torch.randperm(len(trained), device=trained.device)]
+            for rows in torch.tensor_split(order, args.num_mini_batches):
+                # Every process takes the same optimiser steps (their gradients are averaged); one whose minibatch
+                # is empty adds a zero gradient, and a minibatch empty on every process is skipped by all.
+                if self.accelerator.reduce(torch.tensor(len(rows), device=order.device), reduction="sum") == 0:
+                    continue
+                if len(rows):
+                    loss, stats = self.ppo_loss(rollout, rows)
+                else:
+                    loss, stats = sum(p.sum() for p in parameters) * 0.0, dict.fromkeys(PPO_STATS[1:], 0.0)
                 loss.backward()
                 if self.accelerator.num_processes > 1:  # the policy is called per step, outside DDP: average here
                     for parameter in parameters:
@@ -247,9 +292,9 @@ class TPRLPPOTrainer(Trainer):
                 self.lr_scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 for key, value in {"loss": loss.item(), **stats}.items():
-                    totals[key] = totals.get(key, 0.0) + value
+                    totals[key] += value
                 updates += 1
-        return {key: value / updates for key, value in totals.items()}
+        return {key: value / max(1, updates) for key, value in totals.items()}
 
     def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler:
         # Its own generator: the order is fixed by the seed and does not draw from the RNG that a resumed run
@@ -260,9 +305,11 @@ class TPRLPPOTrainer(Trainer):
     # ---- loop ---------------------------------------------------------------------------------------------------
 
     def _keep_ratio_for(self, update: int) -> float:
-        """The budget of rollout `update`: drawn from `keep_ratios`, the same on every process and after resuming."""
+        """The budget of rollout `update`: drawn from `keep_ratios` in proportion to `rollout_weights`, the same on
+        every process and after resuming."""
         generator = torch.Generator().manual_seed(self.args.seed * 1_000_003 + update)
-        return self.args.keep_ratios[int(torch.randint(len(self.args.keep_ratios), (1,), generator=generator))]
+        weights = torch.tensor(self.args.rollout_weights or [1] * len(self.args.keep_ratios), dtype=torch.float)
+        return self.args.keep_ratios[int(torch.multinomial(weights, 1, generator=generator))]
 
     def _resume(self, checkpoint: str) -> None:
         if not os.path.isfile(os.path.join(checkpoint, "trainer_state.json")):
