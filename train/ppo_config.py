@@ -13,8 +13,8 @@ class TPRLPPOConfig(TrainingArguments):
     Configuration class for [`TPRLPPOTrainer`]. The PPO fields keep the names of TRL's former `PPOConfig`.
 
     One PPO *update* (a Trainer step, counted by `max_steps`, `save_steps` and `logging_steps`) is: a rollout of
-    `per_device_train_batch_size` episodes per process, then `num_ppo_epochs` passes over it in `num_mini_batches`
-    minibatches (one optimiser step each).
+    `per_device_train_batch_size` questions per process, `num_episodes_per_question` episodes each, then
+    `num_ppo_epochs` passes over it in `num_mini_batches` minibatches (one optimiser step each).
 
     Parameters:
         num_ppo_epochs (`int`, *optional*, defaults to `4`):
@@ -88,7 +88,7 @@ class TPRLPPOConfig(TrainingArguments):
     compute_weight: float = field(default=0.1, metadata={"help": "beta: weight of the share of tokens removed."})
     # TrainingArguments defaults that suit PPO on a frozen backbone.
     learning_rate: float = field(default=3e-4, metadata={"help": "Policy learning rate."})
-    per_device_train_batch_size: int = field(default=64, metadata={"help": "Episodes per rollout per process."})
+    per_device_train_batch_size: int = field(default=64, metadata={"help": "Questions per rollout per process."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "The collator needs the raw columns."})
     save_safetensors: bool = True
     report_to: str | list[str] = field(default="none", metadata={"help": "Where to log (e.g. 'tensorboard')."})

@@ -228,7 +228,7 @@ class TPRLPPOTrainer(Trainer):
             picks=picks,
             pick_log_probs=log_probs,
             values=values,
-            advantages=whiten(advantages, std_floor=args.advantage_std_floor),
+            advantages=whiten(advantages, std_floor=args.advantage_std_floor),  # over all, trained or not
             returns=returns,
             trained=trained,
             metrics=metrics,
