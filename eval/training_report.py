@@ -68,7 +68,8 @@ def evaluate_training_run(output_dir: str | Path, keep_ratios: list[float], num_
 
 
 def plot_training_curves(output_dir: Path, path: Path) -> None:
-    """Autoencoder error, imitation loss and PPO's reward / kept accuracy over their steps."""
+    """Autoencoder error, imitation loss and PPO's reward, kept accuracy, KL to the imitation policy (and, with
+    several episodes per question, the share of questions trained) over their steps."""
     panels = []
     for name, key in (("autoencoder", "relative_error"), ("imitation", "loss")):
         log_path = output_dir / name / "log.json"
@@ -78,7 +79,8 @@ def plot_training_curves(output_dir: Path, path: Path) -> None:
     history_path = output_dir / "ppo" / "log_history.json"
     if history_path.exists():
         history = [r for r in json.loads(history_path.read_text()) if "episode_return" in r]
-        for key in ("episode_return", "accuracy_kept"):
+        keys = ["episode_return", "accuracy_kept", "kl", "trained_questions"]
+        for key in [key for key in keys if history and key in history[0]]:
             panels.append((f"PPO: {key}", [r["step"] for r in history], [r[key] for r in history]))
     if not panels:
         return
