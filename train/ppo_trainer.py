@@ -156,26 +156,27 @@ class TPRLPPOTrainer(Trainer):
 
     @torch.no_grad()
     def rollout(self, batch: dict[str, torch.Tensor], keep_ratio: float) -> Rollout:
-        """Runs one episode per example at `keep_ratio`, sampling from the current policy."""
+        """Runs `num_episodes_per_question` episodes per example at `keep_ratio`, sampling from the current policy."""
         args, model = self.args, self.model
         policy = model.pruner.policy
         policy.eval()
         image_features = model.get_image_features(batch["pixel_values"])
-        all_tokens = torch.arange(image_features.shape[1], device=image_features.device).expand(
-            len(batch["labels"]), -1
-        )
+        questions, total, _ = image_features.shape
+        all_tokens = torch.arange(total, device=image_features.device).expand(questions, -1)
         score, _ = self._score(batch, image_features, all_tokens)
-        group_size = args.num_episodes_per_question
-        if group_size > 1:  # consecutive episodes share a question (and its features and full score, computed once)
-            batch = {key: value.repeat_interleave(group_size, 0) for key, value in batch.items()}
-            image_features = image_features.repeat_interleave(group_size, 0)
-            score = score.repeat_interleave(group_size, 0)
-        full_score = score
-        episodes, total, _ = image_features.shape
         latents = model.pruner.autoencoder.encode(image_features)
         question_embeds, question_mask = model.question_embeddings(
-            batch["input_ids"], prompt_attention_mask(batch), episodes
+            batch["input_ids"], prompt_attention_mask(batch), questions
         )
+        group_size = args.num_episodes_per_question
+        if group_size > 1:  # consecutive episodes share a question, and what is computed above once per question
+            batch = {key: value.repeat_interleave(group_size, 0) for key, value in batch.items()}
+            image_features, score, latents, question_embeds, question_mask = (
+                value.repeat_interleave(group_size, 0)
+                for value in (image_features, score, latents, question_embeds, question_mask)
+            )
+        full_score = score
+        episodes = len(latents)
         kept_mask = torch.ones(episodes, total, dtype=torch.bool, device=latents.device)
         counts = keep_schedule(total, model.num_kept_tokens(keep_ratio=keep_ratio), model.config.num_pruning_steps)
         inputs = policy.embed_inputs(latents, question_embeds)
