@@ -17,7 +17,7 @@ from tprl_train.data import VQACollator, prompt_attention_mask
 from tprl_train.imitation import imitation_loss
 from tprl_train.ppo_config import TPRLPPOConfig
 from tprl_train.ppo_trainer import TPRLPPOTrainer, compute_gae, leave_one_out_advantages, whiten
-from tprl_train.selection import sample_selection, selection_entropy, selection_log_prob
+from tprl_train.selection import pick_log_probs, sample_selection, selection_entropy, selection_log_prob
 from tprl_train.teacher import teacher_demonstrations
 from tprl_train.train_pruner import PrunerTrainingArguments, main
 
@@ -97,8 +97,9 @@ def test_episodes_per_question_share_their_question_and_give_group_advantages(
     )
     torch.manual_seed(0)
     rollout = trainer.rollout(vqa_batch, keep_ratio=1 / 9)
-    assert len(rollout.values) == 3 * len(vqa_batch["input_ids"])
-    torch.testing.assert_close(rollout.question_embeds[0::3], rollout.question_embeds[1::3])
+    questions = len(vqa_batch["input_ids"])
+    assert len(rollout.values) == 3 * questions and len(rollout.question_embeds) == questions
+    assert rollout.episode_question.tolist() == [question for question in range(questions) for _ in range(3)]
     assert not torch.equal(rollout.picks[-1][0::3], rollout.picks[-1][1::3])  # sampled apart
     # Trained: exactly the questions whose episodes end differently (without KL term, the return is the last score
     # minus the full one, the same for all of a question's episodes).
@@ -356,6 +357,24 @@ def test_one_ppo_update_lowers_the_loss_on_a_fixed_rollout(base_dir, processor, 
     trainer.ppo_update(rollout)
     after, _ = trainer.ppo_loss(rollout, everything)
     assert after.item() < before.item()
+
+
+def test_ppo_loss_reads_each_episode_as_the_rollout_did(base_dir, processor, vqa_dataset, vqa_batch, tmp_path):
+    # The rollout and the PPO epochs embed once per question and run step 0 once per question: whatever rows a
+    # minibatch holds, in any order, the policy must give the rollout's own log-probabilities (ratio 1).
+    trainer = make_trainer(base_dir, processor, vqa_dataset, tmp_path, num_episodes_per_question=3)
+    torch.manual_seed(0)
+    rollout = trainer.rollout(vqa_batch, keep_ratio=1 / 9)
+    rows = torch.randperm(len(rollout.values))[:10]
+    _, stats = trainer.ppo_loss(rollout, rows)
+    assert stats["approxkl"] < 1e-10 and stats["clipfrac"] == 0.0
+    policy = trainer.model.pruner.policy
+    question = rollout.episode_question[rows]
+    inputs = policy.embed_inputs(rollout.latents[question], rollout.question_embeds[question])
+    for step in range(len(rollout.picks)):  # against the policy run on every episode separately
+        logits, _ = policy(*inputs, rollout.states[step][rows], rollout.question_mask[question], step)
+        expected = pick_log_probs(logits, rollout.picks[step][rows])
+        torch.testing.assert_close(expected, rollout.pick_log_probs[step][rows], atol=1e-5, rtol=1e-5)
 
 
 def test_rollout_weights_set_each_budgets_share_of_the_rollouts(base_dir, processor, vqa_dataset, tmp_path):

@@ -87,15 +87,38 @@ def check_budgets(num_visual_tokens: int, keep_ratios: list[float], num_pruning_
 PPO_STATS = ("loss", "policy_loss", "value_loss", "entropy", "clipfrac", "approxkl")
 
 
+def policy_step(
+    policy: torch.nn.Module,
+    inputs: tuple[torch.Tensor, torch.Tensor],
+    question_mask: torch.Tensor,
+    kept_mask: torch.Tensor,
+    step: int,
+    episode_question: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    The policy's keep logits and values `[episodes, tokens]`, `[episodes]` at `step`, from inputs embedded once per
+    question (`inputs`, `question_mask`) and `episode_question`, the question of each episode. At step 0 every
+    episode still keeps every token, so the outputs depend on the question alone: they are computed once per question.
+    """
+    if step == 0:
+        all_kept = torch.ones(len(question_mask), kept_mask.shape[1], dtype=torch.bool, device=kept_mask.device)
+        logits, values = policy(*inputs, all_kept, question_mask, step)
+        return logits[episode_question], values[episode_question]
+    visual, question = (value[episode_question] for value in inputs)
+    return policy(visual, question, kept_mask, question_mask[episode_question], step)
+
+
 @dataclass
 class Rollout:
-    """One batch of episodes, everything the PPO epochs need. Per step t: `states[t]` (kept before the step),
-    `picks[t]` and `pick_log_probs[t]` (`[episodes, k_t]`); per episode and step: values, advantages, returns; per
-    episode, whether the PPO epochs train on it (`trained`)."""
+    """One batch of episodes, everything the PPO epochs need. Per question: the policy's frozen inputs (`latents`,
+    `question_embeds`, `question_mask`); per episode, its question (`episode_question`) and whether the PPO epochs
+    train on it (`trained`). Per step t: `states[t]` (kept before the step), `picks[t]` and `pick_log_probs[t]`
+    (`[episodes, k_t]`); per episode and step: values, advantages, returns."""
 
     latents: torch.Tensor
     question_embeds: torch.Tensor
     question_mask: torch.Tensor
+    episode_question: torch.Tensor
     states: list[torch.Tensor]
     picks: list[torch.Tensor]
     pick_log_probs: list[torch.Tensor]
@@ -168,15 +191,13 @@ class TPRLPPOTrainer(Trainer):
         question_embeds, question_mask = model.question_embeddings(
             batch["input_ids"], prompt_attention_mask(batch), questions
         )
+        # Consecutive episodes share a question: what does not depend on the episode is computed once per question.
         group_size = args.num_episodes_per_question
-        if group_size > 1:  # consecutive episodes share a question, and what is computed above once per question
-            batch = {key: value.repeat_interleave(group_size, 0) for key, value in batch.items()}
-            image_features, score, latents, question_embeds, question_mask = (
-                value.repeat_interleave(group_size, 0)
-                for value in (image_features, score, latents, question_embeds, question_mask)
-            )
+        episode_question = torch.arange(questions, device=latents.device).repeat_interleave(group_size)
+        batch = {key: value[episode_question] for key, value in batch.items()}
+        image_features, score = image_features[episode_question], score[episode_question]
         full_score = score
-        episodes = len(latents)
+        episodes = len(episode_question)
         kept_mask = torch.ones(episodes, total, dtype=torch.bool, device=latents.device)
         counts = keep_schedule(total, model.num_kept_tokens(keep_ratio=keep_ratio), model.config.num_pruning_steps)
         inputs = policy.embed_inputs(latents, question_embeds)
@@ -184,10 +205,10 @@ class TPRLPPOTrainer(Trainer):
         states, picks, log_probs, values, rewards, kls = [], [], [], [], [], []
         previous = total
         for step, count in enumerate(counts):
-            logits, value = policy(*inputs, kept_mask, question_mask, step)
+            logits, value = policy_step(policy, inputs, question_mask, kept_mask, step, episode_question)
             pick = sample_selection(logits, count)
             log_prob = pick_log_probs(logits, pick)
-            ref_logits, _ = self.ref_policy(*ref_inputs, kept_mask, question_mask, step)
+            ref_logits, _ = policy_step(self.ref_policy, ref_inputs, question_mask, kept_mask, step, episode_question)
             kl = (log_prob - pick_log_probs(ref_logits, pick)).mean(1)
             new_score, correct = self._score(batch, image_features, pick.sort(dim=1).values)
             reward = args.score_weight * (new_score - score) + args.compute_weight * (previous - count) / total
@@ -225,6 +246,7 @@ class TPRLPPOTrainer(Trainer):
             latents=latents,
             question_embeds=question_embeds,
             question_mask=question_mask,
+            episode_question=episode_question,
             states=states,
             picks=picks,
             pick_log_probs=log_probs,
@@ -242,9 +264,12 @@ class TPRLPPOTrainer(Trainer):
         args, policy = self.args, self.model.pruner.policy
         num_steps = len(rollout.picks)
         loss, stats = 0.0, dict.fromkeys(PPO_STATS[1:], 0.0)
-        inputs = policy.embed_inputs(rollout.latents[rows], rollout.question_embeds[rows])
+        questions, episode_question = rollout.episode_question[rows].unique(return_inverse=True)
+        inputs = policy.embed_inputs(rollout.latents[questions], rollout.question_embeds[questions])
+        question_mask = rollout.question_mask[questions]
         for step in range(num_steps):
-            logits, value = policy(*inputs, rollout.states[step][rows], rollout.question_mask[rows], step)
+            states = rollout.states[step][rows]
+            logits, value = policy_step(policy, inputs, question_mask, states, step, episode_question)
             picks = rollout.picks[step][rows]
             log_ratio = pick_log_probs(logits, picks) - rollout.pick_log_probs[step][rows]
             ratio = log_ratio.exp()
