@@ -100,11 +100,12 @@ def policy_step(
     question (`inputs`, `question_mask`) and `episode_question`, the question of each episode. At step 0 every
     episode still keeps every token, so the outputs depend on the question alone: they are computed once per question.
     """
+    # index_select, not indexing: its backward pass on the CPU sums in a fixed order, so runs are reproducible.
     if step == 0:
         all_kept = torch.ones(len(question_mask), kept_mask.shape[1], dtype=torch.bool, device=kept_mask.device)
         logits, values = policy(*inputs, all_kept, question_mask, step)
-        return logits[episode_question], values[episode_question]
-    visual, question = (value[episode_question] for value in inputs)
+        return logits.index_select(0, episode_question), values.index_select(0, episode_question)
+    visual, question = (value.index_select(0, episode_question) for value in inputs)
     return policy(visual, question, kept_mask, question_mask[episode_question], step)
 
 
