@@ -195,7 +195,8 @@ class TPRLPPOTrainer(Trainer):
         # Consecutive episodes share a question: what does not depend on the episode is computed once per question.
         group_size = args.num_episodes_per_question
         episode_question = torch.arange(questions, device=latents.device).repeat_interleave(group_size)
-        batch = {key: value[episode_question] for key, value in batch.items()}
+        # The episodes are scored from the image features: their pixels need no copy.
+        batch = {key: value[episode_question] for key, value in batch.items() if key != "pixel_values"}
         image_features, score = image_features[episode_question], score[episode_question]
         full_score = score
         episodes = len(episode_question)
