@@ -4,7 +4,9 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
 
 from .configuration_tprl import TPRLConfig
 from .modeling_tprl import TPRLCausalLMOutputWithPast, TPRLForConditionalGeneration, TPRLPreTrainedModel
-from .pruning_tprl import TPRLPruner, keep_schedule
+from .plackett_luce import PlackettLuce
+from .pruning_methods import ALL_PRUNING_METHODS
+from .pruning_tprl import EpisodeInputs, PolicyEpisode, TPRLPolicy, TPRLPruner, keep_schedule, run_episode
 
 
 AutoConfig.register(TPRLConfig.model_type, TPRLConfig)
@@ -15,10 +17,16 @@ TPRLConfig.register_for_auto_class()
 TPRLForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
 
 __all__ = [
+    "ALL_PRUNING_METHODS",
+    "EpisodeInputs",
+    "PlackettLuce",
+    "PolicyEpisode",
     "TPRLCausalLMOutputWithPast",
     "TPRLConfig",
     "TPRLForConditionalGeneration",
     "TPRLPreTrainedModel",
+    "TPRLPolicy",
     "TPRLPruner",
     "keep_schedule",
+    "run_episode",
 ]

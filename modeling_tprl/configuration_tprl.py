@@ -2,8 +2,9 @@
 
 from transformers import LlavaConfig, PreTrainedConfig
 
+from .pruning_methods import ALL_PRUNING_METHODS
 
-PRUNING_METHODS = ("tprl", "random", "uniform", "cls_attention", "fastv")
+
 SUPPORTED_BASE_MODEL_TYPES = ("llava",)
 
 
@@ -37,9 +38,10 @@ class TPRLConfig(PreTrainedConfig):
             with (the states of the `kernel x kernel` tokens around it, normalised together), since an object spans
             several patches. `1` reads each token alone: the only choice for visual tokens that are not a square grid.
         pruning_method (`str`, *optional*, defaults to `"tprl"`):
-            How tokens are chosen: `"tprl"` (the learned policy), or a training-free method: `"random"`,
-            `"uniform"` (stride), `"cls_attention"` ([CLS] attention in the vision layer LLaVA reads) or `"fastv"`
-            (the last prompt token's attention in LM layer `fastv_layer`, on the full sequence).
+            The default way tokens are chosen (each call can name another): `"tprl"` (the learned policy), or a
+            training-free method: `"random"`, `"uniform"` (stride), `"cls_attention"` ([CLS] attention in the vision
+            layer LLaVA reads) or `"fastv"` (the last prompt token's attention in LM layer `fastv_layer`, on the full
+            sequence); see `ALL_PRUNING_METHODS`.
         fastv_layer (`int`, *optional*, defaults to 2):
             LM layer (0-based) whose attention ranks the tokens for `"fastv"`; the last layer if the LM is shallower.
         pruner_only (`bool`, *optional*, defaults to `True`):
@@ -97,8 +99,10 @@ class TPRLConfig(PreTrainedConfig):
             )
         if self.policy_kernel_size < 1 or self.policy_kernel_size % 2 == 0:
             raise ValueError(f"policy_kernel_size must be an odd number >= 1, got {self.policy_kernel_size}.")
-        if self.pruning_method not in PRUNING_METHODS:
-            raise ValueError(f"Unknown pruning_method {self.pruning_method!r}; choose one of {PRUNING_METHODS}.")
+        if self.pruning_method not in ALL_PRUNING_METHODS:
+            raise ValueError(
+                f"Unknown pruning_method {self.pruning_method!r}; choose one of {tuple(ALL_PRUNING_METHODS)}."
+            )
         if self.base_config is not None:
             model_type = self.base_config.get("model_type")
             if model_type not in SUPPORTED_BASE_MODEL_TYPES:

@@ -18,7 +18,8 @@ from transformers import (
 from transformers.utils import ModelOutput, cached_file, logging
 
 from .configuration_tprl import SUPPORTED_BASE_MODEL_TYPES, TPRLConfig, num_kept_for_ratio
-from .pruning_tprl import TPRLPruner, cls_attention_scores, fastv_scores
+from .pruning_methods import ALL_PRUNING_METHODS
+from .pruning_tprl import TPRLPruner
 
 
 logger = logging.get_logger(__name__)
@@ -316,7 +317,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         question_ids, question_mask = self.question_token_ids(input_ids, attention_mask)
         return self.get_input_embeddings()(question_ids)[image_rows], question_mask[image_rows]
 
-    def _insert_visual_tokens(
+    def insert_visual_tokens(
         self, input_ids: torch.LongTensor, image_features: torch.FloatTensor
     ) -> tuple[torch.FloatTensor, torch.BoolTensor]:
         """The LM's input embeddings with every visual token in its placeholder, as LLaVA inserts them."""
@@ -337,50 +338,16 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         attention_mask: torch.LongTensor,
         num_kept: int,
         pixel_values: torch.FloatTensor | None = None,
+        pruning_method: str | None = None,
     ) -> torch.LongTensor:
-        """Indices of the visual tokens each image keeps under the configured `pruning_method`, increasing."""
-        num_images, total, _ = image_features.shape
-        device = image_features.device
-        method = self.config.pruning_method
-        if method == "tprl":
-            question_embeds, question_mask = self.question_embeddings(input_ids, attention_mask, num_images)
-            return self.pruner.select(image_features, question_embeds, question_mask, num_kept)
-        if method == "random":
-            return torch.rand(num_images, total, device=device).topk(num_kept, dim=1).indices.sort(dim=1).values
-        if method == "uniform":  # centred stride over the row-major patch grid
-            indices = ((torch.arange(num_kept, device=device) + 0.5) * total / num_kept).long()
-            return indices.expand(num_images, -1)
-        if method not in ("cls_attention", "fastv"):
-            raise ValueError(f"Unknown pruning_method {method!r}.")
-        scores = self.heuristic_scores(method, image_features, input_ids, attention_mask, pixel_values)
-        return scores.topk(num_kept, dim=1).indices.sort(dim=1).values
-
-    def heuristic_scores(
-        self,
-        method: str,
-        image_features: torch.FloatTensor,
-        input_ids: torch.LongTensor,
-        attention_mask: torch.LongTensor,
-        pixel_values: torch.FloatTensor | None = None,
-    ) -> torch.FloatTensor:
-        """`[images, visual tokens]` scores of a training-free method (`cls_attention` or `fastv`), higher kept."""
-        if method == "cls_attention":
-            if pixel_values is None:
-                raise ValueError("pruning_method 'cls_attention' needs the images' pixel_values.")
-            layer = self.base.config.vision_feature_layer
-            layer = layer[-1] if isinstance(layer, (list, tuple)) else layer
-            return cls_attention_scores(self.base.model.vision_tower, pixel_values, layer)
-        if method == "fastv":
-            embeds, image_mask = self._insert_visual_tokens(input_ids, image_features)
-            return fastv_scores(
-                self.base.model.language_model,
-                embeds,
-                attention_mask,
-                image_mask,
-                len(image_features),
-                self.config.fastv_layer,
+        """Indices of the visual tokens each image keeps under `pruning_method` (the config's by default), increasing."""
+        method = self.config.pruning_method if pruning_method is None else pruning_method
+        if method not in ALL_PRUNING_METHODS:
+            raise ValueError(
+                f"Unknown pruning_method {method!r}; choose one of {tuple(ALL_PRUNING_METHODS)} or register one with "
+                "ALL_PRUNING_METHODS.register (modeling_tprl.pruning_methods)."
             )
-        raise ValueError(f"No scores for method {method!r}; scored methods are cls_attention and fastv.")
+        return ALL_PRUNING_METHODS[method](self, image_features, input_ids, attention_mask, pixel_values, num_kept)
 
     def kept_visual_indices(
         self,
@@ -389,6 +356,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         attention_mask: torch.LongTensor | None = None,
         keep_ratio: float | None = None,
         num_kept_tokens: int | None = None,
+        pruning_method: str | None = None,
     ) -> torch.LongTensor:
         """
         The visual tokens each image keeps for these inputs, `[num_images, num_kept]` indices into the
@@ -400,7 +368,9 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
             num_kept = self.num_kept_tokens(keep_ratio, num_kept_tokens)
-            return self.select_visual_tokens(image_features, input_ids, attention_mask, num_kept, pixel_values)
+            return self.select_visual_tokens(
+                image_features, input_ids, attention_mask, num_kept, pixel_values, pruning_method
+            )
 
     def prune_inputs(
         self,
@@ -411,10 +381,11 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         num_kept: int | None = None,
         kept_visual_indices: torch.LongTensor | None = None,
         image_features: torch.FloatTensor | None = None,
+        pruning_method: str | None = None,
     ) -> PrunedInputs:
         """
         Inserts the visual tokens as LLaVA does, then removes the dropped ones (`kept_visual_indices` if given,
-        else the configured method's choice of `num_kept` per image) and re-pads the batch on its padding side.
+        else `pruning_method`'s choice of `num_kept` per image) and re-pads the batch on its padding side.
         `image_features` (from [`~TPRLForConditionalGeneration.get_image_features`]) skips the vision tower, e.g.
         when training evaluates several selections of the same images.
         """
@@ -426,11 +397,11 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             attention_mask = torch.ones_like(input_ids)
         if kept_visual_indices is None:
             kept_visual_indices = self.select_visual_tokens(
-                image_features, input_ids, attention_mask, num_kept, pixel_values
+                image_features, input_ids, attention_mask, num_kept, pixel_values, pruning_method
             )
         kept_visual_indices = _check_indices(kept_visual_indices, num_images, total).to(input_ids.device)
 
-        embeds, image_mask = self._insert_visual_tokens(input_ids, image_features)
+        embeds, image_mask = self.insert_visual_tokens(input_ids, image_features)
         image_kept = torch.zeros(num_images, total, dtype=torch.bool, device=input_ids.device)
         image_kept.scatter_(1, kept_visual_indices, True)
         keep = ~image_mask
@@ -455,7 +426,9 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         position_ids = (new_mask.cumsum(1) - 1).clamp(min=0)
         return PrunedInputs(new_embeds, new_mask, position_ids, new_labels, kept_visual_indices, image_features)
 
-    def _is_pruning(self, pixel_values, keep_ratio, num_kept_tokens, kept_visual_indices) -> bool:
+    def _is_pruning(self, pixel_values, keep_ratio, num_kept_tokens, kept_visual_indices, pruning_method) -> bool:
+        if pruning_method is not None and pruning_method not in ALL_PRUNING_METHODS:
+            raise ValueError(f"Unknown pruning_method {pruning_method!r}; choose one of {tuple(ALL_PRUNING_METHODS)}.")
         if pixel_values is None:
             return False
         if kept_visual_indices is not None:
@@ -478,14 +451,16 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         keep_ratio: float | None = None,
         num_kept_tokens: int | None = None,
         kept_visual_indices: torch.LongTensor | None = None,
+        pruning_method: str | None = None,
         **kwargs,
     ) -> TPRLCausalLMOutputWithPast:
         r"""
-        LLaVA's forward on the pruned sequence. `keep_ratio` / `num_kept_tokens` override the configured budget for
-        this call; `kept_visual_indices` (`[num_images, num_kept]`) imposes a selection. Logits, labels and the
+        LLaVA's forward on the pruned sequence. `keep_ratio` / `num_kept_tokens` and `pruning_method` override the
+        configured budget and method for this call; `kept_visual_indices` (`[num_images, num_kept]`) imposes a
+        selection. Logits, labels and the
         returned `attention_mask` are those of the pruned sequence.
         """
-        pruning = self._is_pruning(pixel_values, keep_ratio, num_kept_tokens, kept_visual_indices)
+        pruning = self._is_pruning(pixel_values, keep_ratio, num_kept_tokens, kept_visual_indices, pruning_method)
         if not pruning:
             outputs = self.base(
                 input_ids=input_ids,
@@ -505,7 +480,15 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         if input_ids is None or inputs_embeds is not None or past_key_values is not None:
             raise ValueError("Pruning needs input_ids and pixel_values of a whole prompt (no inputs_embeds or cache).")
         num_kept = None if kept_visual_indices is not None else self.num_kept_tokens(keep_ratio, num_kept_tokens)
-        pruned = self.prune_inputs(input_ids, pixel_values, attention_mask, labels, num_kept, kept_visual_indices)
+        pruned = self.prune_inputs(
+            input_ids,
+            pixel_values,
+            attention_mask,
+            labels,
+            num_kept,
+            kept_visual_indices,
+            pruning_method=pruning_method,
+        )
         outputs = self.base(
             inputs_embeds=pruned.inputs_embeds,
             attention_mask=pruned.attention_mask,
@@ -537,21 +520,25 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         keep_ratio: float | None = None,
         num_kept_tokens: int | None = None,
         kept_visual_indices: torch.LongTensor | None = None,
+        pruning_method: str | None = None,
         **generate_kwargs,
     ):
         r"""
         Generates with the KV cache of the pruned prompt. Returns what `LlavaForConditionalGeneration.generate`
         returns, the prompt ids followed by the new tokens, so `output[:, input_ids.shape[1]:]` are the new tokens.
-        `keep_ratio` / `num_kept_tokens` override the configured budget for this call.
+        `keep_ratio` / `num_kept_tokens` and `pruning_method` override the configured budget and method for this
+        call.
         """
-        if not self._is_pruning(pixel_values, keep_ratio, num_kept_tokens, kept_visual_indices):
+        if not self._is_pruning(pixel_values, keep_ratio, num_kept_tokens, kept_visual_indices, pruning_method):
             return self.base.generate(
                 input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, **generate_kwargs
             )
         if input_ids is None:
             raise ValueError("Pruning needs input_ids with the image placeholders and pixel_values.")
         num_kept = None if kept_visual_indices is not None else self.num_kept_tokens(keep_ratio, num_kept_tokens)
-        pruned = self.prune_inputs(input_ids, pixel_values, attention_mask, None, num_kept, kept_visual_indices)
+        pruned = self.prune_inputs(
+            input_ids, pixel_values, attention_mask, None, num_kept, kept_visual_indices, pruning_method=pruning_method
+        )
         generated = self.base.generate(
             inputs_embeds=pruned.inputs_embeds, attention_mask=pruned.attention_mask, **generate_kwargs
         )

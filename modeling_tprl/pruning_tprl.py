@@ -1,12 +1,16 @@
-"""The TPRL pruner: a state autoencoder, a question encoder and a policy/value transformer over visual tokens."""
+"""The TPRL pruner: a state autoencoder and a question-guided policy/value transformer over visual tokens, and the
+episode they play: at each step of a fixed schedule, keep part of the tokens still kept."""
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .configuration_tprl import TPRLConfig
+from .plackett_luce import PlackettLuce
 
 
 def keep_schedule(num_tokens: int, num_kept: int, num_steps: int) -> list[int]:
@@ -19,6 +23,33 @@ def keep_schedule(num_tokens: int, num_kept: int, num_steps: int) -> list[int]:
     counts = [max(num_kept, round(num_tokens * ratio ** ((step + 1) / num_steps))) for step in range(num_steps)]
     counts[-1] = num_kept
     return counts
+
+
+def run_episode(
+    choose: Callable[[int, torch.Tensor, int], torch.Tensor], kept_mask: torch.Tensor, num_kept: int, num_steps: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """
+    The pruning episode, the one loop every selection goes through (the policy at inference and in training, the
+    teachers): at each step of `keep_schedule`, `choose(step, kept_mask, count)` gives `[rows, count]` picks among
+    the tokens still kept, and only those stay kept.
+
+    Args:
+        choose: the decision maker, e.g. the policy's mode, a sample from it, given picks or a teacher's ranking.
+        kept_mask: `[rows, tokens]` bool, the tokens kept at the start (usually all).
+        num_kept: tokens kept at the end.
+        num_steps: decisions in the episode.
+
+    Returns:
+        Per step, `(kept_mask before the step, picks)`.
+    """
+    steps = []
+    for step, count in enumerate(keep_schedule(kept_mask.shape[1], num_kept, num_steps)):
+        picks = choose(step, kept_mask, count)
+        if picks.shape != (kept_mask.shape[0], count):
+            raise ValueError(f"Step {step} must pick {count} tokens per row, got picks of shape {tuple(picks.shape)}.")
+        steps.append((kept_mask, picks))
+        kept_mask = torch.zeros_like(kept_mask).scatter(1, picks, True)
+    return steps
 
 
 class TPRLStateAutoencoder(nn.Module):
@@ -63,12 +94,41 @@ class TPRLPolicyLayer(nn.Module):
         return hidden + self.mlp(self.mlp_norm(hidden))
 
 
+@dataclass
+class EpisodeInputs:
+    """What the policy reads of each question, embedded once per episode (`TPRLPolicy.embed_inputs`): it does not
+    depend on the step or on which tokens are still kept. `visual` `[rows, tokens, hidden]` (every token with its
+    neighbourhood), `question` `[rows, text_len, hidden]`, `question_mask` `[rows, text_len]` (real text tokens)."""
+
+    visual: torch.Tensor
+    question: torch.Tensor
+    question_mask: torch.Tensor
+
+
+@dataclass
+class PolicyEpisode:
+    """An episode of the policy. Per step t: `kept_masks[t]` (`[episodes, tokens]`, kept before the step), `picks[t]`,
+    `log_probs[t]` and `entropies[t]` (`[episodes, k_t]`, per pick); `values` `[episodes, steps]`."""
+
+    kept_masks: list[torch.Tensor]
+    picks: list[torch.Tensor]
+    log_probs: list[torch.Tensor]
+    entropies: list[torch.Tensor]
+    values: torch.Tensor
+
+    def kept_visual_indices(self) -> torch.Tensor:
+        """`[episodes, num_kept]` the tokens kept at the end, increasing."""
+        return self.picks[-1].sort(dim=1).values
+
+
 class TPRLPolicy(nn.Module):
-    """Transformer over `[value token; question tokens; kept visual latents]` with keep-logit and value heads."""
+    """Transformer over `[value token; question tokens; kept visual latents]` with keep-logit and value heads. It
+    owns its distribution (`PlackettLuce` over the keep logits) and its episode (`episode`)."""
 
     def __init__(self, config: TPRLConfig):
         super().__init__()
         hidden = config.policy_hidden_size
+        self.num_steps = config.num_pruning_steps
         # Each input stream is normalised first: the LM's word embeddings are ~30x smaller than the visual states, and
         # unnormalised they drown under the type embedding, so the question's words barely reach the policy.
         # Each visual token is read with its neighbours on the patch grid, normalised together: an object spans
@@ -90,25 +150,21 @@ class TPRLPolicy(nn.Module):
         self.keep_head = nn.Linear(hidden, 1)
         self.value_head = nn.Linear(hidden, 1)
 
-    def embed_inputs(self, latents: torch.Tensor, question_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed_inputs(
+        self, latents: torch.Tensor, question_embeds: torch.Tensor, question_mask: torch.Tensor
+    ) -> EpisodeInputs:
         """
-        The policy's input embeddings of one episode, computed once: they do not depend on the step or on which
-        tokens are still kept.
-
         Args:
-            latents: `[images, tokens, latent]` autoencoder states of all visual tokens of each image.
-            question_embeds: `[images, text_len, hidden]` the base LM's input embeddings of the prompt's text.
-
-        Returns:
-            `(visual, question)`: `[images, tokens, policy_hidden]` (every token, read with its dropped neighbours too)
-            and `[images, text_len, policy_hidden]`.
+            latents: `[rows, tokens, latent]` autoencoder states of all visual tokens of each image.
+            question_embeds: `[rows, text_len, hidden]` the base LM's input embeddings of the prompt's text.
+            question_mask: `[rows, text_len]` bool, real (non-padding) text tokens.
         """
-        images, _, width = latents.shape
-        grid = latents.transpose(1, 2).reshape(images, width, *self.visual_grid)
+        rows, _, width = latents.shape
+        grid = latents.transpose(1, 2).reshape(rows, width, *self.visual_grid)
         neighbourhoods = F.unfold(grid, self.kernel_size, padding=self.kernel_size // 2).transpose(1, 2)
         visual = self.visual_in(self.visual_norm(neighbourhoods))
         question = self.question_in(self.question_norm(question_embeds.to(self.question_in.weight.dtype)))
-        return visual, question
+        return EpisodeInputs(visual, question, question_mask)
 
     def forward(
         self,
@@ -120,27 +176,26 @@ class TPRLPolicy(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
-            visual, question: the episode's input embeddings, from `embed_inputs`.
-            kept_mask: `[images, tokens]` bool, the tokens still kept (the others are invisible to the policy).
-            question_mask: `[images, text_len]` bool, real (non-padding) text tokens.
+            visual, question, question_mask: the episode's inputs (`EpisodeInputs`).
+            kept_mask: `[rows, tokens]` bool, the tokens still kept (the others are invisible to the policy).
             step: index of the decision in the episode.
 
         Returns:
-            `(keep_logits, values)`: `[images, tokens]` logits, `-inf` where the token is already dropped, and
-            `[images]` state values.
+            `(keep_logits, values)`: `[rows, tokens]` logits, `-inf` where the token is already dropped, and
+            `[rows]` state values.
         """
-        images, tokens, _ = visual.shape
-        positions = torch.arange(tokens, device=visual.device).expand(images, -1)
+        rows, tokens, _ = visual.shape
+        positions = torch.arange(tokens, device=visual.device).expand(rows, -1)
         num_kept = kept_mask.sum(1)
         compact = bool((num_kept == num_kept[0]).all())
         if compact:  # exact budgets keep as many tokens in every row: the policy reads only those (same outputs)
-            positions = kept_mask.nonzero()[:, 1].view(images, -1)
+            positions = kept_mask.nonzero()[:, 1].view(rows, -1)
             visual = visual.gather(1, positions[..., None].expand(-1, -1, visual.shape[-1]))
             visual_mask = torch.ones_like(positions, dtype=torch.bool)
         else:
             visual_mask = kept_mask
-        step_embed = self.step_embedding(torch.full((images, 1), step, device=visual.device))
-        value_token = self.type_embedding.weight[0].expand(images, 1, -1) + step_embed
+        step_embed = self.step_embedding(torch.full((rows, 1), step, device=visual.device))
+        value_token = self.type_embedding.weight[0].expand(rows, 1, -1) + step_embed
         question = question + self.type_embedding.weight[1]
         visual = visual + self.visual_position(positions) + self.type_embedding.weight[2] + step_embed
         sequence = torch.cat([value_token, question, visual], dim=1)
@@ -154,6 +209,78 @@ class TPRLPolicy(nn.Module):
             logits = torch.full(kept_mask.shape, -math.inf, device=logits.device).scatter(1, positions, logits)
         return logits.masked_fill(~kept_mask, -math.inf), values
 
+    def logits_and_values(
+        self, inputs: EpisodeInputs, kept_mask: torch.Tensor, step: int, episode_question: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        `forward` for episodes that share questions: `inputs` hold one row per question and `episode_question` gives
+        each episode's (`None`: one episode per question). At step 0 every episode still keeps every token, so its
+        outputs depend on the question alone and are computed once per question.
+        """
+        if episode_question is None:
+            return self(inputs.visual, inputs.question, kept_mask, inputs.question_mask, step)
+        # index_select, not indexing: its backward pass on the CPU sums in a fixed order, so runs are reproducible.
+        if step == 0:
+            all_kept = kept_mask.new_ones(len(inputs.visual), kept_mask.shape[1])
+            logits, values = self(inputs.visual, inputs.question, all_kept, inputs.question_mask, step)
+            return logits.index_select(0, episode_question), values.index_select(0, episode_question)
+        visual, question = (value.index_select(0, episode_question) for value in (inputs.visual, inputs.question))
+        return self(visual, question, kept_mask, inputs.question_mask[episode_question], step)
+
+    def get_action_and_value(
+        self,
+        inputs: EpisodeInputs,
+        kept_mask: torch.Tensor,
+        step: int,
+        num_picks: int,
+        action: torch.Tensor | None = None,
+        sample: bool = False,
+        episode_question: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """
+        One decision, as CleanRL's `Agent.get_action_and_value`: `(action, log_prob, entropy, value)`. The action is
+        `action` if given, else a sample (`sample=True`) or the mode of the step's `PlackettLuce` distribution;
+        `log_prob` and `entropy` are per pick (`[rows, num_picks]`), `value` is `[rows]`.
+        """
+        logits, value = self.logits_and_values(inputs, kept_mask, step, episode_question)
+        distribution = PlackettLuce(logits, num_picks)
+        if action is None:
+            action = distribution.sample() if sample else distribution.mode()
+        return action, distribution.log_prob(action), distribution.entropy(action), value
+
+    def episode(
+        self,
+        inputs: EpisodeInputs,
+        num_kept: int,
+        sample: bool = False,
+        actions: list[torch.Tensor] | None = None,
+        episode_question: torch.Tensor | None = None,
+    ) -> PolicyEpisode:
+        """
+        The policy's episode from all the tokens down to `num_kept`: by its mode (inference), by sampling (PPO's
+        rollout) or along given `actions` (imitation of a teacher's picks, PPO's update on the rollout's picks).
+        `episode_question` maps episodes to the question rows of `inputs` (see `logits_and_values`).
+        """
+        rows = len(inputs.visual) if episode_question is None else len(episode_question)
+        decisions = []
+
+        def choose(step: int, kept_mask: torch.Tensor, count: int) -> torch.Tensor:
+            action = None if actions is None else actions[step]
+            decisions.append(
+                self.get_action_and_value(inputs, kept_mask, step, count, action, sample, episode_question)
+            )
+            return decisions[-1][0]
+
+        all_kept = torch.ones(rows, inputs.visual.shape[1], dtype=torch.bool, device=inputs.visual.device)
+        steps = run_episode(choose, all_kept, num_kept, self.num_steps)
+        return PolicyEpisode(
+            kept_masks=[kept_mask for kept_mask, _ in steps],
+            picks=[picks for _, picks in steps],
+            log_probs=[decision[1] for decision in decisions],
+            entropies=[decision[2] for decision in decisions],
+            values=torch.stack([decision[3] for decision in decisions], dim=1),
+        )
+
 
 class TPRLPruner(nn.Module):
     """The learned pruner: state autoencoder + language-guided policy, deciding per image which tokens stay."""
@@ -164,6 +291,14 @@ class TPRLPruner(nn.Module):
         self.autoencoder = TPRLStateAutoencoder(config.base_text_hidden_size, config.autoencoder_latent_size)
         self.policy = TPRLPolicy(config)
 
+    def episode_inputs(
+        self, visual_tokens: torch.Tensor, question_embeds: torch.Tensor, question_mask: torch.Tensor
+    ) -> EpisodeInputs:
+        """The policy's inputs: the autoencoder's latents of `[images, tokens, hidden]` projected visual tokens and
+        the question's embeddings."""
+        latents = self.autoencoder.encode(visual_tokens.to(self.policy.visual_in.weight.dtype))
+        return self.policy.embed_inputs(latents, question_embeds, question_mask)
+
     @torch.no_grad()
     def select(
         self,
@@ -172,102 +307,6 @@ class TPRLPruner(nn.Module):
         question_mask: torch.Tensor,
         num_kept: int,
     ) -> torch.Tensor:
-        """Deterministic multi-step selection; returns `[images, num_kept]` indices in increasing order."""
-        latents = self.autoencoder.encode(visual_tokens.to(self.policy.visual_in.weight.dtype))
-        visual, question = self.policy.embed_inputs(latents, question_embeds)
-        kept_mask = torch.ones(visual_tokens.shape[:2], dtype=torch.bool, device=visual_tokens.device)
-        for step, count in enumerate(keep_schedule(visual_tokens.shape[1], num_kept, self.config.num_pruning_steps)):
-            logits, _ = self.policy(visual, question, kept_mask, question_mask, step)
-            kept_mask = torch.zeros_like(kept_mask).scatter(1, logits.topk(count, dim=1).indices, True)
-        return kept_mask.nonzero()[:, 1].view(visual_tokens.shape[0], num_kept)
-
-
-# ---- training-free baselines: scores of each visual token, highest kept ---------------------------------------
-
-
-def _attention_row(query: torch.Tensor, keys: torch.Tensor, num_heads: int, mask: torch.Tensor | None = None):
-    """Softmax attention of one query per row over `keys` (`[rows, length, width]`), averaged over heads."""
-    rows, length, width = keys.shape
-    head_dim = width // num_heads
-    query = query.view(rows, num_heads, 1, head_dim)
-    keys = keys.view(rows, length, num_heads, head_dim).transpose(1, 2)
-    logits = (query @ keys.transpose(-1, -2)).squeeze(2).float() / math.sqrt(head_dim)
-    if mask is not None:
-        logits = logits.masked_fill(~mask[:, None, :], -math.inf)
-    return logits.softmax(-1).mean(1)
-
-
-@torch.no_grad()
-def cls_attention_scores(vision_tower: nn.Module, pixel_values: torch.Tensor, feature_layer: int) -> torch.Tensor:
-    """
-    `[images, patches]` attention of the [CLS] token to each patch in the vision layer whose output LLaVA reads
-    (VisionZip / FasterVLM "dominant" tokens). Runs the vision tower once more, with hidden states.
-    """
-    hidden_states = vision_tower(pixel_values, output_hidden_states=True).hidden_states
-    index = feature_layer if feature_layer >= 0 else len(hidden_states) + feature_layer
-    if index < 1:
-        raise ValueError("cls_attention needs a vision feature layer after at least one transformer layer.")
-    layer = vision_tower.encoder.layers[index - 1]
-    normed = layer.layer_norm1(hidden_states[index - 1])
-    query = layer.self_attn.q_proj(normed[:, 0])
-    keys = layer.self_attn.k_proj(normed)
-    return _attention_row(query, keys, vision_tower.config.num_attention_heads)[:, 1:]
-
-
-class _LayerReached(Exception):
-    pass
-
-
-def _input_of_layer(model: nn.Module, layer: nn.Module, **inputs) -> torch.Tensor:
-    """The hidden states entering `layer` when `model` runs on `inputs`; the layers from `layer` on never run."""
-    captured = {}
-
-    def stop(module, args, kwargs):
-        captured["hidden"] = args[0] if args else kwargs["hidden_states"]
-        raise _LayerReached
-
-    handle = layer.register_forward_pre_hook(stop, with_kwargs=True)
-    try:
-        model(**inputs, use_cache=False)
-    except _LayerReached:
-        pass
-    finally:
-        handle.remove()
-    return captured["hidden"]
-
-
-@torch.no_grad()
-def fastv_scores(
-    language_model: nn.Module,
-    inputs_embeds: torch.Tensor,
-    attention_mask: torch.Tensor,
-    image_mask: torch.Tensor,
-    num_images: int,
-    layer_index: int,
-) -> torch.Tensor:
-    """
-    `[images, visual tokens]` FastV-style scores: the attention of each row's last token to its visual tokens in
-    LM layer `layer_index`, averaged over heads, on the full (unpruned) sequence. Runs only the layers before it.
-    """
-    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
-    layer_index = min(layer_index, len(language_model.layers) - 1)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    layer = language_model.layers[layer_index]
-    hidden = _input_of_layer(
-        language_model, layer, inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids
-    )
-    attention, config = layer.self_attn, language_model.config
-    normed = layer.input_layernorm(hidden)
-    rows, length, _ = normed.shape
-    head_dim, kv_heads = attention.head_dim, config.num_key_value_heads
-    query = attention.q_proj(normed).view(rows, length, -1, head_dim).transpose(1, 2)
-    keys = attention.k_proj(normed).view(rows, length, kv_heads, head_dim).transpose(1, 2)
-    cos, sin = language_model.rotary_emb(normed, position_ids)
-    query, keys = apply_rotary_pos_emb(query, keys, cos, sin)
-    keys = keys.repeat_interleave(query.shape[1] // kv_heads, dim=1)
-    heads = query.shape[1]
-    query = query[:, :, -1].reshape(rows, heads * head_dim)
-    keys = keys.transpose(1, 2).reshape(rows, length, heads * head_dim)
-    scores = _attention_row(query, keys, heads, attention_mask.bool())
-    return scores[image_mask].view(num_images, -1)  # placeholders are in image order, row by row
+        """The policy's most likely episode; returns `[images, num_kept]` indices in increasing order."""
+        inputs = self.episode_inputs(visual_tokens, question_embeds, question_mask)
+        return self.policy.episode(inputs, num_kept).kept_visual_indices()
