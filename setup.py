@@ -40,7 +40,7 @@ setup(
     extras_require={"dev": ["pytest>=8", "ruff>=0.17,<0.18"]},
     entry_points={
         "console_scripts": [
-            "tprl-train-base=tprl_train.train_base:main",
+            "tprl-train-base=tprl_digit_world.train_base:main",
             "tprl-train=tprl_train.train_pruner:main",
             "tprl-eval=tprl_eval.cli:main",
             "tprl-push=tprl_hub_cards.push:main",

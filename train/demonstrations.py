@@ -5,8 +5,6 @@ step. Every example is demonstrated at every trained keep ratio, so one policy l
 examples; the teacher's budget-free scores (all of leave-one-in, the costly part) are computed once for all budgets.
 """
 
-from collections.abc import Iterator
-
 import datasets
 import torch
 from tqdm.auto import tqdm
@@ -21,8 +19,8 @@ def make_demonstrations(
     dataset: datasets.Dataset,
     collator,
     keep_ratios: list[float],
-    batch_size: int = 64,
-    teacher: str = "gradient",
+    batch_size: int,
+    teacher: str,
 ) -> datasets.Dataset:
     """
     `dataset` once per keep ratio, in the order of `keep_ratios`, with three more columns: `example` (the row in
@@ -58,29 +56,3 @@ def demonstrated_examples(demonstrations: datasets.Dataset) -> datasets.Dataset:
     for row, example in enumerate(demonstrations["example"]):
         first_row.setdefault(example, row)
     return demonstrations.select([first_row[example] for example in range(len(first_row))])
-
-
-def demonstration_batches(
-    demonstrations: datasets.Dataset, batch_size: int, seed: int, weights: list[int] | None = None
-) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
-    """
-    Endless `(examples, picks per step)` pairs for imitation: the `example` ids of a batch and the teacher's picks
-    for them, `[batch, k_t]` per step. Each batch holds one budget, so shapes align. Budgets are drawn in proportion
-    to `weights` (one per keep ratio, in the order they first appear; equal shares by default), e.g. `[1, 1, 2]` for
-    half of the batches at the last, the hardest to imitate.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    keep_ratios = demonstrations["keep_ratio"]
-    examples, all_picks = demonstrations["example"], demonstrations["picks"]
-    ratios = list(dict.fromkeys(keep_ratios))
-    weights = weights or [1] * len(ratios)
-    if len(weights) != len(ratios):
-        raise ValueError(f"{len(weights)} imitation weights {weights} for the demonstrations' {len(ratios)} budgets.")
-    rows_by_ratio = {r: [i for i, v in enumerate(keep_ratios) if v == r] for r in ratios}
-    draws = [r for r, weight in zip(ratios, weights) for _ in range(weight)]
-    while True:
-        ratio = draws[int(torch.randint(len(draws), (1,), generator=generator))]
-        rows = rows_by_ratio[ratio]
-        chosen = [rows[int(i)] for i in torch.randperm(len(rows), generator=generator)[:batch_size]]
-        picks = [torch.tensor([all_picks[row][step] for row in chosen]) for step in range(len(all_picks[chosen[0]]))]
-        yield [examples[row] for row in chosen], picks

@@ -1,7 +1,8 @@
-"""Imitation learning: the policy learns the teacher's multi-step keep decisions from the question alone.
+"""Stage 3 of TPRL: imitation. The policy learns the teacher's multi-step keep decisions from the question alone.
 
-At every step of a teacher episode the policy sees the tokens the teacher still kept and is trained to give the
-teacher's ordered picks the highest Plackett-Luce likelihood (see `selection.py`), normalised per pick.
+Along each teacher episode the policy is trained to give the teacher's ordered picks the highest Plackett-Luce
+likelihood, normalised per pick. What the policy reads of an example and does not train (the autoencoder's latents,
+the question's token ids) is computed once per example (`encode_examples`), so the steps run the policy alone.
 """
 
 from collections.abc import Iterator
@@ -10,41 +11,29 @@ from dataclasses import dataclass
 import datasets
 import torch
 from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from modeling_tprl import TPRLForConditionalGeneration
 
 from .data import prompt_attention_mask
-from .selection import selection_log_prob
+from .stage_trainer import PrunerStageTrainer
 
 
 @dataclass
-class PolicyInputs:
-    """
-    The frozen part of what the policy reads of each example: the autoencoder's latents of its visual tokens and
-    its question's token ids. Computed once by `encode_examples`, so that the imitation steps run the policy alone,
-    not the processor and the vision tower at every step. Kept on the CPU (at 7B shapes, ~0.3 MB per example).
-    """
+class FrozenInputs:
+    """The frozen part of what the policy reads of each example: the autoencoder's latents of its visual tokens and
+    its question's token ids (the prompt's text, never the answer). Kept on the CPU (~0.3 MB per example at 7B)."""
 
     latents: torch.Tensor
     question_ids: list[torch.Tensor]
-
-    def batch(self, model: TPRLForConditionalGeneration, examples: list[int]):
-        """`(latents, question_embeds, question_mask)` of `examples`, on the model's device, questions right-padded
-        as `model.question_embeddings` pads them."""
-        ids = [self.question_ids[example] for example in examples]
-        lengths = torch.tensor([len(row) for row in ids])
-        question_ids = pad_sequence(ids, batch_first=True).to(model.device)
-        question_mask = (torch.arange(question_ids.shape[1])[None] < lengths[:, None]).to(model.device)
-        latents = self.latents[examples].to(model.device)
-        return latents, model.get_input_embeddings()(question_ids), question_mask
 
 
 @torch.no_grad()
 def encode_examples(
     model: TPRLForConditionalGeneration, examples: datasets.Dataset, collator, batch_size: int
-) -> PolicyInputs:
-    """The `PolicyInputs` of `examples` (one image each), row `i` of `examples` being example `i`."""
+) -> FrozenInputs:
+    """The `FrozenInputs` of `examples` (one image each), row `i` of `examples` being example `i`."""
     latents, question_ids = [], []
     for start in tqdm(range(0, len(examples), batch_size), desc="imitation inputs (latents, questions)"):
         rows = [examples[i] for i in range(start, min(start + batch_size, len(examples)))]
@@ -52,70 +41,105 @@ def encode_examples(
         latents.append(model.pruner.autoencoder.encode(model.get_image_features(batch["pixel_values"])).cpu())
         ids, mask = model.question_token_ids(batch["input_ids"], prompt_attention_mask(batch))
         question_ids.extend(row[keep].cpu() for row, keep in zip(ids, mask))
-    return PolicyInputs(torch.cat(latents), question_ids)
+    return FrozenInputs(torch.cat(latents), question_ids)
 
 
-def episode_states(total: int, picks_per_step: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The kept masks `[images, total]` *before* each step of an episode whose picks are `picks_per_step`."""
-    images = len(picks_per_step[0])
-    device = picks_per_step[0].device
-    states = [torch.ones(images, total, dtype=torch.bool, device=device)]
-    for picks in picks_per_step[:-1]:
-        states.append(torch.zeros(images, total, dtype=torch.bool, device=device).scatter(1, picks, True))
-    return states
+class DemonstrationDataset(Dataset):
+    """The demonstrations (`make_demonstrations`) as imitation examples: per row, the example's frozen inputs and the
+    teacher's picks at each step."""
+
+    def __init__(self, demonstrations: datasets.Dataset, inputs: FrozenInputs):
+        self.examples, self.picks = demonstrations["example"], demonstrations["picks"]
+        self.keep_ratios = demonstrations["keep_ratio"]
+        self.inputs = inputs
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, row: int) -> dict:
+        example = self.examples[row]
+        return {
+            "latents": self.inputs.latents[example],
+            "question_ids": self.inputs.question_ids[example],
+            "picks": [torch.tensor(step) for step in self.picks[row]],
+        }
 
 
-def imitation_loss(
-    model: TPRLForConditionalGeneration,
-    latents: torch.Tensor,
-    question_embeds: torch.Tensor,
-    question_mask: torch.Tensor,
-    picks_per_step: list[torch.Tensor],
-) -> torch.Tensor:
-    """Mean negative log-likelihood per pick of the teacher's picks, over the steps of the episode."""
-    visual, question = model.pruner.policy.embed_inputs(latents, question_embeds)
-    states = episode_states(latents.shape[1], picks_per_step)
-    loss = 0.0
-    for step, (kept_mask, picks) in enumerate(zip(states, picks_per_step)):
-        logits, _ = model.pruner.policy(visual, question, kept_mask, question_mask, step)
-        loss = loss + (-selection_log_prob(logits, picks) / picks.shape[1]).mean()
-    return loss / len(states)
+def collate_demonstrations(rows: list[dict]) -> dict:
+    """Stacks the latents and the picks of each step (one budget per batch), right-pads the question ids."""
+    lengths = torch.tensor([len(row["question_ids"]) for row in rows])
+    question_ids = pad_sequence([row["question_ids"] for row in rows], batch_first=True)
+    return {
+        "latents": torch.stack([row["latents"] for row in rows]),
+        "question_ids": question_ids,
+        "question_mask": torch.arange(question_ids.shape[1])[None] < lengths[:, None],
+        "picks": [torch.stack([row["picks"][step] for row in rows]) for step in range(len(rows[0]["picks"]))],
+    }
 
 
-def train_imitation(
-    model: TPRLForConditionalGeneration,
-    inputs: PolicyInputs,
-    batches: Iterator[tuple[list[int], list[torch.Tensor]]],
-    num_steps: int,
-    learning_rate: float = 1e-3,
-    log_every: int = 50,
-) -> list[dict]:
+class BudgetBatchSampler(Sampler):
     """
-    Trains `model.pruner.policy` on `(examples, teacher picks per step)` pairs, the examples' frozen inputs read
-    from `inputs`; the base and the autoencoder are frozen.
-
-    Returns:
-        `list[dict]`: one record per `log_every` steps with `step` and `loss` (NLL per pick).
+    `num_batches` batches of demonstration rows, each at one budget (so that shapes align), the budget drawn in
+    proportion to `weights` (one per keep ratio, in the order they first appear), e.g. `[1, 1, 2]` for half of the
+    batches at the last. Seeded, and reseeded per epoch (`set_epoch`).
     """
-    policy = model.pruner.policy
-    policy.train()
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=learning_rate, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=num_steps)
-    log, running = [], []
-    progress = tqdm(range(num_steps), desc="imitation")
-    for step in progress:
-        examples, picks_per_step = next(batches)
-        picks_per_step = [picks.to(model.device) for picks in picks_per_step]
-        loss = imitation_loss(model, *inputs.batch(model, examples), picks_per_step)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        running.append(loss.item())
-        if (step + 1) % log_every == 0 or step + 1 == num_steps:
-            log.append({"step": step + 1, "loss": round(sum(running) / len(running), 4)})
-            progress.set_postfix(loss=log[-1]["loss"])
-            running = []
-    policy.eval()
-    return log
+
+    def __init__(self, keep_ratios: list[float], weights: list[int], batch_size: int, num_batches: int, seed: int):
+        ratios = list(dict.fromkeys(keep_ratios))
+        if len(weights) != len(ratios):
+            raise ValueError(
+                f"{len(weights)} imitation weights {weights} for the demonstrations' {len(ratios)} budgets."
+            )
+        self.rows_by_ratio = [[i for i, value in enumerate(keep_ratios) if value == ratio] for ratio in ratios]
+        self.draws = [index for index, weight in enumerate(weights) for _ in range(weight)]
+        # Not called `batch_size`: accelerate's sharding would take a budget with fewer rows for a last, short batch.
+        self.rows_per_batch, self.num_batches, self.seed, self.epoch = batch_size, num_batches, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        for _ in range(self.num_batches):
+            rows = self.rows_by_ratio[self.draws[int(torch.randint(len(self.draws), (1,), generator=generator))]]
+            yield [rows[int(i)] for i in torch.randperm(len(rows), generator=generator)[: self.rows_per_batch]]
+
+
+class ImitationTrainer(PrunerStageTrainer):
+    """
+    Trains `model.pruner.policy` on a [`DemonstrationDataset`]: the loss is the mean negative log-likelihood per pick
+    of the teacher's picks, along the teacher's episode. The base and the autoencoder are frozen.
+
+    Args:
+        model ([`TPRLForConditionalGeneration`]): the model, its autoencoder trained.
+        args ([`~transformers.TrainingArguments`]): the stage's arguments (`max_steps` imitation steps).
+        train_dataset ([`DemonstrationDataset`]): the demonstrations.
+        batch_sampler ([`BudgetBatchSampler`]): which rows make each batch.
+        **kwargs: the other `Trainer` arguments.
+    """
+
+    def __init__(self, model: TPRLForConditionalGeneration, args, train_dataset, batch_sampler, **kwargs):
+        self.batch_sampler = batch_sampler
+        super().__init__(
+            model,
+            args,
+            trained_module="pruner.policy",
+            train_dataset=train_dataset,
+            data_collator=collate_demonstrations,
+            **kwargs,
+        )
+
+    def get_train_dataloader(self) -> DataLoader:
+        loader = DataLoader(self.train_dataset, batch_sampler=self.batch_sampler, collate_fn=self.data_collator)
+        return self.accelerator.prepare(loader)
+
+    def stage_loss(self, model: TPRLForConditionalGeneration, inputs: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        policy, picks = model.pruner.policy, inputs["picks"]
+        question_embeds = model.get_input_embeddings()(inputs["question_ids"])
+        episode_inputs = policy.embed_inputs(inputs["latents"], question_embeds, inputs["question_mask"])
+        episode = policy.episode(episode_inputs, picks[-1].shape[1], actions=picks)
+        loss = -torch.stack([log_probs.mean() for log_probs in episode.log_probs]).mean()
+        return loss, {}

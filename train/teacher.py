@@ -21,14 +21,14 @@ At each step the teacher ranks the tokens still kept by an importance score and 
   step of the episode (one short forward per visual token, with that token alone).
 
 The loss-based teachers need the answer, so they exist only on training data; the policy learns to make the same
-choices from the question alone. `benchmarks/teachers.py` measures them against each other; the default is chosen
+choices from the question alone. `scripts/compare_teachers.py` measures them against each other; the default is chosen
 from its figures (see `train/configs/digit_world.yaml`).
 """
 
 import torch
 
-from modeling_tprl import TPRLForConditionalGeneration
-from modeling_tprl.pruning_tprl import keep_schedule
+from modeling_tprl import TPRLForConditionalGeneration, run_episode
+from modeling_tprl.pruning_methods import cls_attention_scores, fastv_scores
 
 from .scoring import answer_scores
 
@@ -101,7 +101,7 @@ def answer_attention_importance(
     `[images, tokens]` attention of the answer's last token to each visual token on the full prompt + answer (`batch`
     holds the answer; the scores do not depend on the selection); -inf where already dropped.
     """
-    scores = model.heuristic_scores("fastv", image_features, batch["input_ids"], batch["attention_mask"])
+    scores = fastv_scores(model, image_features, batch["input_ids"], batch["attention_mask"])
     return _mask_dropped(scores.float(), kept_visual_indices)
 
 
@@ -113,10 +113,7 @@ def cls_attention_importance(
     kept_visual_indices: torch.Tensor,
 ) -> torch.Tensor:
     """`[images, tokens]` the vision tower's [CLS] attention to each patch (the cls_attention method); -inf if dropped."""
-    scores = model.heuristic_scores(
-        "cls_attention", image_features, batch["input_ids"], batch["attention_mask"], batch["pixel_values"]
-    )
-    return _mask_dropped(scores.float(), kept_visual_indices)
+    return _mask_dropped(cls_attention_scores(model, batch["pixel_values"]).float(), kept_visual_indices)
 
 
 @torch.no_grad()
@@ -216,7 +213,7 @@ def teacher_demonstrations(
     batch: dict[str, torch.Tensor],
     image_features: torch.Tensor,
     budgets: list[int],
-    teacher: str = "gradient",
+    teacher: str,
 ) -> list[list[torch.Tensor]]:
     """
     The teacher's episode at each budget of `budgets`: for each step, `[images, k_step]` picks ordered by decreasing
@@ -233,19 +230,20 @@ def teacher_demonstrations(
         fixed_scores = [TEACHERS[teacher](model, batch, image_features, every_token)] * len(budgets)
     else:
         fixed_scores = [None] * len(budgets)
+    num_steps = model.config.num_pruning_steps
     episodes = []
     for num_kept, scores_of_episode in zip(budgets, fixed_scores):
-        kept, demonstration = every_token, []
-        schedule = keep_schedule(total, num_kept, model.config.num_pruning_steps)
-        for step, count in enumerate(schedule):
-            if step == len(schedule) - 1 and teacher in LAST_STEP_TEACHERS:
+
+        def rank(step: int, kept_mask: torch.Tensor, count: int, scores_of_episode=scores_of_episode) -> torch.Tensor:
+            kept = kept_mask.nonzero()[:, 1].view(images, -1)
+            if step == num_steps - 1 and teacher in LAST_STEP_TEACHERS:
                 scores = LAST_STEP_TEACHERS[teacher](model, batch, image_features, kept)
             elif scores_of_episode is not None:
                 scores = _mask_dropped(scores_of_episode, kept)
             else:
                 scores = TEACHERS[teacher](model, batch, image_features, kept)
-            picks = scores.topk(count, dim=1).indices
-            demonstration.append(picks)
-            kept = picks.sort(dim=1).values
-        episodes.append(demonstration)
+            return scores.topk(count, dim=1).indices
+
+        all_kept = torch.ones(images, total, dtype=torch.bool, device=image_features.device)
+        episodes.append([picks for _, picks in run_episode(rank, all_kept, num_kept, num_steps)])
     return episodes
