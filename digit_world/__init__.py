@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from .canvas import COLORS, QUESTION_TYPES, SPLITS, DigitPlacement, DigitWorld, relevant_placements
+from .model import build_tiny_llava
 from .processor import build_processor, canvases_to_pixel_values, prompt_for
 
 
@@ -27,6 +28,7 @@ __all__ = [
     "DigitPlacement",
     "DigitWorld",
     "build_processor",
+    "build_tiny_llava",
     "canvases_to_pixel_values",
     "prompt_for",
     "relevant_placements",

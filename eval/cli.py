@@ -14,26 +14,19 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from accelerate import PartialState
-from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoProcessor, HfArgumentParser
 
-from modeling_tprl import TPRLForConditionalGeneration
+from modeling_tprl import ALL_PRUNING_METHODS, TPRLForConditionalGeneration
 from tprl_digit_world import EMBEDDED_BASE_PATH, require_embedded_base
-from tprl_digit_world.batching import DigitWorldCollator
-from tprl_digit_world.evaluation import answer_hits, answer_prior, fixed_examples, summarize_hits
 
-from .answering import generate_answers
+from .benchmark_eval import benchmark_scores, evaluate_benchmark, paper_table
 from .benchmarks import BENCHMARKS
-from .flops import prefill_flops
-from .metrics import load_metric
-from .oracle import oracle_indices
+from .digit_world_eval import evaluate_methods, kept_patch_selections, markdown_table
 from .plots import plot_accuracy, plot_accuracy_vs_flops, plot_benchmarks, plot_kept_patches
-from .sharding import map_batches
 
 
-METHODS = ("full", "tprl", "random", "uniform", "cls_attention", "fastv", "oracle")
+METHODS = ("full", *ALL_PRUNING_METHODS, "oracle")
 BENCHMARK_NAMES = ("digit_world", *BENCHMARKS)
 
 
@@ -103,161 +96,6 @@ def load_model(name_or_path: str, methods: list[str]) -> TPRLForConditionalGener
     return TPRLForConditionalGeneration.from_base(name_or_path, policy_hidden_size=64)
 
 
-def digit_world_selection(model, processor, method: str, kept: int, examples: list[dict]) -> dict:
-    """Forward arguments that make `model` keep `kept` visual tokens of `examples` with `method`."""
-    if method == "oracle":
-        return {"kept_visual_indices": oracle_indices(examples, kept, processor.patch_size)}
-    model.config.pruning_method = "random" if method == "full" else method
-    return {"num_kept_tokens": kept}
-
-
-def evaluate_methods(model: TPRLForConditionalGeneration, processor, args: EvalArguments) -> dict:
-    """The digit world: every method and budget on the held-out test split, per question type.
-
-    Batches are spread over `accelerate launch` processes; the numbers do not depend on how many there are.
-    """
-    count = args.num_examples if args.limit is None else min(args.num_examples, args.limit)
-    examples = fixed_examples("test", count, seed=args.seed)
-    prior = answer_prior(fixed_examples("train", 4000, seed=args.seed + 100), examples)
-    runs = [("full", 1.0, model.num_visual_tokens)] if "full" in args.method_list else []
-    runs += [
-        (m, r, model.num_kept_tokens(keep_ratio=r)) for m in args.method_list if m != "full" for r in args.ratio_list
-    ]
-    rows = []
-    for method, ratio, kept in tqdm(runs, desc="methods x budgets", disable=not PartialState().is_main_process):
-
-        def batch_hits(batch, index, method=method, kept=kept):
-            selection = digit_world_selection(model, processor, method, kept, batch)
-            return answer_hits(model, processor, batch, **selection)
-
-        hits = map_batches(batch_hits, examples, args.batch_size, args.seed)
-        rows.append({"method": method, "keep_ratio": ratio, "kept_tokens": kept, **summarize_hits(examples, hits)})
-    full = next((row for row in rows if row["method"] == "full"), None)
-    for row in rows:
-        row["retention"] = round(row["accuracy"] / full["accuracy"], 4) if full and full["accuracy"] else None
-    add_compute(rows, model, processor, examples)
-    return {"model": args.model, "split": "test", "num_examples": len(examples), "answer_prior": prior, "rows": rows}
-
-
-def add_compute(rows: list[dict], model: TPRLForConditionalGeneration, processor, examples: list[dict]) -> None:
-    """Adds each row's token efficiency (kept ratio, analytic prefill FLOPs ratio) from the token_efficiency metric."""
-    batch = DigitWorldCollator(processor)(examples[:64])
-    text_tokens = round(float((batch["attention_mask"].sum(1) - model.num_visual_tokens).float().mean()))
-    config, metric = model.base.config, load_metric("token_efficiency")
-    full = prefill_flops(config, model.num_visual_tokens, text_tokens, method="full").total
-    for row in rows:
-        flops = prefill_flops(config, row["kept_tokens"], text_tokens, row["method"], tprl_config=model.config).total
-        efficiency = metric.compute(
-            kept_tokens=[row["kept_tokens"]],
-            total_tokens=[model.num_visual_tokens],
-            flops=[float(flops)],
-            full_flops=[float(full)],
-        )
-        row.update(
-            flops_ratio=round(efficiency["flops_ratio"], 4), flops_reduction=round(efficiency["flops_reduction"], 4)
-        )
-
-
-def kept_patch_selections(model, processor, args: EvalArguments, count: int = 4) -> tuple[list[dict], dict]:
-    """A few test examples and, per method at the smallest budget, the visual tokens it keeps on each."""
-    examples = fixed_examples("test", count, seed=args.seed)
-    kept = model.num_kept_tokens(keep_ratio=min(args.ratio_list))
-    selections = {}
-    for method in args.method_list:
-        if method == "full":
-            continue
-        torch.manual_seed(args.seed)
-        selection = digit_world_selection(model, processor, method, kept, examples)
-        with torch.no_grad():
-            output = model(**DigitWorldCollator(processor)(examples), **selection)
-        selections[method] = output.kept_visual_indices
-    return examples, selections
-
-
-def method_runs(model: TPRLForConditionalGeneration, args: EvalArguments) -> list[tuple[str, float, int]]:
-    """(method, keep ratio, kept tokens) for every evaluated setting, `full` first."""
-    runs = [("full", 1.0, model.num_visual_tokens)] if "full" in args.method_list else []
-    return runs + [
-        (method, ratio, model.num_kept_tokens(keep_ratio=ratio))
-        for method in args.method_list
-        if method not in ("full", "oracle")
-        for ratio in args.ratio_list
-    ]
-
-
-def evaluate_benchmark(model: TPRLForConditionalGeneration, processor, name: str, rows: list[dict], args) -> dict:
-    """One LLaVA benchmark: generated answers of every method and budget, scored by its metric."""
-    benchmark = BENCHMARKS[name]
-    results = []
-    for method, ratio, kept in method_runs(model, args):
-        model.config.pruning_method = "random" if method == "full" else method
-
-        def batch_answers(batch, index, kept=kept):
-            prompts, images = [benchmark.prompt(row) for row in batch], [row["image"] for row in batch]
-            return generate_answers(
-                model, processor, prompts, images, len(batch), args.max_new_tokens, num_kept_tokens=kept
-            )
-
-        answers = map_batches(batch_answers, rows, args.batch_size, args.seed, f"{name}: {method} at {kept}")
-        scores = benchmark.evaluate(answers, rows)
-        results.append({"method": method, "keep_ratio": ratio, "kept_tokens": kept, **scores})
-    return {"score_name": benchmark.score_name, "num_examples": len(rows), "rows": results}
-
-
-def markdown_table(results: dict) -> str:
-    question_types = list(results["rows"][0]["per_question_type"])
-    lines = [
-        f"Digit world, held-out test split, {results['num_examples']} questions. "
-        f"Answer prior (no image): {100 * results['answer_prior']['accuracy']:.1f}%.",
-        "",
-        "| method | kept tokens | keep ratio | prefill FLOPs | accuracy | retention | "
-        + " | ".join(question_types)
-        + " |",
-        "|---|---|---|---|---|---|" + "---|" * len(question_types),
-    ]
-    for row in results["rows"]:
-        retention = "n/a" if row["retention"] is None else f"{100 * row['retention']:.1f}%"
-        flops = f"{100 * row['flops_ratio']:.1f}%" if "flops_ratio" in row else "n/a"
-        per_type = " | ".join(f"{100 * row['per_question_type'][t]:.1f}" for t in question_types)
-        lines.append(
-            f"| {row['method']} | {row['kept_tokens']} | {row['keep_ratio']:.3f} | {flops} | "
-            f"{100 * row['accuracy']:.1f} | {retention} | {per_type} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def benchmark_scores(results: dict) -> dict[str, dict[tuple[str, int], float]]:
-    """{benchmark: {(method, kept tokens): headline score}}, the digit world's accuracy in percent."""
-    scores = {}
-    if "rows" in results:
-        scores["digit_world"] = {(r["method"], r["kept_tokens"]): 100 * r["accuracy"] for r in results["rows"]}
-    for name, benchmark in results.get("benchmarks", {}).items():
-        scores[name] = {(r["method"], r["kept_tokens"]): r["score"] for r in benchmark["rows"]}
-    return scores
-
-
-def paper_table(results: dict) -> str:
-    """The paper's layout: a row per method and budget, a column per benchmark, and the average relative to full."""
-    scores = benchmark_scores(results)
-    names = list(scores)
-    settings = list(dict.fromkeys(key for table in scores.values() for key in table if key[0] != "oracle"))
-    lines = [
-        "| method | kept tokens | " + " | ".join(names) + " | avg. relative to full |",
-        "|---|---|" + "---|" * len(names) + "---|",
-    ]
-    full = {name: next((v for (m, _), v in table.items() if m == "full"), None) for name, table in scores.items()}
-    for method, kept in settings:
-        cells, relative = [], []
-        for name in names:
-            value = scores[name].get((method, kept))
-            cells.append("-" if value is None else f"{value:.1f}")
-            if value is not None and full[name]:
-                relative.append(value / full[name])
-        average = f"{100 * sum(relative) / len(relative):.1f}%" if len(relative) == len(names) else "-"
-        lines.append(f"| {method} | {kept} | " + " | ".join(cells) + f" | {average} |")
-    return "\n".join(lines) + "\n"
-
-
 def run(args: EvalArguments) -> dict:
     """Evaluates, writes `results.json`, `results.md` and plots to `args.output_dir`, prints the tables."""
     # Data first: a missing dataset or column fails before any model work.
@@ -270,10 +108,24 @@ def run(args: EvalArguments) -> dict:
     processor = AutoProcessor.from_pretrained(args.model)
     results = {"model": args.model}
     if "digit_world" in args.benchmark_list:
-        results.update(evaluate_methods(model, processor, args))
+        count = args.num_examples if args.limit is None else min(args.num_examples, args.limit)
+        results.update(
+            evaluate_methods(model, processor, args.method_list, args.ratio_list, count, args.batch_size, args.seed)
+        )
     if benchmark_rows:
         results["benchmarks"] = {
-            name: evaluate_benchmark(model, processor, name, rows, args) for name, rows in benchmark_rows.items()
+            name: evaluate_benchmark(
+                model,
+                processor,
+                name,
+                rows,
+                args.method_list,
+                args.ratio_list,
+                args.batch_size,
+                args.max_new_tokens,
+                args.seed,
+            )
+            for name, rows in benchmark_rows.items()
         }
     if not PartialState().is_main_process:
         return results
@@ -285,7 +137,8 @@ def run(args: EvalArguments) -> dict:
         report = markdown_table(results) + "\n![accuracy](accuracy_vs_kept.png) ![FLOPs](accuracy_vs_flops.png)\n\n"
         plot_accuracy(results, output_dir / "accuracy_vs_kept.png")
         plot_accuracy_vs_flops(results, output_dir / "accuracy_vs_flops.png")
-        examples, selections = kept_patch_selections(model, processor, args)
+        smallest = model.num_kept_tokens(keep_ratio=min(args.ratio_list))
+        examples, selections = kept_patch_selections(model, processor, args.method_list, smallest, args.seed)
         plot_kept_patches(examples, selections, processor.patch_size, output_dir / "kept_patches.png")
         report += "![kept patches](kept_patches.png)\n\n"
     report += "All benchmarks:\n\n" + paper_table(results) + "\n![benchmarks](benchmarks_vs_kept.png)\n"

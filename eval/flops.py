@@ -171,15 +171,10 @@ def measured_prefill_flops(model, num_kept: int, num_text: int, method: str = "t
     pixels = torch.zeros(
         1, vision.num_channels, vision.image_size, vision.image_size, device=device, dtype=model.dtype
     )
-    model.config.pruning_method = "random" if method == "full" else method
-    keep = config.image_seq_length if method == "full" else num_kept
+    selection = {"keep_ratio": 1.0} if method == "full" else {"pruning_method": method, "num_kept_tokens": num_kept}
     return measured_flops(
         lambda: model(
-            input_ids=ids,
-            pixel_values=pixels,
-            attention_mask=torch.ones_like(ids),
-            num_kept_tokens=keep,
-            logits_to_keep=1,
+            input_ids=ids, pixel_values=pixels, attention_mask=torch.ones_like(ids), logits_to_keep=1, **selection
         )
     )
 

@@ -13,7 +13,7 @@ from transformers import AutoProcessor  # noqa: E402
 
 from modeling_tprl import TPRLForConditionalGeneration  # noqa: E402
 
-from .cli import EvalArguments, evaluate_methods, kept_patch_selections, markdown_table  # noqa: E402
+from .digit_world_eval import evaluate_methods, kept_patch_selections, markdown_table  # noqa: E402
 from .plots import plot_accuracy, plot_accuracy_vs_flops, plot_kept_patches  # noqa: E402
 
 
@@ -26,21 +26,13 @@ def evaluate_training_run(output_dir: str | Path, keep_ratios: list[float], num_
     """
     output_dir = Path(output_dir)
     eval_dir = output_dir / "eval"
-    ratios = ",".join(str(r) for r in keep_ratios)
     final = str(output_dir / "ppo" / "final")
     processor = AutoProcessor.from_pretrained(final)
-
-    final_args = EvalArguments(
-        model=final,
-        methods="full,tprl,random,uniform,cls_attention,fastv,oracle",
-        keep_ratios=ratios,
-        num_examples=num_examples,
-    )
+    methods = ["full", "tprl", "random", "uniform", "cls_attention", "fastv", "oracle"]
     model = TPRLForConditionalGeneration.from_pretrained(final).eval()
-    results = evaluate_methods(model, processor, final_args)
-    imitation = str(output_dir / "imitation")
-    args = EvalArguments(model=imitation, methods="tprl", keep_ratios=ratios, num_examples=num_examples)
-    imitation_rows = evaluate_methods(TPRLForConditionalGeneration.from_pretrained(imitation).eval(), processor, args)
+    results = evaluate_methods(model, processor, methods, keep_ratios, num_examples)
+    imitation = TPRLForConditionalGeneration.from_pretrained(output_dir / "imitation" / "final").eval()
+    imitation_rows = evaluate_methods(imitation, processor, ["tprl"], keep_ratios, num_examples)
     full_accuracy = results["rows"][0]["accuracy"]
     for row in imitation_rows["rows"]:
         row["method"] = "tprl (imitation only)"
@@ -60,7 +52,8 @@ def evaluate_training_run(output_dir: str | Path, keep_ratios: list[float], num_
     (eval_dir / "report.md").write_text(report)
     plot_accuracy(results, eval_dir / "accuracy_vs_kept.png")
     plot_accuracy_vs_flops(results, eval_dir / "accuracy_vs_flops.png")
-    examples, selections = kept_patch_selections(model, processor, final_args)
+    smallest = model.num_kept_tokens(keep_ratio=min(keep_ratios))
+    examples, selections = kept_patch_selections(model, processor, methods, smallest)
     plot_kept_patches(examples, selections, processor.patch_size, eval_dir / "kept_patches.png")
     plot_training_curves(output_dir, eval_dir / "training_curves.png")
     print(markdown_table(results))
@@ -68,20 +61,22 @@ def evaluate_training_run(output_dir: str | Path, keep_ratios: list[float], num_
 
 
 def plot_training_curves(output_dir: Path, path: Path) -> None:
-    """Autoencoder error, imitation loss and PPO's reward, kept accuracy, KL to the imitation policy (and, with
-    several episodes per question, the share of questions trained) over their steps."""
+    """The stages' logged curves over their steps (from each stage's `log_history.json`): the autoencoder's relative
+    error, the imitation loss, and PPO's return, kept accuracy, KL to the imitation policy and share of questions
+    trained."""
+    curves = {
+        "autoencoder": ["autoencoder/relative_error"],
+        "imitation": ["loss"],
+        "ppo": ["objective/episode_return", "objective/accuracy_kept", "objective/kl", "objective/trained_questions"],
+    }
     panels = []
-    for name, key in (("autoencoder", "relative_error"), ("imitation", "loss")):
-        log_path = output_dir / name / "log.json"
-        if log_path.exists():
-            log = json.loads(log_path.read_text())
-            panels.append((f"{name}: {key}", [r["step"] for r in log], [r[key] for r in log]))
-    history_path = output_dir / "ppo" / "log_history.json"
-    if history_path.exists():
-        history = [r for r in json.loads(history_path.read_text()) if "episode_return" in r]
-        keys = ["episode_return", "accuracy_kept", "kl", "trained_questions"]
-        for key in [key for key in keys if history and key in history[0]]:
-            panels.append((f"PPO: {key}", [r["step"] for r in history], [r[key] for r in history]))
+    for stage, keys in curves.items():
+        log_path = output_dir / stage / "log_history.json"
+        history = json.loads(log_path.read_text()) if log_path.exists() else []
+        for key in keys:
+            records = [record for record in history if key in record]
+            if records:
+                panels.append((f"{stage}: {key}", [r["step"] for r in records], [r[key] for r in records]))
     if not panels:
         return
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)

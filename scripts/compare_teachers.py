@@ -1,6 +1,6 @@
 """How good is each imitation teacher? Its final selection's accuracy on validation questions, and its cost.
 
-    python benchmarks/teachers.py [--base <llava-hf dir>] [--num_examples 512] [--kept 48,16]
+    python scripts/compare_teachers.py [--base <llava-hf dir>] [--num_examples 512] [--kept 48,16]
 
 The teachers (`train/teacher.py`) know the answer, so they run on training data only; here they prune validation
 questions (handwriting unseen in training) to measure how much accuracy their selections keep. FastV as a
@@ -53,8 +53,9 @@ def main() -> None:
         for name, indices in references.items():
             accuracy = answer_accuracy(model, processor, examples, kept_visual_indices=indices)["accuracy"]
             print(f"| {name} | {kept} | {100 * accuracy:.1f} | {100 * accuracy / full:.1f}% | - |")
-        model.config.pruning_method = "fastv"
-        accuracy = answer_accuracy(model, processor, examples, num_kept_tokens=kept)["accuracy"]
+        accuracy = answer_accuracy(model, processor, examples, pruning_method="fastv", num_kept_tokens=kept)[
+            "accuracy"
+        ]
         print(f"| fastv (method) | {kept} | {100 * accuracy:.1f} | {100 * accuracy / full:.1f}% | - |")
         for teacher in args.teachers.split(","):
             start = time.perf_counter()

@@ -1,6 +1,6 @@
 """Prefill and decode time and FLOPs, full vs. pruned, measured in one run (figures, not a timed test).
 
-    python benchmarks/latency.py [--repeats 3] [--skip_proxy]
+    python scripts/measure_latency.py [--repeats 3] [--skip_proxy]
 
 (a) the tiny digit-world LLaVA (the embedded default when shipped, else its architecture with random weights), whole
     model (vision tower + pruner + LM), batch 16: prefill, per-token decode over 16 new tokens, measured FLOPs;
@@ -17,11 +17,10 @@ import torch
 from transformers import DynamicCache, LlamaConfig, LlamaModel
 
 from modeling_tprl import TPRLForConditionalGeneration
-from tprl_digit_world import EMBEDDED_BASE_PATH, DigitWorld, build_processor
+from tprl_digit_world import EMBEDDED_BASE_PATH, DigitWorld, build_processor, build_tiny_llava
 from tprl_digit_world.batching import DigitWorldCollator
 from tprl_eval.flops import language_model_flops, load_configs, measured_flops, prefill_flops
 from tprl_eval.latency import best_time, prefill_and_decode_latency
-from tprl_train.train_base import build_tiny_llava
 
 
 KEEP_RATIOS = (1 / 3, 2 / 9, 1 / 9)

@@ -1,0 +1,64 @@
+"""The tiny digit-world LLaVA's architecture: a real `LlavaForConditionalGeneration` built from small configs."""
+
+import math
+
+import torch
+from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+from .canvas import CANVAS_SIZE
+
+
+def build_tiny_llava(processor) -> LlavaForConditionalGeneration:
+    """The tiny LLaVA's architecture: 144 visual tokens (96 px, patch 8), CLIP width 64, Llama width 128."""
+    tokenizer = processor.tokenizer
+    vision_config = CLIPVisionConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=CANVAS_SIZE,
+        patch_size=processor.patch_size,
+        projection_dim=64,
+    )
+    text_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=False,
+    )
+    config = LlavaConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_id=tokenizer.convert_tokens_to_ids(processor.image_token),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        image_seq_length=(CANVAS_SIZE // processor.patch_size) ** 2,
+        projector_hidden_act="gelu",
+    )
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    _init_sincos_positions(model.model.vision_tower.embeddings.position_embedding.weight)
+    return model
+
+
+@torch.no_grad()
+def _init_sincos_positions(weight: torch.Tensor) -> None:
+    """2-D sin-cos position embedding for the patches (row 0, the CLS token, gets zeros)."""
+    side = int(math.isqrt(weight.shape[0] - 1))
+    quarter = weight.shape[1] // 4
+    freqs = 1.0 / (100.0 ** (torch.arange(quarter) / quarter))
+    rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    parts = []
+    for coord in (rows.flatten(), cols.flatten()):
+        angles = coord[:, None].float() * freqs[None]
+        parts += [angles.sin(), angles.cos()]
+    weight.zero_()
+    weight[1:, : 4 * quarter] = torch.cat(parts, dim=1)
