@@ -4,9 +4,8 @@ import torch
 from transformers import set_seed
 
 from modeling_tprl import TPRLForConditionalGeneration
-from tprl_digit_world import DigitWorld, build_processor
+from tprl_digit_world import DigitWorld, build_processor, build_tiny_llava
 from tprl_digit_world.batching import DigitWorldCollator
-from tprl_train.train_base import build_tiny_llava
 
 
 GREEDY = {"max_new_tokens": 4, "do_sample": False}
@@ -63,3 +62,52 @@ def unpad_row(inputs: dict, row: int) -> dict:
 
 def assert_same_tokens(a: torch.Tensor, b: torch.Tensor) -> None:
     assert a.shape == b.shape and torch.equal(a, b), f"{a.tolist()} != {b.tolist()}"
+
+
+@pytest.fixture(scope="session")
+def vqa_dataset():
+    """24 digit-world training questions as an image / question / answer dataset."""
+    import datasets
+    from PIL import Image
+
+    world, rng = DigitWorld("train"), np.random.default_rng(0)
+    rows = [world.sample(rng) for _ in range(24)]
+    return datasets.Dataset.from_list(
+        [{"image": Image.fromarray(r["image"]), "question": r["question"], "answer": r["answer"]} for r in rows]
+    )
+
+
+@pytest.fixture()
+def vqa_batch(processor, vqa_dataset):
+    from tprl_train.data import VQACollator
+
+    return VQACollator(processor)([vqa_dataset[i] for i in range(8)])
+
+
+def launch_two_cpu_processes(*arguments: str, timeout: int = 600):
+    """Runs `accelerate launch` of two processes on this CPU-only machine and checks that both of them ran.
+
+    `accelerate launch --cpu --num_processes 2` starts ONE process here (accelerate spreads CPU processes only through
+    mpirun). `--multi_gpu` starts two with torchrun, and `ACCELERATE_USE_CPU` makes them a gloo group on the CPU. A
+    `sitecustomize` put first on the path notes the rank of every Python process that starts.
+    """
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as ranks:
+        with open(os.path.join(ranks, "sitecustomize.py"), "w") as file:
+            file.write(
+                f"import os\nif 'RANK' in os.environ:\n    open(os.path.join({ranks!r}, os.environ['RANK']), 'w')\n"
+            )
+        command = [
+            *[sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"],
+            *["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *arguments],
+        ]
+        python_path = os.pathsep.join(filter(None, [ranks, os.environ.get("PYTHONPATH")]))
+        environment = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path}
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert {"0", "1"} <= set(os.listdir(ranks)), "accelerate did not start two processes"
+    return result

@@ -7,7 +7,7 @@ import pytest
 
 from tprl_digit_world import DigitWorld
 from tprl_digit_world.canvas import patch_indices
-from tprl_train.train_base import BaseTrainingArguments, content_first_indices, train
+from tprl_digit_world.train_base import BaseTrainingArguments, content_first_indices, train
 
 
 def test_content_first_indices_keep_every_digit_then_fill_with_background():

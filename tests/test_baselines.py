@@ -5,7 +5,8 @@ import copy
 import pytest
 import torch
 
-from modeling_tprl.pruning_tprl import cls_attention_scores, fastv_scores
+from modeling_tprl import ALL_PRUNING_METHODS, TPRLForConditionalGeneration
+from modeling_tprl.pruning_methods import cls_attention_scores, fastv_scores
 
 
 @pytest.fixture(scope="module")
@@ -15,14 +16,19 @@ def eager_base(random_base):
     return base
 
 
-def test_cls_attention_is_the_vision_layers_own_attention(eager_base, batch):
+@pytest.fixture(scope="module")
+def eager_model(eager_base):
+    return TPRLForConditionalGeneration.from_base(eager_base, policy_hidden_size=32, fastv_layer=1)
+
+
+def test_cls_attention_is_the_vision_layers_own_attention(eager_base, eager_model, batch):
     tower = eager_base.model.vision_tower
     attentions = tower(batch["pixel_values"], output_attentions=True).attentions
     expected = attentions[-1][:, :, 0, 1:].mean(1)  # vision_feature_layer -1: the last layer's attention
-    torch.testing.assert_close(cls_attention_scores(tower, batch["pixel_values"], -1), expected)
+    torch.testing.assert_close(cls_attention_scores(eager_model, batch["pixel_values"]), expected)
 
 
-def test_fastv_is_the_last_tokens_attention_in_the_lm_layer(eager_base, batch):
+def test_fastv_is_the_last_tokens_attention_in_the_lm_layer(eager_base, eager_model, batch):
     image_mask = batch["input_ids"] == eager_base.config.image_token_id
     embeds = eager_base.get_input_embeddings()(batch["input_ids"])
     features = eager_base.model.get_image_features(pixel_values=batch["pixel_values"]).pooler_output
@@ -33,7 +39,7 @@ def test_fastv_is_the_last_tokens_attention_in_the_lm_layer(eager_base, batch):
         inputs_embeds=embeds, attention_mask=batch["attention_mask"], position_ids=position_ids, output_attentions=True
     ).attentions
     expected = attentions[1][:, :, -1].mean(1)[image_mask].view(len(batch["input_ids"]), -1)
-    scores = fastv_scores(language_model, embeds, batch["attention_mask"], image_mask, len(expected), layer_index=1)
+    scores = fastv_scores(eager_model, torch.stack(features), batch["input_ids"], batch["attention_mask"])
     torch.testing.assert_close(scores, expected)
 
 
@@ -41,12 +47,25 @@ def test_fastv_is_the_last_tokens_attention_in_the_lm_layer(eager_base, batch):
 def test_baselines_keep_the_budget_and_batch_like_single_inputs(tprl_model, batch, method):
     from conftest import unpad_row
 
-    tprl_model.config.pruning_method = method
+    kept = tprl_model.kept_visual_indices(**batch, num_kept_tokens=16, pruning_method=method)
+    assert kept.shape == (len(batch["input_ids"]), 16)
+    for row in range(len(kept)):
+        alone = tprl_model.kept_visual_indices(**unpad_row(batch, row), num_kept_tokens=16, pruning_method=method)
+        assert torch.equal(alone[0], kept[row])
+    assert tprl_model.config.pruning_method == "tprl"  # a per-call method leaves the config as it is
+
+
+def test_a_registered_pruning_method_is_selected_per_call_and_the_config_default_stays(tprl_model, batch):
+    def first_tokens(model, image_features, input_ids, attention_mask, pixel_values, num_kept):
+        return torch.arange(num_kept).expand(len(image_features), -1)
+
+    ALL_PRUNING_METHODS.register("first_tokens", first_tokens)
     try:
-        kept = tprl_model.kept_visual_indices(**batch, num_kept_tokens=16)
-        assert kept.shape == (len(batch["input_ids"]), 16)
-        for row in range(len(kept)):
-            alone = tprl_model.kept_visual_indices(**unpad_row(batch, row), num_kept_tokens=16)
-            assert torch.equal(alone[0], kept[row])
+        output = tprl_model(**batch, num_kept_tokens=5, pruning_method="first_tokens")
+        assert output.kept_visual_indices.tolist() == [[0, 1, 2, 3, 4]] * len(batch["input_ids"])
+        default = tprl_model(**batch, num_kept_tokens=5).kept_visual_indices  # the config's method: the policy
+        assert not torch.equal(default, output.kept_visual_indices)
     finally:
-        tprl_model.config.pruning_method = "tprl"
+        del ALL_PRUNING_METHODS._global_mapping["first_tokens"]
+    with pytest.raises(ValueError, match="Unknown pruning_method 'first_tokens'"):
+        tprl_model(**batch, num_kept_tokens=5, pruning_method="first_tokens")

@@ -43,10 +43,10 @@ def test_tprl_method_needs_a_trained_checkpoint(base_dir, tmp_path):
         run(EvalArguments(model=base_dir, methods="full,tprl", num_examples=4, output_dir=str(tmp_path)))
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_numbers_of_one(base_dir, tmp_path):
-    """`accelerate launch --cpu --num_processes 2 -m tprl_eval.cli`: batches shared out, results gathered, identical."""
-    import subprocess
-    import sys
+    """`accelerate launch` of two processes: batches shared out, results gathered, identical."""
+    from conftest import launch_two_cpu_processes
 
     arguments = [
         *["--model", base_dir, "--methods", "full,random,fastv,oracle", "--keep_ratios", "0.3333,0.1111"],
@@ -54,13 +54,7 @@ def test_two_processes_give_the_numbers_of_one(base_dir, tmp_path):
     ]
     main([*arguments, "--output_dir", str(tmp_path / "one")])
     single = json.loads((tmp_path / "one" / "results.json").read_text())
-    command = [
-        *[sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1"],
-        *["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "tprl_eval.cli", *arguments],
-        *["--output_dir", str(tmp_path / "two")],
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    launch_two_cpu_processes("-m", "tprl_eval.cli", *arguments, "--output_dir", str(tmp_path / "two"))
     sharded = json.loads((tmp_path / "two" / "results.json").read_text())
     assert sharded["rows"] == single["rows"]
     assert (tmp_path / "two" / "kept_patches.png").stat().st_size > 0

@@ -103,12 +103,14 @@ def test_policy_reads_each_token_with_its_grid_neighbours(tprl_model):
     changed = latents.clone()
     changed[0, 2 * side + 4] += 1.0
     with torch.no_grad():
-        logits, _ = policy(*policy.embed_inputs(latents, question), kept, question_mask, step=1)
-        moved, _ = policy(*policy.embed_inputs(changed, question), kept, question_mask, step=1)
+        logits, _ = policy.logits_and_values(policy.embed_inputs(latents, question, question_mask), kept, step=1)
+        moved, _ = policy.logits_and_values(policy.embed_inputs(changed, question, question_mask), kept, step=1)
         alone = TPRLConfig(base_config=tprl_model.config.base_config, policy_hidden_size=64, policy_kernel_size=1)
         single = type(policy)(alone).eval()
-        single_logits, _ = single(*single.embed_inputs(latents, question), kept, question_mask, step=1)
-        single_moved, _ = single(*single.embed_inputs(changed, question), kept, question_mask, step=1)
+        single_logits, _ = single.logits_and_values(
+            single.embed_inputs(latents, question, question_mask), kept, step=1
+        )
+        single_moved, _ = single.logits_and_values(single.embed_inputs(changed, question, question_mask), kept, step=1)
     assert (moved[0, 2 * side + 3] - logits[0, 2 * side + 3]).abs() > 1e-4
     # With kernel 1 a dropped token's state reaches the others only through attention, where it is masked out.
     torch.testing.assert_close(single_moved, single_logits, rtol=0, atol=0)
@@ -133,7 +135,8 @@ def test_policy_reading_only_kept_tokens_equals_masking_the_dropped_ones(tprl_mo
     kept[0, torch.randperm(144, generator=generator)[:33]] = True
     kept[1, torch.randperm(144, generator=generator)[:69]] = True
     with torch.no_grad():
-        visual_in, question_in = policy.embed_inputs(latents, question)
+        inputs = policy.embed_inputs(latents, question, question_mask)
+        visual_in, question_in = inputs.visual, inputs.question
         compact_logits, compact_value = policy(visual_in[:1], question_in[:1], kept[:1], question_mask[:1], 1)
         masked_logits, masked_value = policy(visual_in, question_in, kept, question_mask, 1)
     assert torch.equal(compact_logits[0].isfinite(), kept[0])
