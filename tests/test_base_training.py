@@ -34,10 +34,13 @@ def test_a_short_run_writes_a_loadable_llava_and_its_record(tmp_path):
     saved = json.loads((tmp_path / "training_run.json").read_text())
     assert saved["arguments"]["token_drop"] == 0.5
     assert [r["step"] for r in saved["history"]] == [2, 3, 4]  # validation steps and every log_every-th
-    assert 0 <= run["test"]["accuracy"] <= 1
-    from transformers import LlavaForConditionalGeneration
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    LlavaForConditionalGeneration.from_pretrained(tmp_path)
+    from tprl_digit_world.evaluation import answer_accuracy, fixed_examples
+
+    saved_model = LlavaForConditionalGeneration.from_pretrained(tmp_path)
+    validation = fixed_examples("validation", 8, seed=args.seed + 1)
+    assert answer_accuracy(saved_model, AutoProcessor.from_pretrained(tmp_path), validation) == run["validation"]
 
 
 def test_bad_token_drop():

@@ -118,7 +118,6 @@ def test_eval_runs_every_benchmark_and_writes_the_paper_table(base_dir, fixture_
     for name in names:
         rows = results["benchmarks"][name]["rows"]
         assert [(r["method"], r["kept_tokens"]) for r in rows] == [("full", 144), ("random", 48), ("fastv", 48)]
-        assert all(r["score"] >= 0 for r in rows)
     report = (tmp_path / "results.md").read_text()
     assert "| method | kept tokens | digit_world | " + " | ".join(names) + " | avg. relative to full |" in report
     assert "| oracle | 48 |" in report  # digit world's own table; the paper table leaves the oracle out

@@ -78,6 +78,7 @@ def _run(args, env, cwd, timeout=300):
     return result.stdout
 
 
+@pytest.mark.slow
 def test_push_then_load_by_repo_id(base_dir, processor, batch, tmp_path):
     with LocalHub() as hub:
         env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf_home")}
