@@ -1,5 +1,10 @@
 """TPRL model configuration."""
 
+import difflib
+import json
+from functools import lru_cache
+
+from huggingface_hub.dataclasses import as_validated_field, strict
 from transformers import LlavaConfig, PreTrainedConfig
 
 from .pruning_methods import ALL_PRUNING_METHODS
@@ -8,6 +13,37 @@ from .pruning_methods import ALL_PRUNING_METHODS
 SUPPORTED_BASE_MODEL_TYPES = ("llava",)
 
 
+@as_validated_field
+def _keep_ratio(value: float | int | None) -> None:
+    if value is not None:
+        check_keep_ratio(value)
+
+
+@as_validated_field
+def _at_least_one(value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ValueError(f"must be at least 1, got {value}.")
+
+
+@as_validated_field
+def _odd(value: int) -> None:
+    if value < 1 or value % 2 == 0:
+        raise ValueError(f"must be an odd number >= 1, got {value}.")
+
+
+@as_validated_field
+def _not_negative(value: int | float) -> None:
+    if value < 0:
+        raise ValueError(f"must not be negative, got {value}.")
+
+
+@as_validated_field
+def _known_pruning_method(value: str) -> None:
+    if value not in ALL_PRUNING_METHODS:
+        raise ValueError(f"Unknown pruning_method {value!r}; choose one of {tuple(ALL_PRUNING_METHODS)}.")
+
+
+@strict
 class TPRLConfig(PreTrainedConfig):
     r"""
     Configuration of a [`TPRLForConditionalGeneration`]: a LLaVA base model and the learned pruner that drops its
@@ -64,85 +100,55 @@ class TPRLConfig(PreTrainedConfig):
 
     base_model_name_or_path: str | None = None
     base_config: dict | None = None
-    keep_ratio: float | None = 1 / 3
-    num_kept_tokens: int | None = None
-    num_pruning_steps: int = 3
-    autoencoder_latent_size: int | None = None
-    policy_hidden_size: int = 256
-    policy_num_layers: int = 2
-    policy_num_heads: int = 4
-    policy_kernel_size: int = 3
-    pruning_method: str = "tprl"
-    fastv_layer: int = 2
+    keep_ratio: float | int | None = _keep_ratio(default=1 / 3)
+    num_kept_tokens: int | None = _at_least_one(default=None)
+    num_pruning_steps: int = _at_least_one(default=3)
+    autoencoder_latent_size: int | None = _at_least_one(default=None)
+    policy_hidden_size: int = _at_least_one(default=256)
+    policy_num_layers: int = _at_least_one(default=2)
+    policy_num_heads: int = _at_least_one(default=4)
+    policy_kernel_size: int = _odd(default=3)
+    pruning_method: str = _known_pruning_method(default="tprl")
+    fastv_layer: int = _not_negative(default=2)
     pruner_only: bool = True
-    initializer_range: float = 0.02
+    initializer_range: float = _not_negative(default=0.02)
 
     def __post_init__(self, **kwargs):
+        # Typed fields are checked by @strict on creation and on every assignment (e.g. `from_pretrained(...,
+        # keep_ratio=5)`); a key that is a near miss of a field name is a typo, not an extra attribute to keep.
+        for key in kwargs:
+            near = difflib.get_close_matches(key, TPRLConfig.__annotations__, n=1, cutoff=0.8)
+            if near and key not in TPRLConfig.__annotations__:
+                raise ValueError(f"Unknown TPRLConfig field {key!r}: did you mean {near[0]!r}?")
         if isinstance(self.base_config, PreTrainedConfig):
             self.base_config = self.base_config.to_dict()
-        self._check_types()
-        if self.keep_ratio is not None:
-            check_keep_ratio(self.keep_ratio)
-        if self.num_kept_tokens is not None and self.num_kept_tokens < 1:
-            raise ValueError(f"num_kept_tokens must be at least 1, got {self.num_kept_tokens}.")
+        if self.base_config is not None and self.autoencoder_latent_size is None:
+            self.autoencoder_latent_size = max(16, self.base_text_hidden_size // 16)
+        super().__post_init__(**kwargs)
+
+    def validate_pruner(self) -> None:
+        """The checks that read several fields (run on creation and by `validate()`)."""
         if self.keep_ratio is None and self.num_kept_tokens is None:
             raise ValueError("Set a budget: keep_ratio in (0, 1] or num_kept_tokens >= 1.")
-        if self.fastv_layer < 0:
-            raise ValueError(f"fastv_layer must not be negative, got {self.fastv_layer}.")
-        for name in ("num_pruning_steps", "policy_hidden_size", "policy_num_layers", "policy_num_heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
         if self.policy_hidden_size % self.policy_num_heads:
             raise ValueError(
                 f"policy_hidden_size ({self.policy_hidden_size}) must be divisible by policy_num_heads "
                 f"({self.policy_num_heads})."
             )
-        if self.policy_kernel_size < 1 or self.policy_kernel_size % 2 == 0:
-            raise ValueError(f"policy_kernel_size must be an odd number >= 1, got {self.policy_kernel_size}.")
-        if self.pruning_method not in ALL_PRUNING_METHODS:
+        if self.base_config is None:
+            return
+        model_type = self.base_config.get("model_type")
+        if model_type not in SUPPORTED_BASE_MODEL_TYPES:
             raise ValueError(
-                f"Unknown pruning_method {self.pruning_method!r}; choose one of {tuple(ALL_PRUNING_METHODS)}."
+                f"TPRL prunes LLaVA models; the base has model_type {model_type!r}. "
+                f"Supported base model types: {SUPPORTED_BASE_MODEL_TYPES}."
             )
-        if self.base_config is not None:
-            model_type = self.base_config.get("model_type")
-            if model_type not in SUPPORTED_BASE_MODEL_TYPES:
-                raise ValueError(
-                    f"TPRL prunes LLaVA models; the base has model_type {model_type!r}. "
-                    f"Supported base model types: {SUPPORTED_BASE_MODEL_TYPES}."
-                )
-            if self.autoencoder_latent_size is None:
-                self.autoencoder_latent_size = max(16, self.base_text_hidden_size // 16)
-            if self.policy_kernel_size > 1 and self.visual_grid_side is None:
-                raise ValueError(
-                    f"policy_kernel_size {self.policy_kernel_size} needs the visual tokens on a square grid, but this "
-                    f"base gives {self.num_visual_tokens} per image (vision_feature_select_strategy 'full' adds the "
-                    "[CLS] token); set policy_kernel_size=1."
-                )
-        super().__post_init__(**kwargs)
-
-    def _check_types(self) -> None:
-        # Custom fields are not type-checked by PreTrainedConfig: a string keep ratio must fail here, not mid-run.
-        expected = {
-            "base_model_name_or_path": (str, type(None)),
-            "base_config": (dict, type(None)),
-            "keep_ratio": (float, int, type(None)),
-            "num_kept_tokens": (int, type(None)),
-            "num_pruning_steps": (int,),
-            "autoencoder_latent_size": (int, type(None)),
-            "policy_hidden_size": (int,),
-            "policy_num_layers": (int,),
-            "policy_num_heads": (int,),
-            "policy_kernel_size": (int,),
-            "pruning_method": (str,),
-            "fastv_layer": (int,),
-            "pruner_only": (bool,),
-            "initializer_range": (float, int),
-        }
-        for name, types in expected.items():
-            value = getattr(self, name)
-            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-                names = " or ".join("None" if t is type(None) else t.__name__ for t in types)
-                raise TypeError(f"TPRLConfig.{name} must be {names}, got {type(value).__name__} {value!r}.")
+        if self.policy_kernel_size > 1 and self.visual_grid_side is None:
+            raise ValueError(
+                f"policy_kernel_size {self.policy_kernel_size} needs the visual tokens on a square grid, but this "
+                f"base gives {self.num_visual_tokens} per image (vision_feature_select_strategy 'full' adds the "
+                "[CLS] token); set policy_kernel_size=1."
+            )
 
     @property
     def base_llava_config(self) -> LlavaConfig:
@@ -152,6 +158,18 @@ class TPRLConfig(PreTrainedConfig):
                 "This TPRLConfig has no base_config; build the model with TPRLForConditionalGeneration.from_base."
             )
         return LlavaConfig.from_dict(self.base_config)
+
+    @property
+    def text_config(self) -> PreTrainedConfig | None:
+        """The base language model's config, which `generate` reads (cache shapes, vocabulary) as it does LLaVA's."""
+        if self.base_config is None:
+            return None
+        return _text_config(json.dumps(self.base_config, sort_keys=True))
+
+    @property
+    def vocab_size(self) -> int | None:
+        text_config = self.text_config
+        return None if text_config is None else text_config.vocab_size
 
     @property
     def base_text_hidden_size(self) -> int:
@@ -169,6 +187,12 @@ class TPRLConfig(PreTrainedConfig):
         """Side of the square grid the visual tokens form (row-major patches), or `None` if they do not form one."""
         side = round(self.num_visual_tokens**0.5)
         return side if side * side == self.num_visual_tokens else None
+
+
+@lru_cache(maxsize=8)
+def _text_config(base_config: str) -> PreTrainedConfig:
+    # Built once per base (building a LlavaConfig takes milliseconds, and generation reads it at every step).
+    return LlavaConfig.from_dict(json.loads(base_config)).text_config
 
 
 def check_keep_ratio(keep_ratio: float) -> None:

@@ -116,16 +116,27 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
     ```
     """
 
+    supports_gradient_checkpointing = True  # of the frozen base, when a loss backpropagates through it
+
     def __init__(self, config: TPRLConfig, base: LlavaForConditionalGeneration | None = None):
+        if config.base_config is None and base is None:
+            raise ValueError(
+                "This TPRLConfig has no base_config (the base LLaVA's config): build the model with "
+                "TPRLForConditionalGeneration.from_base, or load a checkpoint with from_pretrained."
+            )
         super().__init__(config)
         if base is None:
-            base = LlavaForConditionalGeneration(config.base_llava_config)
+            base_config = config.base_llava_config
+            base_config._attn_implementation = config._attn_implementation
+            base = LlavaForConditionalGeneration(base_config)
         else:
             _check_base_fits(config, base)
             # The given base is trained: keep post_init's weight initialisation away from it.
             for module in base.modules():
                 module._is_hf_initialized = True
         self.base = base
+        # One attention implementation, the base's, in both configs: the LM that runs is the base's.
+        self.config._attn_implementation = base.config._attn_implementation
         self.pruner = TPRLPruner(config)
         self.base.requires_grad_(False)
         self.generation_config = copy.deepcopy(base.generation_config)
@@ -146,7 +157,9 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         `from_pretrained`; `config_kwargs` set [`TPRLConfig`] fields.
         """
         if isinstance(base, (str, os.PathLike)):
-            base = load_base_model(str(base), **(base_model_kwargs or {}))
+            # A local directory is stored absolute, so that the saved checkpoint loads from anywhere.
+            base = str(base)
+            base = load_base_model(os.path.abspath(base) if os.path.isdir(base) else base, **(base_model_kwargs or {}))
         elif not isinstance(base, LlavaForConditionalGeneration):
             raise TypeError(
                 f"base must be a LlavaForConditionalGeneration, a Hub id or a local directory, got {type(base).__name__}. "
@@ -156,7 +169,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         config = TPRLConfig(base_config=base.config.to_dict(), **config_kwargs)
         model = cls(config, base=base)
         model.pruner.to(device=base.device, dtype=base.dtype)
-        return model
+        return model.eval()  # as from_pretrained returns models: call .train() to train the pruner
 
     @classmethod
     def from_pretrained(
@@ -173,6 +186,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         reach the base.
         """
         hub_kwargs = {name: kwargs[name] for name in _HUB_KWARGS if name in kwargs}
+        config_overrides = {name: kwargs.pop(name) for name in list(kwargs) if name in TPRLConfig.__annotations__}
         if config is None:
             not_a_checkpoint = (
                 f"Cannot load a TPRL checkpoint from {str(pretrained_model_name_or_path)!r}: give a local directory "
@@ -185,6 +199,8 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
                 config = TPRLConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
             except OSError as error:  # transformers reads a missing local directory as a malformed Hub id
                 raise OSError(f"{not_a_checkpoint} Cause: {error}") from error
+        for name, value in config_overrides.items():  # each assignment is validated (@strict)
+            setattr(config, name, value)
         if not config.pruner_only:
             model = super().from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
             model.base.requires_grad_(False)
@@ -199,13 +215,28 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         base_kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_") and k not in _HUB_KWARGS}
         base_kwargs.pop("trust_remote_code", None)
         base_kwargs.pop("adapter_kwargs", None)  # the Auto classes put this repo's revision there, not the base's
+        # The Auto classes put a requested attention implementation in the config, the model class gets it as kwarg.
+        attn_implementation = base_kwargs.pop("attn_implementation", None) or config._attn_implementation
+        if attn_implementation is not None:
+            base_kwargs["attn_implementation"] = attn_implementation
         for name in ("token", "cache_dir", "local_files_only", "force_download", "proxies"):
             if name in hub_kwargs:
                 base_kwargs[name] = hub_kwargs[name]
         base = load_base_model(base_path, **base_kwargs)
         config.base_model_name_or_path = base_path
+        if config.base_config is None:  # a hand-written config: the base's own describes it
+            config.base_config = base.config.to_dict()
+            config.autoencoder_latent_size = config.autoencoder_latent_size or max(
+                16, config.base_text_hidden_size // 16
+            )
         model = cls(config, base=base)
-        model.pruner.load_state_dict(load_pruner_weights(pretrained_model_name_or_path, hub_kwargs))
+        try:
+            model.pruner.load_state_dict(load_pruner_weights(pretrained_model_name_or_path, hub_kwargs))
+        except RuntimeError as error:
+            raise ValueError(
+                f"The pruner weights in {pretrained_model_name_or_path} do not fit its config.json (was a width or "
+                f"layer count edited?): load the checkpoint as saved, or train a pruner for the new config. {error}"
+            ) from error
         model.pruner.to(device=base.device, dtype=base.dtype)
         try:
             model.generation_config = GenerationConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
@@ -227,8 +258,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         the pruner's weights, the code files with an `auto_map`, and the processor (`processor`, or the base's).
         `full_checkpoint=True` saves the base's weights too, for a self-contained checkpoint.
         """
-        self.config.pruner_only = not full_checkpoint
-        if self.config.pruner_only and self.config.base_model_name_or_path is None:
+        if not full_checkpoint and self.config.base_model_name_or_path is None:
             raise ValueError(
                 "A pruner-only checkpoint needs config.base_model_name_or_path (the base's Hub id or directory); "
                 "set it, or save with full_checkpoint=True."
@@ -238,10 +268,15 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             "AutoModel": "modeling_tprl.TPRLForConditionalGeneration",
             "AutoModelForImageTextToText": "modeling_tprl.TPRLForConditionalGeneration",
         }
-        if self.config.pruner_only:  # also when a Trainer passes the whole state dict
+        if not full_checkpoint:  # also when a Trainer passes the whole state dict
             state_dict = kwargs.get("state_dict") or self.state_dict()
             kwargs["state_dict"] = {k: v for k, v in state_dict.items() if k.startswith("pruner.")}
-        super().save_pretrained(save_directory, **kwargs)
+        live = self.config.pruner_only
+        self.config.pruner_only = not full_checkpoint  # for the written config only: the live model keeps its own
+        try:
+            super().save_pretrained(save_directory, **kwargs)
+        finally:
+            self.config.pruner_only = live
         if processor is None and self.config.base_model_name_or_path is not None:
             try:
                 processor = AutoProcessor.from_pretrained(self.config.base_model_name_or_path)
@@ -284,6 +319,19 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
 
     def get_output_embeddings(self) -> torch.nn.Module:
         return self.base.get_output_embeddings()
+
+    def resize_token_embeddings(self, *args, **kwargs):
+        raise NotImplementedError(
+            "TPRL keeps the LLaVA base frozen and a pruner-only checkpoint does not carry its weights, so new token "
+            "embeddings would be neither trained nor saved. Resize and fine-tune the base itself "
+            "(LlavaForConditionalGeneration.resize_token_embeddings), save it, then build a pruner on it with "
+            "TPRLForConditionalGeneration.from_base."
+        )
+
+    def set_attn_implementation(self, attn_implementation: str | dict, **kwargs) -> None:
+        """Sets the base's attention implementation (the LM that runs is the base's) and mirrors it in the config."""
+        self.base.set_attn_implementation(attn_implementation, **kwargs)
+        self.config._attn_implementation = self.base.config._attn_implementation
 
     def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
         """Projected visual tokens, `[num_images, num_visual_tokens, hidden]`, as LLaVA inserts them."""
@@ -452,14 +500,17 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         num_kept_tokens: int | None = None,
         kept_visual_indices: torch.LongTensor | None = None,
         pruning_method: str | None = None,
+        return_dict: bool | None = None,
         **kwargs,
-    ) -> TPRLCausalLMOutputWithPast:
+    ) -> TPRLCausalLMOutputWithPast | tuple:
         r"""
         LLaVA's forward on the pruned sequence. `keep_ratio` / `num_kept_tokens` and `pruning_method` override the
         configured budget and method for this call; `kept_visual_indices` (`[num_images, num_kept]`) imposes a
-        selection. Logits, labels and the
-        returned `attention_mask` are those of the pruned sequence.
+        selection. Logits, labels and the returned `attention_mask` are those of the pruned sequence, whose positions
+        are contiguous over the kept tokens (`position_ids` apply only when nothing is pruned). `generate` calls it
+        as LLaVA's: the images and the pruning on the first step, the cache of the pruned prompt after it.
         """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
         pruning = self._is_pruning(pixel_values, keep_ratio, num_kept_tokens, kept_visual_indices, pruning_method)
         if not pruning:
             outputs = self.base(
@@ -472,13 +523,16 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
                 labels=labels,
                 use_cache=use_cache,
                 logits_to_keep=logits_to_keep,
+                return_dict=True,
                 **kwargs,
             )
-            return TPRLCausalLMOutputWithPast(
-                **outputs, num_visual_tokens_kept=self.num_visual_tokens if pixel_values is not None else None
-            )
-        if input_ids is None or inputs_embeds is not None or past_key_values is not None:
-            raise ValueError("Pruning needs input_ids and pixel_values of a whole prompt (no inputs_embeds or cache).")
+            kept = self.num_visual_tokens if pixel_values is not None else None
+            output = TPRLCausalLMOutputWithPast(**outputs, num_visual_tokens_kept=kept)
+            return output if return_dict else output.to_tuple()
+        if input_ids is None or inputs_embeds is not None:
+            raise ValueError("Pruning needs the prompt's input_ids and pixel_values (not inputs_embeds).")
+        if past_key_values is not None and past_key_values.get_seq_length() > 0:
+            raise ValueError("Pruning needs a whole prompt: the images come with the first forward, before any cache.")
         num_kept = None if kept_visual_indices is not None else self.num_kept_tokens(keep_ratio, num_kept_tokens)
         pruned = self.prune_inputs(
             input_ids,
@@ -492,13 +546,15 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         outputs = self.base(
             inputs_embeds=pruned.inputs_embeds,
             attention_mask=pruned.attention_mask,
-            position_ids=pruned.position_ids if position_ids is None else position_ids,
+            position_ids=pruned.position_ids,
+            past_key_values=past_key_values,
             labels=pruned.labels,
             use_cache=use_cache,
             logits_to_keep=logits_to_keep,
+            return_dict=True,
             **kwargs,
         )
-        return TPRLCausalLMOutputWithPast(
+        output = TPRLCausalLMOutputWithPast(
             loss=outputs.loss,
             logits=outputs.logits,
             past_key_values=outputs.past_key_values,
@@ -510,42 +566,20 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             attention_mask=pruned.attention_mask,
             labels=pruned.labels,
         )
+        return output if return_dict else output.to_tuple()
 
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        pixel_values: torch.FloatTensor | None = None,
-        attention_mask: torch.LongTensor | None = None,
-        keep_ratio: float | None = None,
-        num_kept_tokens: int | None = None,
-        kept_visual_indices: torch.LongTensor | None = None,
-        pruning_method: str | None = None,
-        **generate_kwargs,
-    ):
-        r"""
-        Generates with the KV cache of the pruned prompt. Returns what `LlavaForConditionalGeneration.generate`
-        returns, the prompt ids followed by the new tokens, so `output[:, input_ids.shape[1]:]` are the new tokens.
-        `keep_ratio` / `num_kept_tokens` and `pruning_method` override the configured budget and method for this
-        call.
-        """
-        if not self._is_pruning(pixel_values, keep_ratio, num_kept_tokens, kept_visual_indices, pruning_method):
-            return self.base.generate(
-                input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, **generate_kwargs
-            )
-        if input_ids is None:
-            raise ValueError("Pruning needs input_ids with the image placeholders and pixel_values.")
-        num_kept = None if kept_visual_indices is not None else self.num_kept_tokens(keep_ratio, num_kept_tokens)
-        pruned = self.prune_inputs(
-            input_ids, pixel_values, attention_mask, None, num_kept, kept_visual_indices, pruning_method=pruning_method
-        )
-        generated = self.base.generate(
-            inputs_embeds=pruned.inputs_embeds, attention_mask=pruned.attention_mask, **generate_kwargs
-        )
-        if isinstance(generated, torch.Tensor):
-            return torch.cat([input_ids, generated], dim=1)
-        generated.sequences = torch.cat([input_ids, generated.sequences], dim=1)
-        return generated
+    def _update_model_kwargs_for_generation(
+        self, outputs: ModelOutput, model_kwargs: dict, is_encoder_decoder: bool = False, num_new_tokens: int = 1
+    ) -> dict:
+        # After a pruned prefill the cache holds the kept tokens only: the next steps continue the pruned sequence's
+        # mask and positions. `input_ids` keep the whole prompt, so outputs, logits processors and `max_length` see
+        # what they see with LLaVA.
+        pruned_mask = getattr(outputs, "attention_mask", None)
+        if pruned_mask is not None:
+            model_kwargs["attention_mask"] = pruned_mask
+            if model_kwargs.get("position_ids") is not None:
+                model_kwargs["position_ids"] = (pruned_mask.cumsum(-1) - 1).masked_fill(pruned_mask == 0, 0)
+        return super()._update_model_kwargs_for_generation(outputs, model_kwargs, is_encoder_decoder, num_new_tokens)
 
 
 def _check_indices(indices: torch.LongTensor, num_images: int, total: int) -> torch.LongTensor:

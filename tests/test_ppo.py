@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 import torch
+from huggingface_hub.errors import StrictDataclassError
 
 from modeling_tprl import TPRLForConditionalGeneration
 from tprl_digit_world import EMBEDDED_BASE_PATH
@@ -185,7 +186,7 @@ def test_unknown_config_key_is_an_error(base_dir, tmp_path):
 def test_bad_stage_sizes(base_dir):
     with pytest.raises(ValueError, match="imitation_steps must be positive"):
         PrunerTrainingArguments(imitation_steps=0)
-    with pytest.raises(ValueError, match="policy_hidden_size .* must be divisible by policy_num_heads"):
+    with pytest.raises(StrictDataclassError, match="policy_hidden_size .* must be divisible by policy_num_heads"):
         TPRLModelConfig(base_model_name_or_path=base_dir, policy_hidden_size=30)  # TPRLConfig's own validation
 
 

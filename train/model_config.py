@@ -3,6 +3,7 @@ LLaVA to load and the pruner's architecture. The pruner fields are `TPRLConfig`'
 each is declared, defaulted and validated in one place); YAML configs and the command line set them."""
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 
 from modeling_tprl import TPRLConfig
@@ -30,12 +31,20 @@ class _ModelLoading:
         return {model_field.name: getattr(self, model_field.name) for model_field in PRUNER_FIELDS}
 
 
+def _command_line_type(annotation):
+    """The field's type as the argument parser reads it: one type or None (`float | int | None` -> `float | None`)."""
+    members = typing.get_args(annotation)
+    if float in members and int in members:
+        return float | None if type(None) in members else float
+    return annotation
+
+
 TPRLModelConfig = dataclasses.make_dataclass(
     "TPRLModelConfig",
     [
         (
             model_field.name,
-            model_field.type,
+            _command_line_type(model_field.type),
             field(
                 default=EMBEDDED_BASE_PATH if model_field.name == "base_model_name_or_path" else model_field.default,
                 metadata={"help": f"TPRLConfig.{model_field.name} (see its docstring)."},
