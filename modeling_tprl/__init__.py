@@ -4,6 +4,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
 
 from .configuration_tprl import TPRLConfig
 from .modeling_tprl import TPRLCausalLMOutputWithPast, TPRLForConditionalGeneration, TPRLPreTrainedModel
+from .pipeline_tprl import TPRLImageTextToTextPipeline
 from .plackett_luce import PlackettLuce
 from .pruning_methods import ALL_PRUNING_METHODS
 from .pruning_tprl import EpisodeInputs, PolicyEpisode, TPRLPolicy, TPRLPruner, keep_schedule, run_episode
@@ -24,6 +25,7 @@ __all__ = [
     "TPRLCausalLMOutputWithPast",
     "TPRLConfig",
     "TPRLForConditionalGeneration",
+    "TPRLImageTextToTextPipeline",
     "TPRLPreTrainedModel",
     "TPRLPolicy",
     "TPRLPruner",

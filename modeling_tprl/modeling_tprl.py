@@ -255,7 +255,8 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
     ) -> None:
         """
         Saves the model. By default a small, adapter-like checkpoint: the config (with `base_model_name_or_path`),
-        the pruner's weights, the code files with an `auto_map`, and the processor (`processor`, or the base's).
+        the pruner's weights, the code files with an `auto_map`, and the processor (`processor`, or the base's if it
+        is on this machine).
         `full_checkpoint=True` saves the base's weights too, for a self-contained checkpoint.
         """
         if not full_checkpoint and self.config.base_model_name_or_path is None:
@@ -278,10 +279,14 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         finally:
             self.config.pruner_only = live
         if processor is None and self.config.base_model_name_or_path is not None:
+            # From this machine only (a local base, or the Hub cache): saving never waits on the network.
             try:
-                processor = AutoProcessor.from_pretrained(self.config.base_model_name_or_path)
+                processor = AutoProcessor.from_pretrained(self.config.base_model_name_or_path, local_files_only=True)
             except (OSError, ValueError) as error:
-                logger.warning(f"Saved without a processor: none could be loaded from the base ({error}).")
+                logger.warning(
+                    f"Saved without a processor: the base's is not on this machine ({error}). Pass "
+                    "save_pretrained(..., processor=AutoProcessor.from_pretrained(<base>))."
+                )
         if processor is not None and kwargs.get("is_main_process", True):
             processor.save_pretrained(save_directory)
 

@@ -41,7 +41,9 @@ REMOTE_CODE = """
 import json, sys
 sys.modules["modeling_tprl"] = None  # our package must not be importable here
 import torch
-from transformers import AutoModelForImageTextToText, AutoModel
+from transformers import AutoModelForImageTextToText, AutoModel, AutoProcessor
+processor = AutoProcessor.from_pretrained(sys.argv[1], trust_remote_code=True)  # the config is remote code too
+assert type(processor).__name__ == "LlavaProcessor"
 batch = torch.load(sys.argv[2])
 for auto in (AutoModelForImageTextToText, AutoModel):
     model = auto.from_pretrained(sys.argv[1], trust_remote_code=True)
@@ -61,5 +63,7 @@ def test_trust_remote_code_without_package(tprl_model, checkpoint, batch, tmp_pa
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Do you wish to run the custom code" not in result.stdout + result.stderr
+    assert "to instantiate a model of type" not in result.stderr
     tokens = torch.tensor(json.loads(result.stdout.strip().splitlines()[-1]))
     assert torch.equal(tokens, tprl_model.generate(**batch, **GREEDY))

@@ -291,3 +291,43 @@ def test_gradient_checkpointing_reaches_the_base_and_resizing_is_refused(base_di
     assert features.grad is not None and features.grad.abs().sum() > 0
     with pytest.raises(NotImplementedError, match="keeps the LLaVA base frozen"):
         model.resize_token_embeddings(100)
+
+
+def test_saving_with_a_base_not_on_this_machine_does_not_wait_on_the_network(base_dir, tmp_path, caplog):
+    import time
+
+    model = TPRLForConditionalGeneration.from_base(base_dir, policy_hidden_size=32)
+    model.config.base_model_name_or_path = "someone/a-llava-never-downloaded"
+    start = time.perf_counter()
+    with caplog.at_level("WARNING"):
+        model.save_pretrained(tmp_path)
+    assert time.perf_counter() - start < 10
+    assert "Saved without a processor: the base's is not on this machine" in caplog.text
+    assert (tmp_path / "model.safetensors").exists()
+
+
+def test_pipeline_takes_pruning_arguments_per_call(checkpoint, examples):
+    from modeling_tprl import TPRLImageTextToTextPipeline
+
+    pipe = pipeline("image-text-to-text", model=str(checkpoint), pipeline_class=TPRLImageTextToTextPipeline)
+    kept = []
+    handle = pipe.model.register_forward_hook(lambda module, args, output: kept.append(output.num_visual_tokens_kept))
+    message = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": Image.fromarray(examples[0]["image"])},
+                {"type": "text", "text": examples[0]["question"]},
+            ],
+        }
+    ]
+    try:
+        for keep_ratio, expected in ((1 / 9, 16), (1.0, 144), (None, 48)):  # None: the config's 1/3
+            kept.clear()
+            pipe(text=message, max_new_tokens=2, keep_ratio=keep_ratio)
+            assert kept[0] == expected
+        kept.clear()
+        pipe(text=message, max_new_tokens=2, num_kept_tokens=20, pruning_method="cls_attention")
+        assert kept[0] == 20
+    finally:
+        handle.remove()
