@@ -255,8 +255,8 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
     ) -> None:
         """
         Saves the model. By default a small, adapter-like checkpoint: the config (with `base_model_name_or_path`),
-        the pruner's weights, the code files with an `auto_map`, and the processor (`processor`, or the base's if it
-        is on this machine).
+        the pruner's weights, the code files with an `auto_map`, and the processor (`processor`, else the one of the
+        checkpoint the model was loaded from or the base's, if it is on this machine).
         `full_checkpoint=True` saves the base's weights too, for a self-contained checkpoint.
         """
         if not full_checkpoint and self.config.base_model_name_or_path is None:
@@ -278,15 +278,20 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             super().save_pretrained(save_directory, **kwargs)
         finally:
             self.config.pruner_only = live
-        if processor is None and self.config.base_model_name_or_path is not None:
-            # From this machine only (a local base, or the Hub cache): saving never waits on the network.
+        # The processor of the checkpoint this model was loaded from, else the base's, from this machine only (a local
+        # directory or the Hub cache): saving never waits on the network.
+        sources = [self.name_or_path, self.config.base_model_name_or_path] if processor is None else []
+        for source in dict.fromkeys(source for source in sources if source):
             try:
-                processor = AutoProcessor.from_pretrained(self.config.base_model_name_or_path, local_files_only=True)
-            except (OSError, ValueError) as error:
-                logger.warning(
-                    f"Saved without a processor: the base's is not on this machine ({error}). Pass "
-                    "save_pretrained(..., processor=AutoProcessor.from_pretrained(<base>))."
-                )
+                processor = AutoProcessor.from_pretrained(source, local_files_only=True)
+                break
+            except (OSError, ValueError):
+                continue
+        if processor is None and sources:
+            logger.warning(
+                "Saved without a processor: neither this checkpoint's nor the base's is on this machine. Pass "
+                "save_pretrained(..., processor=AutoProcessor.from_pretrained(<base>))."
+            )
         if processor is not None and kwargs.get("is_main_process", True):
             processor.save_pretrained(save_directory)
 

@@ -2,8 +2,11 @@
 
     python scripts/measure_latency.py [--repeats 3] [--skip_proxy]
 
+Every time is the median of `--repeats` calls after two warm-up calls, with the fastest and slowest beside it; a
+speed-up whose two spreads overlap is marked "within noise". Decode steps are timed on their own, on a prefilled KV
+cache that is cropped back after each step.
 (a) the tiny digit-world LLaVA (the embedded default when shipped, else its architecture with random weights), whole
-    model (vision tower + pruner + LM), batch 16: prefill, per-token decode over 16 new tokens, measured FLOPs;
+    model (vision tower + pruner + LM), batch 16: prefill, one decode step, measured FLOPs;
 (b) a CPU proxy of LLaVA-1.5-7B's language model (its widths, 2 decoder layers, bf16), batch 1: prefill of 576 visual
     + 64 text tokens vs. the kept visual tokens + 64 text tokens, and a decode step on each KV cache;
 (c) the pruner's own share (autoencoder + 3 policy steps) at LLaVA-1.5-7B shapes vs. the full prefill.
@@ -20,14 +23,10 @@ from modeling_tprl import TPRLForConditionalGeneration
 from tprl_digit_world import EMBEDDED_BASE_PATH, DigitWorld, build_processor, build_tiny_llava
 from tprl_digit_world.batching import DigitWorldCollator
 from tprl_eval.flops import language_model_flops, load_configs, measured_flops, prefill_flops
-from tprl_eval.latency import best_time, prefill_and_decode_latency
+from tprl_eval.latency import prefill_and_decode_latency, time_calls
 
 
 KEEP_RATIOS = (1 / 3, 2 / 9, 1 / 9)
-
-
-def speedup(reference: float, value: float) -> str:
-    return f"{reference / value:.2f}x" if value > 0 else "n/a (below timer noise)"
 
 
 @torch.no_grad()
@@ -38,21 +37,20 @@ def tiny(repeats: int) -> None:
     model = TPRLForConditionalGeneration.from_base(base, policy_hidden_size=64).eval()
     world, rng = DigitWorld("test"), np.random.default_rng(0)
     batch = DigitWorldCollator(processor)([world.sample(rng) for _ in range(16)])
-    print(f"(a) tiny LLaVA ({'embedded default' if shipped else 'random weights'}), batch 16, 16 new tokens")
+    print(f"(a) tiny LLaVA ({'embedded default' if shipped else 'random weights'}), batch 16; ms: median [min-max]")
     print(
         "| kept | prefill ms | prefill speed-up | decode ms/token | decode speed-up | measured GFLOPs | FLOPs ratio |"
     )
     print("|---|---|---|---|---|---|---|")
     full = None
     for ratio in (1.0, *KEEP_RATIOS):
-        latency = prefill_and_decode_latency(model, batch, new_tokens=16, repeats=repeats, keep_ratio=ratio)
+        latency = prefill_and_decode_latency(model, batch, repeats=repeats, keep_ratio=ratio)
         flops = measured_flops(lambda r=ratio: model(**batch, keep_ratio=r, logits_to_keep=1))
         full = full or {**latency, "flops": flops}
         print(
-            f"| {model.num_kept_tokens(keep_ratio=ratio)} | {1000 * latency['prefill_s']:.1f} | "
-            f"{full['prefill_s'] / latency['prefill_s']:.2f}x | {1000 * latency['decode_s_per_token']:.2f} | "
-            f"{speedup(full['decode_s_per_token'], latency['decode_s_per_token'])} | {flops / 1e9:.2f} | "
-            f"{100 * flops / full['flops']:.1f}% |"
+            f"| {model.num_kept_tokens(keep_ratio=ratio)} | {latency['prefill'].milliseconds()} | "
+            f"{latency['prefill'].speedup_over(full['prefill'])} | {latency['decode'].milliseconds()} | "
+            f"{latency['decode'].speedup_over(full['decode'])} | {flops / 1e9:.2f} | {100 * flops / full['flops']:.1f}% |"
         )
 
 
@@ -62,32 +60,34 @@ def proxy(repeats: int) -> None:
     text_config = config.text_config
     text_config.num_hidden_layers = 2
     lm = LlamaModel(LlamaConfig(**text_config.to_dict())).to(torch.bfloat16).eval()
-    text, visual, steps = 64, 576, 4
-    print(f"\n(b) CPU proxy: LLaVA-1.5-7B LM widths, 2 decoder layers, bf16, batch 1, {text} text tokens")
-    print("| visual kept | tokens | prefill s | speed-up | decode ms/token | speed-up | measured GFLOPs | analytic |")
+    text = 64
+    print(
+        f"\n(b) CPU proxy: LLaVA-1.5-7B LM widths, 2 decoder layers, bf16, batch 1, {text} text tokens; ms: median [min-max]"
+    )
+    print("| visual kept | tokens | prefill ms | speed-up | decode ms/token | speed-up | measured GFLOPs | analytic |")
     print("|---|---|---|---|---|---|---|---|")
     full = None
     step = torch.randn(1, 1, text_config.hidden_size, dtype=torch.bfloat16)
-    for kept in (visual, 192, 128, 64):
+    for kept in (576, 192, 128, 64):
         n = kept + text
         embeds = torch.randn(1, n, text_config.hidden_size, dtype=torch.bfloat16)
 
         def prefill(e=embeds):
             return lm(inputs_embeds=e, use_cache=True, past_key_values=DynamicCache(config=text_config))
 
-        def prefill_and_decode(e=embeds):
-            cache = prefill(e).past_key_values
-            for _ in range(steps):
-                cache = lm(inputs_embeds=step, past_key_values=cache, use_cache=True).past_key_values
+        cache = prefill().past_key_values
 
-        prefill_s = best_time(prefill, repeats)
-        decode_s = max(0.0, best_time(prefill_and_decode, repeats) - prefill_s) / steps
+        def decode(cache=cache):  # one token on the prefilled cache, cropped back after it
+            lm(inputs_embeds=step, past_key_values=cache, use_cache=True)
+            cache.crop(-1)
+
+        latency = {"prefill": time_calls(prefill, repeats), "decode": time_calls(decode, repeats)}
         flops = measured_flops(lambda e=embeds: lm(inputs_embeds=e, use_cache=False))
-        analytic = language_model_flops(config, n)
-        full = full or (prefill_s, decode_s)
+        full = full or latency
         print(
-            f"| {kept} | {n} | {prefill_s:.2f} | {full[0] / prefill_s:.2f}x | {1000 * decode_s:.1f} | "
-            f"{speedup(full[1], decode_s)} | {flops / 1e9:.0f} | {analytic / 1e9:.0f} |"
+            f"| {kept} | {n} | {latency['prefill'].milliseconds()} | {latency['prefill'].speedup_over(full['prefill'])} | "
+            f"{latency['decode'].milliseconds()} | {latency['decode'].speedup_over(full['decode'])} | "
+            f"{flops / 1e9:.0f} | {language_model_flops(config, n) / 1e9:.0f} |"
         )
 
 
@@ -105,7 +105,7 @@ def pruner_share() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=7, help="Timed calls per figure, after 2 warm-up calls.")
     parser.add_argument("--skip_proxy", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)

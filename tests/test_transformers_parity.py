@@ -302,7 +302,7 @@ def test_saving_with_a_base_not_on_this_machine_does_not_wait_on_the_network(bas
     with caplog.at_level("WARNING"):
         model.save_pretrained(tmp_path)
     assert time.perf_counter() - start < 10
-    assert "Saved without a processor: the base's is not on this machine" in caplog.text
+    assert "Saved without a processor: neither this checkpoint's nor the base's is on this machine" in caplog.text
     assert (tmp_path / "model.safetensors").exists()
 
 
