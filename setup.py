@@ -42,6 +42,7 @@ setup(
         "console_scripts": [
             "tprl-train-base=tprl_digit_world.train_base:main",
             "tprl-train=tprl_train.train_pruner:main",
+            "tprl-prepare-data=tprl_train.prepare_data:main",
             "tprl-eval=tprl_eval.cli:main",
             "tprl-push=tprl_hub_cards.push:main",
             "tprl-flops=tprl_eval.flops:main",
