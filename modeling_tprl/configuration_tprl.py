@@ -7,7 +7,7 @@ from functools import lru_cache
 from huggingface_hub.dataclasses import as_validated_field, strict
 from transformers import LlavaConfig, PreTrainedConfig
 
-from .pruning_methods import ALL_PRUNING_METHODS
+from .pruning_methods import check_pruning_method
 
 
 SUPPORTED_BASE_MODEL_TYPES = ("llava",)
@@ -37,10 +37,7 @@ def _not_negative(value: int | float) -> None:
         raise ValueError(f"must not be negative, got {value}.")
 
 
-@as_validated_field
-def _known_pruning_method(value: str) -> None:
-    if value not in ALL_PRUNING_METHODS:
-        raise ValueError(f"Unknown pruning_method {value!r}; choose one of {tuple(ALL_PRUNING_METHODS)}.")
+_known_pruning_method = as_validated_field(check_pruning_method)
 
 
 @strict
@@ -120,11 +117,15 @@ class TPRLConfig(PreTrainedConfig):
             near = difflib.get_close_matches(key, TPRLConfig.__annotations__, n=1, cutoff=0.8)
             if near and key not in TPRLConfig.__annotations__:
                 raise ValueError(f"Unknown TPRLConfig field {key!r}: did you mean {near[0]!r}?")
-        if isinstance(self.base_config, PreTrainedConfig):
-            self.base_config = self.base_config.to_dict()
-        if self.base_config is not None and self.autoencoder_latent_size is None:
-            self.autoencoder_latent_size = max(16, self.base_text_hidden_size // 16)
+        if self.base_config is not None:
+            self.attach_base(self.base_config)
         super().__post_init__(**kwargs)
+
+    def attach_base(self, base_config: dict | PreTrainedConfig) -> None:
+        """Sets the base's config (a dictionary copy) and what it decides: the autoencoder's default latent width."""
+        self.base_config = base_config.to_dict() if isinstance(base_config, PreTrainedConfig) else base_config
+        if self.autoencoder_latent_size is None:
+            self.autoencoder_latent_size = max(16, self.base_text_hidden_size // 16)
 
     def validate_pruner(self) -> None:
         """The checks that read several fields (run on creation and by `validate()`)."""

@@ -18,7 +18,7 @@ from transformers import (
 from transformers.utils import ModelOutput, cached_file, logging
 
 from .configuration_tprl import SUPPORTED_BASE_MODEL_TYPES, TPRLConfig, num_kept_for_ratio
-from .pruning_methods import ALL_PRUNING_METHODS
+from .pruning_methods import ALL_PRUNING_METHODS, check_pruning_method
 from .pruning_tprl import TPRLPruner
 
 
@@ -225,10 +225,8 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         base = load_base_model(base_path, **base_kwargs)
         config.base_model_name_or_path = base_path
         if config.base_config is None:  # a hand-written config: the base's own describes it
-            config.base_config = base.config.to_dict()
-            config.autoencoder_latent_size = config.autoencoder_latent_size or max(
-                16, config.base_text_hidden_size // 16
-            )
+            config.attach_base(base.config)
+            config.validate()
         model = cls(config, base=base)
         try:
             model.pruner.load_state_dict(load_pruner_weights(pretrained_model_name_or_path, hub_kwargs))
@@ -400,11 +398,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
     ) -> torch.LongTensor:
         """Indices of the visual tokens each image keeps under `pruning_method` (the config's by default), increasing."""
         method = self.config.pruning_method if pruning_method is None else pruning_method
-        if method not in ALL_PRUNING_METHODS:
-            raise ValueError(
-                f"Unknown pruning_method {method!r}; choose one of {tuple(ALL_PRUNING_METHODS)} or register one with "
-                "ALL_PRUNING_METHODS.register (modeling_tprl.pruning_methods)."
-            )
+        check_pruning_method(method)
         return ALL_PRUNING_METHODS[method](self, image_features, input_ids, attention_mask, pixel_values, num_kept)
 
     def kept_visual_indices(
@@ -485,8 +479,8 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         return PrunedInputs(new_embeds, new_mask, position_ids, new_labels, kept_visual_indices, image_features)
 
     def _is_pruning(self, pixel_values, keep_ratio, num_kept_tokens, kept_visual_indices, pruning_method) -> bool:
-        if pruning_method is not None and pruning_method not in ALL_PRUNING_METHODS:
-            raise ValueError(f"Unknown pruning_method {pruning_method!r}; choose one of {tuple(ALL_PRUNING_METHODS)}.")
+        if pruning_method is not None:  # checked even when nothing is pruned, so a typo never passes silently
+            check_pruning_method(pruning_method)
         if pixel_values is None:
             return False
         if kept_visual_indices is not None:
@@ -588,7 +582,9 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         if pruned_mask is not None:
             model_kwargs["attention_mask"] = pruned_mask
             if model_kwargs.get("position_ids") is not None:
-                model_kwargs["position_ids"] = (pruned_mask.cumsum(-1) - 1).masked_fill(pruned_mask == 0, 0)
+                model_kwargs["position_ids"] = self._prepare_position_ids_for_generation(
+                    pruned_mask, {"attention_mask": pruned_mask}
+                )
         return super()._update_model_kwargs_for_generation(outputs, model_kwargs, is_encoder_decoder, num_new_tokens)
 
 

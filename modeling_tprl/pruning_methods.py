@@ -152,3 +152,12 @@ class PruningMethods(GeneralInterface):
 
 
 ALL_PRUNING_METHODS = PruningMethods()
+
+
+def check_pruning_method(method: str) -> None:
+    """A clear error for a method that is not registered."""
+    if method not in ALL_PRUNING_METHODS:
+        raise ValueError(
+            f"Unknown pruning_method {method!r}; choose one of {tuple(ALL_PRUNING_METHODS)} or register one with "
+            "ALL_PRUNING_METHODS.register (modeling_tprl.pruning_methods)."
+        )

@@ -21,7 +21,7 @@ from transformers import (
 from transformers.generation.streamers import BaseStreamer
 
 from modeling_tprl import TPRLForConditionalGeneration
-from tprl_digit_world import DigitWorld
+from tprl_digit_world import DigitWorld, prompt_for
 
 
 PRUNED = {"keep_ratio": 1 / 9}
@@ -161,10 +161,7 @@ class Collect(BaseStreamer):
 def test_streaming_gives_the_prompt_then_each_new_token(tprl_model, processor, examples):
     inputs = processor(
         images=Image.fromarray(examples[0]["image"]),
-        text=processor.apply_chat_template(
-            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": examples[0]["question"]}]}],
-            add_generation_prompt=True,
-        ),
+        text=prompt_for(examples[0]["question"]),
         return_tensors="pt",
     )
     streamer = Collect()
@@ -220,13 +217,7 @@ def test_generate_goes_through_forward(tprl_model, batch):
 
 
 def test_right_padding_with_pruning_warns_as_llava(tprl_model, processor, examples, caplog):
-    prompts = [
-        processor.apply_chat_template(
-            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": example["question"]}]}],
-            add_generation_prompt=True,
-        )
-        for example in examples
-    ]
+    prompts = [prompt_for(example["question"]) for example in examples]
     images = [Image.fromarray(example["image"]) for example in examples]
     inputs = processor(images=images, text=prompts, padding=True, padding_side="right", return_tensors="pt")
     with caplog.at_level("WARNING"):
