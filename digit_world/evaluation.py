@@ -6,28 +6,51 @@ import numpy as np
 import torch
 
 from .batching import DigitWorldCollator
-from .canvas import QUESTION_TYPES, DigitWorld
+from .canvas import CANVAS_SIZE, QUESTION_TYPES, DigitWorld, patch_indices, relevant_placements
 
 
-def fixed_examples(split: str, count: int, seed: int = 0) -> list[dict]:
-    """`count` examples of `split`, the same for the same seed; question types in equal shares."""
+def fixed_examples(split: str, count: int, seed: int = 0, num_digits: int | None = None) -> list[dict]:
+    """`count` examples of `split`, the same for the same seed; question types in equal shares. `num_digits` fixes
+    the digits per canvas (6: the dense canvases); by default each canvas holds 3-6."""
     if count < 1:
         raise ValueError(f"count must be positive, got {count}.")
     world = DigitWorld(split)
     rng = np.random.default_rng(seed)
-    return [world.sample(rng, question_type=QUESTION_TYPES[i % len(QUESTION_TYPES)]) for i in range(count)]
+    types = [QUESTION_TYPES[i % len(QUESTION_TYPES)] for i in range(count)]
+    return [world.sample(rng, num_digits=num_digits, question_type=question_type) for question_type in types]
 
 
 @torch.no_grad()
-def answer_hits(model, processor, examples: list[dict], **model_kwargs) -> list[bool]:
-    """Whether the greedy first token (the answers are one word) is each example's answer, in one batch.
+def answer_hits(model, processor, examples: list[dict], **model_kwargs) -> tuple[list[bool], torch.Tensor | None]:
+    """Whether the greedy first token (the answers are one word) is each example's answer, in one batch, and the
+    visual tokens the model kept (`None` if it does not prune).
 
     `model_kwargs` reach the model's forward (e.g. a keep ratio, or `kept_visual_indices` of these examples).
     """
     model.eval()
-    logits = model(**DigitWorldCollator(processor)(examples), **model_kwargs).logits[:, -1]
-    predictions = processor.tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
-    return [prediction == example["answer"] for example, prediction in zip(examples, predictions)]
+    outputs = model(**DigitWorldCollator(processor)(examples), **model_kwargs)
+    predictions = processor.tokenizer.convert_ids_to_tokens(outputs.logits[:, -1].argmax(-1).tolist())
+    hits = [prediction == example["answer"] for example, prediction in zip(examples, predictions)]
+    return hits, getattr(outputs, "kept_visual_indices", None)
+
+
+def named_target_covered(
+    examples: list[dict], kept_visual_indices: torch.Tensor | None, patch_size: int
+) -> list[bool | None]:
+    """Per example, whether every patch of the digits its question names (`relevant_placements`) is kept; `None` when
+    the question names no digit on the canvas (a presence question answered "no"). `None` indices keep every patch."""
+    covered = []
+    for row, example in enumerate(examples):
+        named = relevant_placements(example["question"], example["layout"])
+        if not named:
+            covered.append(None)
+            continue
+        kept = None if kept_visual_indices is None else set(kept_visual_indices[row].tolist())
+        patches = {i for item in named for i in patch_indices(item.box, patch_size)}
+        if kept is not None and max(patches) >= (CANVAS_SIZE // patch_size) ** 2:
+            raise ValueError(f"Patch size {patch_size} does not tile the {CANVAS_SIZE}-px digit-world canvas.")
+        covered.append(kept is None or patches <= kept)
+    return covered
 
 
 def summarize_hits(examples: list[dict], hits: list[bool]) -> dict:
@@ -37,6 +60,20 @@ def summarize_hits(examples: list[dict], hits: list[bool]) -> dict:
         correct[example["question_type"]].append(hit)
     per_type = {name: round(float(np.mean(values)), 4) for name, values in correct.items()}
     return {"accuracy": round(float(np.mean(hits)), 4), "per_question_type": per_type, "num_examples": len(examples)}
+
+
+def summarize_coverage(examples: list[dict], covered: list[bool | None]) -> dict:
+    """Named-target coverage (`named_target_covered`) overall and per question type, over the questions that name a
+    digit on the canvas."""
+    by_type = defaultdict(list)
+    for example, value in zip(examples, covered):
+        if value is not None:
+            by_type[example["question_type"]].append(value)
+    every = [value for values in by_type.values() for value in values]
+    return {
+        "named_target_coverage": round(float(np.mean(every)), 4) if every else None,
+        "named_target_coverage_per_question_type": {k: round(float(np.mean(v)), 4) for k, v in by_type.items()},
+    }
 
 
 def answer_accuracy(
@@ -56,7 +93,7 @@ def answer_accuracy(
     for start in range(0, len(examples), batch_size):
         if kept_visual_indices is not None:
             model_kwargs["kept_visual_indices"] = kept_visual_indices[start : start + batch_size]
-        hits += answer_hits(model, processor, examples[start : start + batch_size], **model_kwargs)
+        hits += answer_hits(model, processor, examples[start : start + batch_size], **model_kwargs)[0]
     return summarize_hits(examples, hits)
 
 

@@ -5,7 +5,7 @@ from modeling_tprl import TPRLForConditionalGeneration
 
 from .answering import generate_answers
 from .benchmarks import BENCHMARKS
-from .digit_world_eval import selection_kwargs
+from .digit_world_eval import digit_world_splits, selection_kwargs
 from .sharding import map_batches
 
 
@@ -50,10 +50,11 @@ def evaluate_benchmark(
 
 
 def benchmark_scores(results: dict) -> dict[str, dict[tuple[str, int], float]]:
-    """{benchmark: {(method, kept tokens): headline score}}, the digit world's accuracy in percent."""
-    scores = {}
-    if "rows" in results:
-        scores["digit_world"] = {(r["method"], r["kept_tokens"]): 100 * r["accuracy"] for r in results["rows"]}
+    """{benchmark: {(method, kept tokens): headline score}}, the digit world's accuracy (both splits) in percent."""
+    scores = {
+        name: {(r["method"], r["kept_tokens"]): 100 * r["accuracy"] for r in split["rows"]}
+        for name, split in digit_world_splits(results).items()
+    }
     for name, benchmark in results.get("benchmarks", {}).items():
         scores[name] = {(r["method"], r["kept_tokens"]): r["score"] for r in benchmark["rows"]}
     return scores

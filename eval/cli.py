@@ -1,13 +1,14 @@
-"""`tprl-eval`: pruning methods at given budgets on the digit world and the seven LLaVA benchmarks.
+"""`tprl-eval`: pruning methods at given budgets on the digit world (its usual and dense canvases) and the seven
+LLaVA benchmarks.
 
     tprl-eval --methods full,random,uniform,cls_attention,fastv,oracle --keep_ratios 0.333,0.222,0.111 --output_dir outputs/eval
     tprl-eval --model <llava-hf or TPRL checkpoint> --benchmarks gqa,pope,mme --limit 500 --dataset_paths gqa=<local copy>
 
 Every method goes through the same insertion path, `TPRLForConditionalGeneration`: training-free methods are its
 `pruning_method` values, the oracle (digit world only) imposes `kept_visual_indices`, and `full` keeps every token.
-Writes `results.json`, `results.md` (the digit world's detailed table, then all benchmarks in the paper's layout),
-plots (accuracy against kept tokens and against prefill FLOPs, every benchmark) and a grid of the kept patches to
-`output_dir`. `accelerate launch -m tprl_eval.cli ...` spreads the batches over processes, with the same numbers.
+Writes `results.json` (the dense split under `digit_world_dense`), `results.md` (the digit world's detailed tables,
+then all benchmarks in the paper's layout), plots (accuracy against kept tokens and against prefill FLOPs,
+named-target coverage, every benchmark) and grids of the kept patches to `output_dir`. `accelerate launch -m tprl_eval.cli ...` spreads the batches over processes, with the same numbers.
 """
 
 import json
@@ -22,12 +23,12 @@ from tprl_digit_world import EMBEDDED_BASE_PATH, require_embedded_base
 
 from .benchmark_eval import benchmark_scores, evaluate_benchmark, paper_table
 from .benchmarks import BENCHMARKS
-from .digit_world_eval import evaluate_methods, kept_patch_selections, markdown_table
-from .plots import plot_accuracy, plot_accuracy_vs_flops, plot_benchmarks, plot_kept_patches
+from .digit_world_eval import DIGIT_WORLD_SPLITS, digit_world_report, evaluate_methods
+from .plots import plot_benchmarks
 
 
 METHODS = ("full", *ALL_PRUNING_METHODS, "oracle")
-BENCHMARK_NAMES = ("digit_world", *BENCHMARKS)
+BENCHMARK_NAMES = (*DIGIT_WORLD_SPLITS, *BENCHMARKS)
 
 
 @dataclass
@@ -43,12 +44,16 @@ class EvalArguments:
         metadata={"help": f"Comma-separated, from {METHODS}."},
     )
     keep_ratios: str = field(default="0.3333,0.2222,0.1111", metadata={"help": "Comma-separated ratios in (0, 1]."})
-    benchmarks: str = field(default="digit_world", metadata={"help": f"Comma-separated, from {BENCHMARK_NAMES}."})
+    benchmarks: str = field(
+        default="digit_world,digit_world_dense", metadata={"help": f"Comma-separated, from {BENCHMARK_NAMES}."}
+    )
     dataset_paths: str = field(
         default="",
         metadata={"help": "Local copies of lmms-lab datasets, e.g. 'gqa=/data/GQA,pope=/data/POPE' (else the Hub)."},
     )
-    num_examples: int = field(default=2000, metadata={"help": "Digit-world test questions (held-out handwriting)."})
+    num_examples: int = field(
+        default=2000, metadata={"help": "Digit-world test questions per split (held-out handwriting)."}
+    )
     limit: int | None = field(default=None, metadata={"help": "At most this many examples per benchmark."})
     max_new_tokens: int = field(default=16, metadata={"help": "Answer length for the LLaVA benchmarks."})
     batch_size: int = field(default=64)
@@ -83,7 +88,7 @@ class EvalArguments:
             raise ValueError(
                 f"dataset_paths names {stray} are not among the evaluated benchmarks {self.benchmark_list}."
             )
-        if "digit_world" not in self.benchmark_list:
+        if not set(DIGIT_WORLD_SPLITS) & set(self.benchmark_list):
             self.method_list = [m for m in self.method_list if m != "oracle"]  # the oracle needs digit layouts
 
 
@@ -102,16 +107,21 @@ def run(args: EvalArguments) -> dict:
     benchmark_rows = {
         name: BENCHMARKS[name].load(args.dataset_path_map.get(name), args.limit)
         for name in args.benchmark_list
-        if name != "digit_world"
+        if name not in DIGIT_WORLD_SPLITS
     }
     model = load_model(args.model, args.method_list).eval()
     processor = AutoProcessor.from_pretrained(args.model)
     results = {"model": args.model}
-    if "digit_world" in args.benchmark_list:
-        count = args.num_examples if args.limit is None else min(args.num_examples, args.limit)
-        results.update(
-            evaluate_methods(model, processor, args.method_list, args.ratio_list, count, args.batch_size, args.seed)
-        )
+    count = args.num_examples if args.limit is None else min(args.num_examples, args.limit)
+    for name, num_digits in DIGIT_WORLD_SPLITS.items():
+        if name in args.benchmark_list:
+            split = evaluate_methods(
+                model, processor, args.method_list, args.ratio_list, count, args.batch_size, args.seed, num_digits
+            )
+            if name == "digit_world":
+                results.update(split)  # the usual split at the top level, where the model card reads it
+            else:
+                results[name] = split
     if benchmark_rows:
         results["benchmarks"] = {
             name: evaluate_benchmark(
@@ -132,15 +142,8 @@ def run(args: EvalArguments) -> dict:
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "results.json").write_text(json.dumps(results, indent=1))
-    report = ""
-    if "rows" in results:
-        report = markdown_table(results) + "\n![accuracy](accuracy_vs_kept.png) ![FLOPs](accuracy_vs_flops.png)\n\n"
-        plot_accuracy(results, output_dir / "accuracy_vs_kept.png")
-        plot_accuracy_vs_flops(results, output_dir / "accuracy_vs_flops.png")
-        smallest = model.num_kept_tokens(keep_ratio=min(args.ratio_list))
-        examples, selections = kept_patch_selections(model, processor, args.method_list, smallest, args.seed)
-        plot_kept_patches(examples, selections, processor.patch_size, output_dir / "kept_patches.png")
-        report += "![kept patches](kept_patches.png)\n\n"
+    smallest = model.num_kept_tokens(keep_ratio=min(args.ratio_list))
+    report = digit_world_report(results, model, processor, args.method_list, smallest, output_dir, args.seed)
     report += "All benchmarks:\n\n" + paper_table(results) + "\n![benchmarks](benchmarks_vs_kept.png)\n"
     plot_benchmarks(benchmark_scores(results), output_dir / "benchmarks_vs_kept.png")
     (output_dir / "results.md").write_text(report)

@@ -1,5 +1,9 @@
 """The digit world's evaluation: every pruning method at every budget on held-out questions, per question type,
-with prefill FLOPs and the patches each method keeps. `tprl-eval` and the main job's report run it."""
+with named-target coverage, prefill FLOPs and the patches each method keeps, on the usual canvases (3-6 digits)
+and on the dense ones (6 digits, where a question-blind selection cannot keep every digit). `tprl-eval` and the
+main job's report run it."""
+
+from pathlib import Path
 
 import torch
 from accelerate import PartialState
@@ -7,12 +11,24 @@ from tqdm.auto import tqdm
 
 from modeling_tprl import TPRLForConditionalGeneration
 from tprl_digit_world.batching import DigitWorldCollator
-from tprl_digit_world.evaluation import answer_hits, answer_prior, fixed_examples, summarize_hits
+from tprl_digit_world.evaluation import (
+    answer_hits,
+    answer_prior,
+    fixed_examples,
+    named_target_covered,
+    summarize_coverage,
+    summarize_hits,
+)
 
 from .flops import prefill_flops
 from .metrics import load_metric
 from .oracle import oracle_indices
+from .plots import plot_accuracy, plot_accuracy_vs_flops, plot_coverage, plot_kept_patches
 from .sharding import map_batches
+
+
+DIGIT_WORLD_SPLITS = {"digit_world": None, "digit_world_dense": 6}
+"""The evaluated splits of held-out test questions and their digits per canvas (`None`: 3-6, as in training)."""
 
 
 def selection_kwargs(method: str, kept: int, examples: list[dict], patch_size: int) -> dict:
@@ -33,13 +49,16 @@ def evaluate_methods(
     num_examples: int,
     batch_size: int = 64,
     seed: int = 0,
+    num_digits: int | None = None,
 ) -> dict:
-    """Every method and budget on `num_examples` held-out test questions, per question type; `full` once.
+    """Every method and budget on `num_examples` held-out test questions, per question type; `full` once. Each row
+    has the accuracy and the named-target coverage (the share of questions whose named digits keep every patch).
 
-    Batches are spread over `accelerate launch` processes; the numbers do not depend on how many there are.
+    `num_digits` fixes the digits per canvas (see `DIGIT_WORLD_SPLITS`). Batches are spread over `accelerate launch`
+    processes; the numbers do not depend on how many there are.
     """
-    examples = fixed_examples("test", num_examples, seed=seed)
-    prior = answer_prior(fixed_examples("train", 4000, seed=seed + 100), examples)
+    examples = fixed_examples("test", num_examples, seed=seed, num_digits=num_digits)
+    prior = answer_prior(fixed_examples("train", 4000, seed=seed + 100, num_digits=num_digits), examples)
     runs = [("full", 1.0, model.num_visual_tokens)] if "full" in methods else []
     runs += [(m, r, model.num_kept_tokens(keep_ratio=r)) for m in methods if m != "full" for r in keep_ratios]
     rows = []
@@ -47,15 +66,25 @@ def evaluate_methods(
 
         def batch_hits(batch, index, method=method, kept=kept):
             selection = selection_kwargs(method, kept, batch, processor.patch_size)
-            return answer_hits(model, processor, batch, **selection)
+            hits, kept_visual_indices = answer_hits(model, processor, batch, **selection)
+            return list(zip(hits, named_target_covered(batch, kept_visual_indices, processor.patch_size)))
 
-        hits = map_batches(batch_hits, examples, batch_size, seed)
-        rows.append({"method": method, "keep_ratio": ratio, "kept_tokens": kept, **summarize_hits(examples, hits)})
+        hits, covered = zip(*map_batches(batch_hits, examples, batch_size, seed))
+        rows.append(
+            {
+                "method": method,
+                "keep_ratio": ratio,
+                "kept_tokens": kept,
+                **summarize_hits(examples, hits),
+                **summarize_coverage(examples, covered),
+            }
+        )
     full = next((row for row in rows if row["method"] == "full"), None)
     for row in rows:
         row["retention"] = round(row["accuracy"] / full["accuracy"], 4) if full and full["accuracy"] else None
     add_compute(rows, model, processor, examples)
-    return {"split": "test", "num_examples": len(examples), "answer_prior": prior, "rows": rows}
+    canvas = "3-6 digits per canvas" if num_digits is None else f"{num_digits} digits per canvas"
+    return {"split": "test", "canvas": canvas, "num_examples": len(examples), "answer_prior": prior, "rows": rows}
 
 
 def add_compute(rows: list[dict], model: TPRLForConditionalGeneration, processor, examples: list[dict]) -> None:
@@ -78,10 +107,16 @@ def add_compute(rows: list[dict], model: TPRLForConditionalGeneration, processor
 
 
 def kept_patch_selections(
-    model: TPRLForConditionalGeneration, processor, methods: list[str], num_kept: int, seed: int = 0, count: int = 4
+    model: TPRLForConditionalGeneration,
+    processor,
+    methods: list[str],
+    num_kept: int,
+    seed: int = 0,
+    count: int = 4,
+    num_digits: int | None = None,
 ) -> tuple[list[dict], dict]:
     """A few test examples and, per method, the `num_kept` visual tokens it keeps on each."""
-    examples = fixed_examples("test", count, seed=seed)
+    examples = fixed_examples("test", count, seed=seed, num_digits=num_digits)
     inputs = DigitWorldCollator(processor)(examples)
     selections = {}
     for method in methods:
@@ -95,23 +130,85 @@ def kept_patch_selections(
 
 
 def markdown_table(results: dict) -> str:
-    """The digit world's table: per method and budget, prefill FLOPs, accuracy, retention and per question type."""
+    """The digit world's table: per method and budget, prefill FLOPs, accuracy, retention, per question type, and
+    named-target coverage."""
     question_types = list(results["rows"][0]["per_question_type"])
     lines = [
-        f"Digit world, held-out test split, {results['num_examples']} questions. "
-        f"Answer prior (no image): {100 * results['answer_prior']['accuracy']:.1f}%.",
+        f"Digit world, held-out test split, {results.get('canvas', '3-6 digits per canvas')}, "
+        f"{results['num_examples']} questions. Answer prior (no image): {100 * results['answer_prior']['accuracy']:.1f}%. "
+        "Coverage: the share of the questions naming a digit on the canvas whose named digits keep every patch.",
         "",
         "| method | kept tokens | keep ratio | prefill FLOPs | accuracy | retention | "
         + " | ".join(question_types)
-        + " |",
-        "|---|---|---|---|---|---|" + "---|" * len(question_types),
+        + " | coverage |",
+        "|---|---|---|---|---|---|" + "---|" * (len(question_types) + 1),
     ]
     for row in results["rows"]:
         retention = "n/a" if row["retention"] is None else f"{100 * row['retention']:.1f}%"
         flops = f"{100 * row['flops_ratio']:.1f}%" if "flops_ratio" in row else "n/a"
         per_type = " | ".join(f"{100 * row['per_question_type'][t]:.1f}" for t in question_types)
+        coverage = row.get("named_target_coverage")
+        coverage = "n/a" if coverage is None else f"{100 * coverage:.1f}"
         lines.append(
             f"| {row['method']} | {row['kept_tokens']} | {row['keep_ratio']:.3f} | {flops} | "
-            f"{100 * row['accuracy']:.1f} | {retention} | {per_type} |"
+            f"{100 * row['accuracy']:.1f} | {retention} | {per_type} | {coverage} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def coverage_table(results: dict) -> str:
+    """Named-target coverage per question type, per method and budget (`full` keeps everything and is left out)."""
+    question_types = [t for t in results["rows"][0]["per_question_type"] if t != "presence"] + ["presence"]
+    lines = [
+        "| method | kept tokens | " + " | ".join(question_types) + " |",
+        "|---|---|" + "---|" * len(question_types),
+    ]
+    for row in results["rows"]:
+        if row["method"] == "full":
+            continue
+        per_type = row.get("named_target_coverage_per_question_type", {})
+        cells = ["n/a" if per_type.get(t) is None else f"{100 * per_type[t]:.1f}" for t in question_types]
+        lines.append(f"| {row['method']} | {row['kept_tokens']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def digit_world_splits(results: dict) -> dict[str, dict]:
+    """The digit-world splits present in `results`: the usual one at the top level, the dense one under its name."""
+    splits = {"digit_world": results} if "rows" in results else {}
+    return splits | {name: results[name] for name in DIGIT_WORLD_SPLITS if name in results}
+
+
+def digit_world_report(
+    results: dict,
+    model: TPRLForConditionalGeneration,
+    processor,
+    methods: list[str],
+    num_kept: int,
+    output_dir: Path,
+    seed: int = 0,
+) -> str:
+    """
+    The digit world's part of a report, per split in `results`: its table, its coverage per question type, plots of
+    accuracy against kept tokens and against prefill FLOPs and a grid of the `num_kept` patches each method keeps
+    (files suffixed `_dense` for the dense split); one plot of the named-target coverage of every split. Returns
+    the Markdown that shows them.
+    """
+    splits = digit_world_splits(results)
+    report = ""
+    for name, split in splits.items():
+        suffix = "" if name == "digit_world" else "_dense"
+        plot_accuracy(split, output_dir / f"accuracy_vs_kept{suffix}.png")
+        plot_accuracy_vs_flops(split, output_dir / f"accuracy_vs_flops{suffix}.png")
+        examples, selections = kept_patch_selections(
+            model, processor, methods, num_kept, seed, num_digits=DIGIT_WORLD_SPLITS[name]
+        )
+        plot_kept_patches(examples, selections, processor.patch_size, output_dir / f"kept_patches{suffix}.png")
+        report += (
+            f"{markdown_table(split)}\nNamed-target coverage per question type:\n\n{coverage_table(split)}\n"
+            f"![accuracy](accuracy_vs_kept{suffix}.png) ![FLOPs](accuracy_vs_flops{suffix}.png)\n\n"
+            f"![kept patches](kept_patches{suffix}.png)\n\n"
+        )
+    if splits:
+        plot_coverage(splits, output_dir / "coverage_vs_kept.png")
+        report += "![named-target coverage](coverage_vs_kept.png)\n\n"
+    return report

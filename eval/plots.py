@@ -20,8 +20,27 @@ def plot_accuracy(results: dict, path: Path) -> None:
     for full in (r for r in results["rows"] if r["method"] == "full"):
         axis.axhline(100 * full["accuracy"], color="black", linestyle="--", label="all tokens")
     axis.axhline(100 * results["answer_prior"]["accuracy"], color="grey", linestyle=":", label="answer prior")
-    axis.set(xlabel="visual tokens kept", ylabel="accuracy (%)", title="Digit world, held-out test split")
+    title = f"Digit world, held-out test split, {results.get('canvas', '3-6 digits per canvas')}"
+    axis.set(xlabel="visual tokens kept", ylabel="accuracy (%)", title=title)
     axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_coverage(splits: dict[str, dict], path: Path) -> None:
+    """One panel per digit-world split: named-target coverage (the questions whose named digits keep every patch)
+    against kept visual tokens, one line per method."""
+    figure, axes = plt.subplots(1, len(splits), figsize=(5 * len(splits), 3.6), squeeze=False)
+    for axis, (name, results) in zip(axes[0], splits.items()):
+        rows = [r for r in results["rows"] if r["method"] != "full" and r.get("named_target_coverage") is not None]
+        for method in dict.fromkeys(r["method"] for r in rows):
+            points = sorted(
+                (r["kept_tokens"], 100 * r["named_target_coverage"]) for r in rows if r["method"] == method
+            )
+            axis.plot(*zip(*points), marker="o", label=method)
+        axis.set(title=f"{name} ({results.get('canvas', '')})", xlabel="visual tokens kept", ylabel="coverage (%)")
+    axes[0][0].legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -13,13 +13,13 @@ from transformers import AutoProcessor  # noqa: E402
 
 from modeling_tprl import TPRLForConditionalGeneration  # noqa: E402
 
-from .digit_world_eval import evaluate_methods, kept_patch_selections, markdown_table  # noqa: E402
-from .plots import plot_accuracy, plot_accuracy_vs_flops, plot_kept_patches  # noqa: E402
+from .digit_world_eval import DIGIT_WORLD_SPLITS, digit_world_report, evaluate_methods, markdown_table  # noqa: E402
 
 
 def evaluate_training_run(output_dir: str | Path, keep_ratios: list[float], num_examples: int) -> dict:
     """
-    Evaluates `output_dir/ppo/final` and `output_dir/imitation` on the held-out split; writes `eval/`.
+    Evaluates `output_dir/ppo/final` and `output_dir/imitation` on the held-out questions of both digit-world splits
+    (usual and dense canvases); writes `eval/`.
 
     The questions and the random method's draws are `tprl-eval`'s defaults whatever the training seed, so runs with
     different seeds are compared on the same questions.
@@ -30,33 +30,34 @@ def evaluate_training_run(output_dir: str | Path, keep_ratios: list[float], num_
     processor = AutoProcessor.from_pretrained(final)
     methods = ["full", "tprl", "random", "uniform", "cls_attention", "fastv", "oracle"]
     model = TPRLForConditionalGeneration.from_pretrained(final).eval()
-    results = evaluate_methods(model, processor, methods, keep_ratios, num_examples)
     imitation = TPRLForConditionalGeneration.from_pretrained(output_dir / "imitation" / "final").eval()
-    imitation_rows = evaluate_methods(imitation, processor, ["tprl"], keep_ratios, num_examples)
-    full_accuracy = results["rows"][0]["accuracy"]
-    for row in imitation_rows["rows"]:
-        row["method"] = "tprl (imitation only)"
-        row["retention"] = round(row["accuracy"] / full_accuracy, 4) if full_accuracy else None
-    results["rows"] += imitation_rows["rows"]
-    results["model"] = final
+    results = {"model": final}
+    for name, num_digits in DIGIT_WORLD_SPLITS.items():
+        split = evaluate_methods(model, processor, methods, keep_ratios, num_examples, num_digits=num_digits)
+        imitation_rows = evaluate_methods(
+            imitation, processor, ["tprl"], keep_ratios, num_examples, num_digits=num_digits
+        )
+        full_accuracy = split["rows"][0]["accuracy"]
+        for row in imitation_rows["rows"]:
+            row["method"] = "tprl (imitation only)"
+            row["retention"] = round(row["accuracy"] / full_accuracy, 4) if full_accuracy else None
+        split["rows"] += imitation_rows["rows"]
+        if name == "digit_world":
+            results.update(split)  # the usual split at the top level, where the model card reads it
+        else:
+            results[name] = split
     if not PartialState().is_main_process:
         return results
 
     eval_dir.mkdir(parents=True, exist_ok=True)
     (eval_dir / "results.json").write_text(json.dumps(results, indent=1))
-    report = "# TPRL training run\n\n" + markdown_table(results)
-    report += (
-        "\n![accuracy](accuracy_vs_kept.png) ![FLOPs](accuracy_vs_flops.png)\n\n![kept patches](kept_patches.png)\n"
-    )
-    report += "\n![training curves](training_curves.png)\n"
-    (eval_dir / "report.md").write_text(report)
-    plot_accuracy(results, eval_dir / "accuracy_vs_kept.png")
-    plot_accuracy_vs_flops(results, eval_dir / "accuracy_vs_flops.png")
     smallest = model.num_kept_tokens(keep_ratio=min(keep_ratios))
-    examples, selections = kept_patch_selections(model, processor, methods, smallest)
-    plot_kept_patches(examples, selections, processor.patch_size, eval_dir / "kept_patches.png")
+    report = "# TPRL training run\n\n" + digit_world_report(results, model, processor, methods, smallest, eval_dir)
+    report += "![training curves](training_curves.png)\n"
+    (eval_dir / "report.md").write_text(report)
     plot_training_curves(output_dir, eval_dir / "training_curves.png")
-    print(markdown_table(results))
+    for split in (results, results["digit_world_dense"]):
+        print(markdown_table(split))
     return results
 
 

@@ -24,6 +24,15 @@ def check_results(results: dict) -> None:
 
 
 def results_table(results: dict) -> str:
+    """The usual split's rows, then the dense split's (`digit_world_dense`) if `results` has it."""
+    table = _split_table(results)
+    if "digit_world_dense" in results:
+        dense = results["digit_world_dense"]
+        table += f"\n\nDense canvases ({dense.get('canvas', '6 digits per canvas')}):\n\n" + _split_table(dense)
+    return table
+
+
+def _split_table(results: dict) -> str:
     lines = ["| method | kept tokens | keep ratio | accuracy | retention |", "|---|---|---|---|---|"]
     for row in results["rows"]:
         retention = row.get("retention")

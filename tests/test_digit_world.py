@@ -131,3 +131,22 @@ def test_fast_path_rejects_wrong_size_or_mode(processor):
         canvases_to_pixel_values(np.zeros((1, 96, 96), dtype=np.uint8), processor.image_processor)
     with pytest.raises(ValueError, match="uint8"):
         canvases_to_pixel_values(np.zeros((1, 96, 96, 3), dtype=np.float32), processor.image_processor)
+
+
+def test_dense_canvases_and_named_target_coverage(processor):
+    from tprl_digit_world.evaluation import named_target_covered
+
+    examples = fixed_examples("test", 40, seed=3, num_digits=6)
+    assert all(len(example["layout"]) == 6 for example in examples)
+    oracle = oracle_indices(examples, 16, processor.patch_size)
+    covered = named_target_covered(examples, oracle, processor.patch_size)
+    for example, value in zip(examples, covered):
+        named = relevant_placements(example["question"], example["layout"])
+        assert (value is None) == (not named)  # a presence question answered "no" names no digit on the canvas
+        if named and len(named) <= 4:  # four named digits' 2x2 patches fit in 16 tokens: the oracle keeps them all
+            assert value
+    assert named_target_covered(examples, None, processor.patch_size) == [v if v is None else True for v in covered]
+    first = examples[next(i for i, v in enumerate(covered) if v)]
+    patch = patch_indices(relevant_placements(first["question"], first["layout"])[0].box, processor.patch_size)[0]
+    missing_one = torch.tensor([[i for i in range(144) if i != patch][:16]])
+    assert named_target_covered([first], missing_one, processor.patch_size) == [False]

@@ -25,6 +25,14 @@ def test_eval_writes_results_for_every_method_and_budget(base_dir, tmp_path):
     for row in saved["rows"]:
         assert set(row["per_question_type"]) == {"color", "digit", "presence", "count"}
     assert "| oracle | 16 |" in (tmp_path / "results.md").read_text()
+    dense = saved["digit_world_dense"]
+    assert (
+        dense["canvas"] == "6 digits per canvas" and {(r["method"], r["kept_tokens"]) for r in dense["rows"]} == rows
+    )
+    coverage = {(r["method"], r["kept_tokens"]): r["named_target_coverage"] for r in dense["rows"]}
+    assert coverage[("full", 144)] == coverage[("oracle", 48)] == 1.0  # 48 tokens hold any question's named digits
+    for name in ("accuracy_vs_kept_dense.png", "kept_patches_dense.png", "coverage_vs_kept.png"):
+        assert (tmp_path / name).stat().st_size > 0
 
 
 @pytest.mark.parametrize(
@@ -60,4 +68,5 @@ def test_two_processes_give_the_numbers_of_one(base_dir, tmp_path):
     launch_two_cpu_processes("-m", "tprl_eval.cli", *arguments, "--output_dir", str(tmp_path / "two"))
     sharded = json.loads((tmp_path / "two" / "results.json").read_text())
     assert sharded["rows"] == single["rows"]
+    assert sharded["digit_world_dense"]["rows"] == single["digit_world_dense"]["rows"]
     assert (tmp_path / "two" / "kept_patches.png").stat().st_size > 0

@@ -42,6 +42,9 @@ def test_card_parses_back_with_the_evaluation_in_model_index(tprl_model, tmp_pat
     ]
     assert 'from_pretrained("tester/tprl-tiny", trust_remote_code=True)' in loaded.text
     assert "| random | 16 | 0.111 | 50.0 | 52.6% |" in loaded.text
+    dense = {"canvas": "6 digits per canvas", "rows": [{**RESULTS["rows"][1], "accuracy": 0.87, "retention": 0.9}]}
+    card = build_model_card(config, "tester/tprl-tiny", results={**RESULTS, "digit_world_dense": dense})
+    assert "Dense canvases (6 digits per canvas)" in card.text and "| tprl | 48 | 0.333 | 87.0 | 90.0% |" in card.text
 
 
 @pytest.mark.parametrize(

@@ -170,8 +170,8 @@ def leave_one_in_or_cls_attention(
     rankings = []
     for num_kept in budgets:
         candidates = [cls]
-        for share in (4, 2):
-            top = alone.topk(max(1, num_kept // share), dim=1)
+        for share in LEAVE_ONE_IN_SHARES:
+            top = alone.topk(max(1, round(num_kept * share)), dim=1)
             candidates.append(cls.scatter(1, top.indices, top.values - alone.min() + cls.max() + 1))
         likelihoods = torch.stack(
             [
@@ -185,6 +185,9 @@ def leave_one_in_or_cls_attention(
         best = likelihoods.argmax(dim=1)
         rankings.append(torch.stack(candidates, dim=1)[torch.arange(len(best), device=best.device), best])
     return rankings
+
+
+LEAVE_ONE_IN_SHARES = (1 / 4, 1 / 2)
 
 
 def _mask_dropped(scores: torch.Tensor, kept_visual_indices: torch.Tensor) -> torch.Tensor:
