@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import datasets
 import numpy as np
 
-from .canvas import COLORS, QUESTION_TYPES, SPLITS, DigitWorld
+from .canvas import COLORS, MAX_DIGITS, MIN_DIGITS, QUESTION_TYPES, SPLITS, DigitWorld
 
 
 @dataclass
@@ -15,16 +15,24 @@ class DigitWorldConfig(datasets.BuilderConfig):
     Args:
         seed (`int`): base seed; each split draws from its own stream derived from it.
         train_size, validation_size, test_size (`int`): questions per split.
+        min_digits, max_digits (`int`): each canvas holds a uniform draw of digits in this range.
     """
 
     seed: int = 0
     train_size: int = 20000
     validation_size: int = 1000
     test_size: int = 2000
+    min_digits: int = 3
+    max_digits: int = MAX_DIGITS
 
     def validate(self) -> None:
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"seed must be in [0, 2**32), got {self.seed}.")
+        if not MIN_DIGITS <= self.min_digits <= self.max_digits <= MAX_DIGITS:
+            raise ValueError(
+                f"Digits per canvas must satisfy {MIN_DIGITS} <= min_digits <= max_digits <= {MAX_DIGITS}, got "
+                f"{self.min_digits} and {self.max_digits}."
+            )
         for split in SPLITS:
             size = getattr(self, f"{split}_size")
             if not 1 <= size <= 10_000_000:
@@ -70,6 +78,7 @@ class DigitWorldBuilder(datasets.GeneratorBasedBuilder):
         world = DigitWorld(split)
         rng = np.random.default_rng([self.config.seed, SPLITS.index(split)])
         for index in range(getattr(self.config, f"{split}_size")):
-            example = world.sample(rng, question_type=QUESTION_TYPES[index % len(QUESTION_TYPES)])
+            num_digits = int(rng.integers(self.config.min_digits, self.config.max_digits + 1))
+            example = world.sample(rng, num_digits, question_type=QUESTION_TYPES[index % len(QUESTION_TYPES)])
             example["layout"] = [{"digit": p.digit, "color": p.color, "box": list(p.box)} for p in example["layout"]]
             yield index, example

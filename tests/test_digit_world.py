@@ -102,6 +102,11 @@ def test_builder_is_deterministic(tmp_path):
         builder.download_and_prepare()
         return builder.as_dataset("test")
 
+    dense = DigitWorldBuilder(
+        cache_dir=str(tmp_path / "dense"), train_size=8, validation_size=1, test_size=1, min_digits=6
+    )
+    dense.download_and_prepare()
+    assert {len(layout) for layout in dense.as_dataset("train")["layout"]} == {6}
     first, second = build(tmp_path / "a"), build(tmp_path / "b")
     assert first.num_rows == 8 and first["question"] == second["question"]
     assert set(first.column_names) == {"image", "question", "answer", "question_type", "layout"}
@@ -117,6 +122,7 @@ def test_builder_is_deterministic(tmp_path):
         (lambda: fixed_examples("test", 0), "count must be positive"),
         (lambda: DigitWorldBuilder(seed=-1), r"seed must be in \[0, 2\*\*32\)"),
         (lambda: DigitWorldBuilder(test_size=0), r"test_size must be in"),
+        (lambda: DigitWorldBuilder(min_digits=5, max_digits=4), "min_digits <= max_digits <= 6, got 5 and 4"),
     ],
 )
 def test_bad_input(call, message):

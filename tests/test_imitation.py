@@ -125,7 +125,7 @@ def test_leave_one_in_or_cls_attention_demonstrates_its_best_candidate(tprl_mode
     cls = cls_attention_importance(tprl_model, vqa_batch, features, torch.arange(144).expand(len(features), -1))
     alone = leave_one_in_scores(tprl_model, vqa_batch, features)
     candidates = [cls.topk(16, dim=1).indices]
-    for size in (4, 8):  # leave-one-in's top quarter / half of the budget, then [CLS] attention
+    for size in (4, 8, 12, 16):  # leave-one-in's top quarter ... all of the budget, then [CLS] attention
         first = alone.topk(size, dim=1).indices
         rest = cls.scatter(1, first, -torch.inf).topk(16 - size, dim=1).indices
         candidates.append(torch.cat([first, rest], dim=1))

@@ -52,7 +52,21 @@ class PrunerTrainingArguments:
     )
     dataset_split: str = field(default="train")
     train_size: int = field(default=20000, metadata={"help": "Digit-world training questions generated."})
-    autoencoder_steps: int = field(default=300)
+    min_digits: int = field(
+        default=5,
+        metadata={
+            "help": "Fewest digits on a digit-world training canvas: crowded canvases are where the question decides "
+            "what to keep, and where the pruner learns it (the test canvases hold 3-6, the dense ones 6)."
+        },
+    )
+    max_digits: int = field(default=6, metadata={"help": "Most digits on a digit-world training canvas."})
+    autoencoder_steps: int = field(
+        default=1500,
+        metadata={
+            "help": "The autoencoder learns the tokens' fine detail last (on the digit world, which digit a patch "
+            "shows): stopped early, its latents lose what the question asks about."
+        },
+    )
     autoencoder_learning_rate: float = field(default=1e-3)
     teacher: str = field(
         default="leave_one_in_or_cls_attention",
@@ -87,7 +101,13 @@ class PrunerTrainingArguments:
 
 def load_training_data(args: PrunerTrainingArguments, cache_dir: str, seed: int) -> datasets.Dataset:
     if args.dataset == "digit_world":
-        builder = DigitWorldBuilder(cache_dir=cache_dir, seed=seed, train_size=args.train_size)
+        builder = DigitWorldBuilder(
+            cache_dir=cache_dir,
+            seed=seed,
+            train_size=args.train_size,
+            min_digits=args.min_digits,
+            max_digits=args.max_digits,
+        )
         builder.download_and_prepare()
         return builder.as_dataset(args.dataset_split)
     if os.path.isdir(args.dataset):
