@@ -6,9 +6,10 @@ Analytic, per transformer layer over n tokens with hidden d and FFN width m, in 
 less for grouped k/v) + 2n^2d (QK^T and AV) + k*ndm, with k = 3 for LLaMA's gated FFN and 2 for CLIP's MLP; FLOPs
 are twice that. The prefill counts what runs: the CLIP vision tower (patch embedding and every layer: LLaVA reads
 an inner layer but transformers runs them all), the projector, the pruner's extra work (TPRL's autoencoder and
-policy steps; FastV's scoring layers on the full sequence; [CLS]-attention's second vision pass), the language
-model over kept visual + text tokens, and the LM head on the last position (generate's prefill). Norms, softmax,
-rotary and activations are left out, as `torch.utils.flop_counter.FlopCounterMode` leaves them out.
+policy steps; FastV's scoring layers on the full sequence; [CLS] attention's query and keys in the layer LLaVA
+reads, from the one vision pass), the language model over kept visual + text tokens, and the LM head on the last
+position (generate's prefill). Norms, softmax, rotary and activations are left out, as
+`torch.utils.flop_counter.FlopCounterMode` leaves them out.
 """
 
 import copy
@@ -130,8 +131,10 @@ def prefill_flops(
         full = num_visual + num_text
         selection = language_model_flops(config, full, layers) + linear_flops(full, text.hidden_size, text.hidden_size)
         selection += linear_flops(full, text.hidden_size, kv_width)
-    elif method == "cls_attention":  # a second pass of the vision tower, with hidden states
-        selection = vision_tower_flops(config)
+    elif method == "cls_attention":  # from the one vision pass: the read layer's [CLS] query against every key
+        tower = config.vision_config
+        tokens, width = (tower.image_size // tower.patch_size) ** 2 + 1, tower.hidden_size
+        selection = linear_flops(1, width, width) + linear_flops(tokens, width, width) + 2 * tokens * width
     elif method not in ("full", "random", "uniform", "oracle"):
         raise ValueError(f"Unknown method {method!r}.")
     kept = num_visual if method == "full" else num_kept

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
+from torch import nn
 from transformers import (
     AutoConfig,
     AutoProcessor,
@@ -341,9 +342,46 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         self.base.set_attn_implementation(attn_implementation, **kwargs)
         self.config._attn_implementation = self.base.config._attn_implementation
 
-    def get_image_features(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
-        """Projected visual tokens, `[num_images, num_visual_tokens, hidden]`, as LLaVA inserts them."""
-        return torch.stack(self.base.get_image_features(pixel_values=pixel_values, return_dict=True).pooler_output)
+    def get_image_features(
+        self, pixel_values: torch.FloatTensor, keep_vision_layer_input: bool = False
+    ) -> torch.FloatTensor:
+        """
+        Projected visual tokens, `[num_images, num_visual_tokens, hidden]`, as LLaVA inserts them.
+        `keep_vision_layer_input` keeps, for these `pixel_values`, the hidden states entering the vision layer whose
+        output LLaVA reads: the `cls_attention` method computes that layer's [CLS] attention from them, so it needs
+        no second vision pass (as VisionZip reads it from the one pass).
+        """
+        if not keep_vision_layer_input:
+            return torch.stack(self.base.get_image_features(pixel_values=pixel_values, return_dict=True).pooler_output)
+        captured = {}
+
+        def keep_input(module, args, kwargs):
+            captured["hidden_states"] = args[0] if args else kwargs["hidden_states"]
+
+        handle = self.feature_vision_layer().register_forward_pre_hook(keep_input, with_kwargs=True)
+        try:
+            features = self.get_image_features(pixel_values)
+        finally:
+            handle.remove()
+        self._vision_layer_input = (pixel_values, captured["hidden_states"])
+        return features
+
+    def feature_vision_layer(self) -> nn.Module:
+        """The vision encoder layer whose output LLaVA reads (the last of `vision_feature_layer`)."""
+        layers = self.base.model.vision_tower.encoder.layers
+        feature_layer = self.base.config.vision_feature_layer
+        feature_layer = feature_layer[-1] if isinstance(feature_layer, (list, tuple)) else feature_layer
+        index = feature_layer if feature_layer >= 0 else len(layers) + 1 + feature_layer
+        if index < 1:
+            raise ValueError("cls_attention needs a vision feature layer after at least one transformer layer.")
+        return layers[index - 1]
+
+    def pop_vision_layer_input(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor | None:
+        """The hidden states `get_image_features(pixel_values, keep_vision_layer_input=True)` kept, once; `None` if
+        it kept none for these very `pixel_values`."""
+        kept = getattr(self, "_vision_layer_input", None)
+        self._vision_layer_input = None
+        return kept[1] if kept is not None and kept[0] is pixel_values else None
 
     def _image_rows(self, input_ids: torch.LongTensor, num_images: int) -> torch.LongTensor:
         """The batch row of each image, checking that images and `<image>` placeholders match."""
@@ -415,7 +453,8 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         row-major patch grid (for analysis and plots).
         """
         with torch.no_grad():
-            image_features = self.get_image_features(pixel_values)
+            method = self.config.pruning_method if pruning_method is None else pruning_method
+            image_features = self.get_image_features(pixel_values, keep_vision_layer_input=method == "cls_attention")
             self._image_rows(input_ids, len(image_features))
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
@@ -442,7 +481,9 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         when training evaluates several selections of the same images.
         """
         if image_features is None:
-            image_features = self.get_image_features(pixel_values)
+            method = self.config.pruning_method if pruning_method is None else pruning_method
+            cls_attention = kept_visual_indices is None and method == "cls_attention"
+            image_features = self.get_image_features(pixel_values, keep_vision_layer_input=cls_attention)
         num_images, total, hidden = image_features.shape
         self._image_rows(input_ids, num_images)
         if attention_mask is None:

@@ -34,20 +34,19 @@ def _attention_row(query: torch.Tensor, keys: torch.Tensor, num_heads: int, mask
 def cls_attention_scores(model, pixel_values: torch.Tensor) -> torch.Tensor:
     """
     `[images, patches]` attention of the [CLS] token to each patch in the vision layer whose output LLaVA reads
-    (VisionZip / FasterVLM "dominant" tokens). Runs the vision tower once more, with hidden states.
+    (VisionZip / FasterVLM "dominant" tokens). Read from the vision pass that made the image features when it kept
+    that layer's input (`get_image_features(..., keep_vision_layer_input=True)`, as the model's forward does for
+    this method); otherwise the vision tower runs once more.
     """
-    feature_layer = model.base.config.vision_feature_layer
-    feature_layer = feature_layer[-1] if isinstance(feature_layer, (list, tuple)) else feature_layer
-    vision_tower = model.base.model.vision_tower
-    hidden_states = vision_tower(pixel_values, output_hidden_states=True).hidden_states
-    index = feature_layer if feature_layer >= 0 else len(hidden_states) + feature_layer
-    if index < 1:
-        raise ValueError("cls_attention needs a vision feature layer after at least one transformer layer.")
-    layer = vision_tower.encoder.layers[index - 1]
-    normed = layer.layer_norm1(hidden_states[index - 1])
+    hidden_states = model.pop_vision_layer_input(pixel_values)
+    if hidden_states is None:
+        model.get_image_features(pixel_values, keep_vision_layer_input=True)
+        hidden_states = model.pop_vision_layer_input(pixel_values)
+    layer = model.feature_vision_layer()
+    normed = layer.layer_norm1(hidden_states)
     query = layer.self_attn.q_proj(normed[:, 0])
     keys = layer.self_attn.k_proj(normed)
-    return _attention_row(query, keys, vision_tower.config.num_attention_heads)[:, 1:]
+    return _attention_row(query, keys, model.base.model.vision_tower.config.num_attention_heads)[:, 1:]
 
 
 class _LayerReached(Exception):

@@ -28,6 +28,23 @@ def test_cls_attention_is_the_vision_layers_own_attention(eager_base, eager_mode
     torch.testing.assert_close(cls_attention_scores(eager_model, batch["pixel_values"]), expected)
 
 
+def test_cls_attention_reads_the_one_vision_pass_of_the_forward(eager_model, batch):
+    """As VisionZip: the [CLS] attention comes from the pass that makes the image features, not from a second one."""
+    calls = []
+    tower = eager_model.base.model.vision_tower
+    handle = tower.register_forward_hook(lambda module, args, output: calls.append(1))
+    try:
+        with torch.no_grad():
+            outputs = eager_model(**batch, pruning_method="cls_attention", num_kept_tokens=5)
+            indices = eager_model.kept_visual_indices(**batch, pruning_method="cls_attention", num_kept_tokens=5)
+    finally:
+        handle.remove()
+    assert len(calls) == 2  # one vision pass per call
+    expected = cls_attention_scores(eager_model, batch["pixel_values"]).topk(5, dim=1).indices.sort(dim=1).values
+    assert torch.equal(outputs.kept_visual_indices, expected) and torch.equal(indices, expected)
+    assert eager_model.pop_vision_layer_input(batch["pixel_values"]) is None  # read once, then released
+
+
 def test_fastv_is_the_last_tokens_attention_in_the_lm_layer(eager_base, eager_model, batch):
     image_mask = batch["input_ids"] == eager_base.config.image_token_id
     embeds = eager_base.get_input_embeddings()(batch["input_ids"])
