@@ -62,6 +62,68 @@ def test_pope_counts():
         load_metric("pope").compute(predictions=["yes"], references=["maybe"])
 
 
+def metric_module(name: str):
+    """A metric's script as a module, for its answer parsing alone."""
+    import importlib.util
+
+    from tprl_eval.metrics import METRICS_DIR
+
+    spec = importlib.util.spec_from_file_location(f"{name}_script", METRICS_DIR / name / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("answer", "parsed"),
+    [  # LLaVA's eval_pope.py: first sentence, commas deleted, split on " ", then "No" / "not" / "no" as words
+        ("No", "no"),
+        ("no.", "no"),
+        ("Yes, there is no doubt.", "no"),
+        ("Yes,no doubt", "yes"),  # the comma is deleted, not turned into a space: "Yesno"
+        ("No,", "no"),
+        ("NO", "yes"),  # case-sensitive words
+        ("There is not a dog.", "no"),
+        ("Yes. There is no dog.", "yes"),  # only the first sentence
+        ("No\nthere is", "yes"),  # split on spaces only
+        ("Nothing", "yes"),
+        ("It is not clear", "no"),
+        ("", "yes"),
+    ],
+)
+def test_pope_parses_as_llava_eval_pope(answer, parsed):
+    assert metric_module("pope").parse_yes_no(answer) == parsed
+
+
+@pytest.mark.parametrize(
+    ("answer", "parsed"),
+    [  # MME's eval_tool/calculation.py on the lower-cased, stripped answer
+        ("Yes", "yes"),
+        ("yes.", "yes"),
+        (" No", "no"),
+        ("Y", "other"),
+        ("N.", "other"),
+        ("Nope", "no"),
+        ("The answer is yes", "other"),
+        ("not sure", "no"),
+        ("yesno", "yes"),
+    ],
+)
+def test_mme_parses_as_its_official_calculation(answer, parsed):
+    assert metric_module("mme").parse_yes_no(answer) == parsed
+
+
+def test_mme_leaves_out_an_image_without_its_pair():
+    result = load_metric("mme").compute(
+        predictions=["Yes", "No", "Yes"],
+        references=["Yes", "No", "Yes"],
+        question_ids=["a", "a", "b"],
+        categories=["color"] * 3,
+    )
+    assert result["per_subtask"]["color"] == {"acc": 100.0, "acc_plus": 100.0, "score": 200.0}
+    assert result["images_dropped"] == 1
+
+
 def test_mme_scores_pairs_and_sums_the_groups():
     metric = load_metric("mme")
     result = metric.compute(

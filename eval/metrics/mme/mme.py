@@ -1,16 +1,24 @@
 """MME: per-subtask acc and acc+, and the perception and cognition totals."""
 
+import logging
 from collections import defaultdict
 
 import datasets
 import evaluate
 
 
+logger = logging.getLogger(__name__)
+
+
 _DESCRIPTION = """
 MME as its official evaluation scores it. Each image has two yes/no questions. Per subtask, acc is the share of
 questions answered right and acc+ the share of images with both answered right, both in percent; the subtask's
 score is acc + acc+ (at most 200). Perception is the sum over its 10 subtasks (at most 2000), cognition over its 4
-(at most 800). An answer is parsed as in the official script: "yes"/"no" at its start, else "other" (wrong).
+(at most 800). An answer is parsed as in the official `eval_tool/calculation.py` (`parse_pred_ans`), on the
+lower-cased answer that LLaVA's `model_vqa_loader.py` writes stripped: exactly "yes" or "no", else "yes" or "no"
+within its first four characters ("yes" first), else "other" (wrong); so "Y" or "N" alone is "other". Every image
+needs its two questions (acc+ is per pair): an image with one question (a `--limit` that cut its pair) is left out
+of its subtask, with a warning, and counted in `images_dropped`.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -20,7 +28,8 @@ Args:
     question_ids (`list[str]`): the image each question is about (lmms-lab/MME's `question_id`), shared by a pair.
     categories (`list[str]`): the subtask, e.g. "existence", "OCR", "code_reasoning".
 Returns:
-    perception, cognition, total (`float`): the summed scores; per_subtask: {subtask: {acc, acc_plus, score}}.
+    perception, cognition, total (`float`): the summed scores; per_subtask: {subtask: {acc, acc_plus, score}};
+    images_dropped (`int`): images left out for not having exactly two questions.
 Examples:
     >>> metric = evaluate.load("eval/metrics/mme")
     >>> metric.compute(predictions=["Yes", "No"], references=["Yes", "Yes"], question_ids=["a.png"] * 2,
@@ -44,11 +53,9 @@ COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation
 
 
 def parse_yes_no(answer: str) -> str:
-    answer = answer.lower().strip().replace(".", "")
+    answer = answer.strip().lower()
     if answer in ("yes", "no"):
         return answer
-    if len(answer) == 1:
-        return {"y": "yes", "n": "no"}.get(answer, "other")
     start = answer[:4]
     return "yes" if "yes" in start else "no" if "no" in start else "other"
 
@@ -77,8 +84,18 @@ class MME(evaluate.Metric):
         images = defaultdict(lambda: defaultdict(list))
         for prediction, reference, image, category in zip(predictions, references, question_ids, categories):
             images[category][image].append(parse_yes_no(prediction) == reference.strip().lower())
-        per_subtask = {}
+        per_subtask, dropped = {}, 0
         for category, answers in images.items():
+            unpaired = [image for image, hits in answers.items() if len(hits) != 2]
+            if unpaired:
+                logger.warning(
+                    f"MME {category}: {len(unpaired)} image(s) without exactly two questions left out (e.g. "
+                    f"{unpaired[0]!r}); score whole pairs, e.g. a --limit that is a multiple of each subtask's pairs."
+                )
+                dropped += len(unpaired)
+                answers = {image: hits for image, hits in answers.items() if len(hits) == 2}
+            if not answers:
+                continue
             questions = [hit for hits in answers.values() for hit in hits]
             acc = 100 * sum(questions) / len(questions)
             acc_plus = 100 * sum(all(hits) for hits in answers.values()) / len(answers)
@@ -90,4 +107,5 @@ class MME(evaluate.Metric):
             "cognition": cognition,
             "total": perception + cognition,
             "per_subtask": per_subtask,
+            "images_dropped": dropped,
         }

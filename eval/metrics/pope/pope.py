@@ -5,8 +5,9 @@ import evaluate
 
 
 _DESCRIPTION = """
-POPE as its official evaluation scores it: an answer whose first sentence holds the word "no" or "not" is "no",
-any other answer "yes"; "yes" is the positive class. The yes ratio is the share of "yes" *predictions* (the
+POPE as LLaVA's `eval_pope.py` scores it: the answer's first sentence (up to its first "."), commas deleted, split
+on single spaces; if a word is exactly "No", "no" or "not" the answer is "no", else "yes"; "yes" is the positive
+class. (So "Yes,no" is one word and "yes"; "No\nthere" is one word and "yes".) The yes ratio is the share of "yes" *predictions* (the
 official definition; lmms-eval's aggregate reports the share of "yes" references instead).
 """
 
@@ -33,7 +34,7 @@ _CITATION = """
 
 
 def parse_yes_no(answer: str) -> str:
-    words = answer.split(".")[0].replace(",", " ").split()
+    words = answer.split(".")[0].replace(",", "").split(" ")
     return "no" if any(word in ("No", "not", "no") for word in words) else "yes"
 
 
