@@ -84,17 +84,20 @@ def answer_accuracy(
     kept_visual_indices: torch.Tensor | None = None,
     **model_kwargs,
 ) -> dict:
-    """Greedy first-token accuracy, overall and per question type.
+    """Greedy first-token accuracy, overall and per question type, and the named-target coverage.
 
     `kept_visual_indices` (`[len(examples), num_kept]`) imposes a selection per example; `model_kwargs` reach the
     model's forward (e.g. a keep ratio for a pruning model).
     """
-    hits = []
+    hits, covered = [], []
     for start in range(0, len(examples), batch_size):
         if kept_visual_indices is not None:
             model_kwargs["kept_visual_indices"] = kept_visual_indices[start : start + batch_size]
-        hits += answer_hits(model, processor, examples[start : start + batch_size], **model_kwargs)[0]
-    return summarize_hits(examples, hits)
+        batch = examples[start : start + batch_size]
+        batch_hits, kept = answer_hits(model, processor, batch, **model_kwargs)
+        hits += batch_hits
+        covered += named_target_covered(batch, kept, processor.patch_size)
+    return summarize_hits(examples, hits) | summarize_coverage(examples, covered)
 
 
 def answer_prior(train_examples: list[dict], test_examples: list[dict]) -> dict:

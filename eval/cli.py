@@ -8,7 +8,8 @@ Every method goes through the same insertion path, `TPRLForConditionalGeneration
 `pruning_method` values, the oracle (digit world only) imposes `kept_visual_indices`, and `full` keeps every token.
 Writes `results.json` (the dense split under `digit_world_dense`), `results.md` (the digit world's detailed tables,
 then all benchmarks in the paper's layout), plots (accuracy against kept tokens and against prefill FLOPs,
-named-target coverage, every benchmark) and grids of the kept patches to `output_dir`. `accelerate launch -m tprl_eval.cli ...` spreads the batches over processes, with the same numbers.
+named-target coverage, every benchmark) and grids of the kept patches to `output_dir`.
+`accelerate launch -m tprl_eval.cli ...` spreads the batches over processes, with the same numbers.
 """
 
 import json
@@ -23,7 +24,7 @@ from tprl_digit_world import EMBEDDED_BASE_PATH, require_embedded_base
 
 from .benchmark_eval import benchmark_scores, evaluate_benchmark, paper_table
 from .benchmarks import BENCHMARKS
-from .digit_world_eval import DIGIT_WORLD_SPLITS, digit_world_report, evaluate_methods
+from .digit_world_eval import DIGIT_WORLD_SPLITS, add_digit_world_split, digit_world_report, evaluate_methods
 from .plots import plot_benchmarks
 
 
@@ -118,10 +119,7 @@ def run(args: EvalArguments) -> dict:
             split = evaluate_methods(
                 model, processor, args.method_list, args.ratio_list, count, args.batch_size, args.seed, num_digits
             )
-            if name == "digit_world":
-                results.update(split)  # the usual split at the top level, where the model card reads it
-            else:
-                results[name] = split
+            add_digit_world_split(results, name, split)
     if benchmark_rows:
         results["benchmarks"] = {
             name: evaluate_benchmark(

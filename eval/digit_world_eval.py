@@ -172,6 +172,15 @@ def coverage_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def add_digit_world_split(results: dict, name: str, split: dict) -> None:
+    """Puts a split's results where `digit_world_splits` finds them: the usual one at the top level (where the model
+    card reads it), the dense one under its name."""
+    if name == "digit_world":
+        results.update(split)
+    else:
+        results[name] = split
+
+
 def digit_world_splits(results: dict) -> dict[str, dict]:
     """The digit-world splits present in `results`: the usual one at the top level, the dense one under its name."""
     splits = {"digit_world": results} if "rows" in results else {}

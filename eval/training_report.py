@@ -13,7 +13,13 @@ from transformers import AutoProcessor  # noqa: E402
 
 from modeling_tprl import TPRLForConditionalGeneration  # noqa: E402
 
-from .digit_world_eval import DIGIT_WORLD_SPLITS, digit_world_report, evaluate_methods, markdown_table  # noqa: E402
+from .digit_world_eval import (
+    DIGIT_WORLD_SPLITS,
+    add_digit_world_split,
+    digit_world_report,
+    evaluate_methods,
+    markdown_table,
+)  # noqa: E402
 
 
 def evaluate_training_run(output_dir: str | Path, keep_ratios: list[float], num_examples: int) -> dict:
@@ -42,10 +48,7 @@ def evaluate_training_run(output_dir: str | Path, keep_ratios: list[float], num_
             row["method"] = "tprl (imitation only)"
             row["retention"] = round(row["accuracy"] / full_accuracy, 4) if full_accuracy else None
         split["rows"] += imitation_rows["rows"]
-        if name == "digit_world":
-            results.update(split)  # the usual split at the top level, where the model card reads it
-        else:
-            results[name] = split
+        add_digit_world_split(results, name, split)
     if not PartialState().is_main_process:
         return results
 

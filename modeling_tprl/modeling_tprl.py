@@ -376,6 +376,10 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             raise ValueError("cls_attention needs a vision feature layer after at least one transformer layer.")
         return layers[index - 1]
 
+    def _pruning_method(self, pruning_method: str | None) -> str:
+        """This call's pruning method: `pruning_method`, else the config's."""
+        return self.config.pruning_method if pruning_method is None else pruning_method
+
     def pop_vision_layer_input(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor | None:
         """The hidden states `get_image_features(pixel_values, keep_vision_layer_input=True)` kept, once; `None` if
         it kept none for these very `pixel_values`."""
@@ -435,7 +439,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         pruning_method: str | None = None,
     ) -> torch.LongTensor:
         """Indices of the visual tokens each image keeps under `pruning_method` (the config's by default), increasing."""
-        method = self.config.pruning_method if pruning_method is None else pruning_method
+        method = self._pruning_method(pruning_method)
         check_pruning_method(method)
         return ALL_PRUNING_METHODS[method](self, image_features, input_ids, attention_mask, pixel_values, num_kept)
 
@@ -453,8 +457,8 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         row-major patch grid (for analysis and plots).
         """
         with torch.no_grad():
-            method = self.config.pruning_method if pruning_method is None else pruning_method
-            image_features = self.get_image_features(pixel_values, keep_vision_layer_input=method == "cls_attention")
+            cls_attention = self._pruning_method(pruning_method) == "cls_attention"
+            image_features = self.get_image_features(pixel_values, keep_vision_layer_input=cls_attention)
             self._image_rows(input_ids, len(image_features))
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
@@ -481,8 +485,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         when training evaluates several selections of the same images.
         """
         if image_features is None:
-            method = self.config.pruning_method if pruning_method is None else pruning_method
-            cls_attention = kept_visual_indices is None and method == "cls_attention"
+            cls_attention = kept_visual_indices is None and self._pruning_method(pruning_method) == "cls_attention"
             image_features = self.get_image_features(pixel_values, keep_vision_layer_input=cls_attention)
         num_images, total, hidden = image_features.shape
         self._image_rows(input_ids, num_images)

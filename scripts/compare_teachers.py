@@ -18,7 +18,7 @@ from transformers import AutoProcessor
 
 from modeling_tprl import TPRLForConditionalGeneration
 from tprl_digit_world import EMBEDDED_BASE_PATH
-from tprl_digit_world.evaluation import answer_hits, fixed_examples, named_target_covered, summarize_coverage
+from tprl_digit_world.evaluation import answer_accuracy, fixed_examples
 from tprl_eval.oracle import oracle_indices
 from tprl_train.data import VQACollator
 from tprl_train.teacher import TEACHERS, teacher_demonstrations
@@ -29,7 +29,8 @@ def teacher_selection(model, processor, examples, num_kept: int, teacher: str, b
     collator, picks = VQACollator(processor), []
     for start in range(0, len(examples), batch_size):
         batch = collator(examples[start : start + batch_size])
-        features = model.get_image_features(batch["pixel_values"])
+        # The teachers' [CLS]-attention scores read this same vision pass.
+        features = model.get_image_features(batch["pixel_values"], keep_vision_layer_input=True)
         picks.append(teacher_demonstrations(model, batch, features, [num_kept], teacher)[0][-1].sort(dim=1).values)
     return torch.cat(picks)
 
@@ -51,17 +52,8 @@ def main() -> None:
     examples = fixed_examples(args.split, args.num_examples, seed=seed, num_digits=args.num_digits)
 
     def score(**selection) -> tuple[float, float]:
-        hits, covered = [], []
-        for start in range(0, len(examples), args.batch_size):
-            batch = examples[start : start + args.batch_size]
-            kwargs = {
-                k: v[start : start + args.batch_size] if k == "kept_visual_indices" else v
-                for k, v in selection.items()
-            }
-            batch_hits, kept = answer_hits(model, processor, batch, **kwargs)
-            hits += batch_hits
-            covered += named_target_covered(batch, kept, processor.patch_size)
-        return sum(hits) / len(hits), summarize_coverage(examples, covered)["named_target_coverage"]
+        result = answer_accuracy(model, processor, examples, batch_size=args.batch_size, **selection)
+        return result["accuracy"], result["named_target_coverage"]
 
     full, _ = score(keep_ratio=1.0)
     print(f"{len(examples)} {args.split} questions; full model {100 * full:.1f}%")

@@ -31,8 +31,8 @@ def make_demonstrations(
     for start in tqdm(range(0, len(dataset), batch_size), desc=f"teacher demonstrations at {budgets} kept"):
         examples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         batch = {k: v.to(model.device) for k, v in collator(examples).items()}
-        with torch.no_grad():
-            image_features = model.get_image_features(batch["pixel_values"])
+        with torch.no_grad():  # the teachers' [CLS]-attention scores read this same vision pass
+            image_features = model.get_image_features(batch["pixel_values"], keep_vision_layer_input=True)
         episodes = teacher_demonstrations(model, batch, image_features, budgets, teacher)
         for picks, steps in zip(picks_by_ratio, episodes):
             picks.extend([step[position].tolist() for step in steps] for position in range(len(examples)))

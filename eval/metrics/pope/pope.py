@@ -7,8 +7,8 @@ import evaluate
 _DESCRIPTION = """
 POPE as LLaVA's `eval_pope.py` scores it: the answer's first sentence (up to its first "."), commas deleted, split
 on single spaces; if a word is exactly "No", "no" or "not" the answer is "no", else "yes"; "yes" is the positive
-class. (So "Yes,no" is one word and "yes"; "No\nthere" is one word and "yes".) The yes ratio is the share of "yes" *predictions* (the
-official definition; lmms-eval's aggregate reports the share of "yes" references instead).
+class. (So "Yes,no" is one word and "yes"; "No\nthere" is one word and "yes".) The yes ratio is the share of "yes"
+*predictions* (the official definition; lmms-eval's aggregate reports the share of "yes" references instead).
 """
 
 _KWARGS_DESCRIPTION = """
