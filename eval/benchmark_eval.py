@@ -30,23 +30,34 @@ def evaluate_benchmark(
     methods: list[str],
     keep_ratios: list[float],
     batch_size: int,
-    max_new_tokens: int,
+    max_new_tokens: int | None = None,
     seed: int = 0,
+    prompt_style: str = "llava",
 ) -> dict:
-    """One LLaVA benchmark: generated answers of every method and budget, scored by its metric."""
+    """One LLaVA benchmark: generated answers of every method and budget, scored by its metric.
+
+    The prompts and, unless `max_new_tokens` is given, the answer length are the `prompt_style` harness's.
+    """
     benchmark = BENCHMARKS[name]
+    max_new_tokens = max_new_tokens or benchmark.max_new_tokens(prompt_style)
     results = []
     for method, ratio, kept in method_runs(model, methods, keep_ratios):
 
         def batch_answers(batch, index, method=method, kept=kept):
-            prompts, images = [benchmark.prompt(row) for row in batch], [row["image"] for row in batch]
+            prompts, images = [benchmark.prompt(row, prompt_style) for row in batch], [row["image"] for row in batch]
             selection = selection_kwargs(method, kept, batch, patch_size=None)
             return generate_answers(model, processor, prompts, images, len(batch), max_new_tokens, **selection)
 
         answers = map_batches(batch_answers, rows, batch_size, seed, f"{name}: {method} at {kept}")
         scores = benchmark.evaluate(answers, rows)
         results.append({"method": method, "keep_ratio": ratio, "kept_tokens": kept, **scores})
-    return {"score_name": benchmark.score_name, "num_examples": len(rows), "rows": results}
+    return {
+        "score_name": benchmark.score_name,
+        "num_examples": len(rows),
+        "prompt_style": prompt_style,
+        "max_new_tokens": max_new_tokens,
+        "rows": results,
+    }
 
 
 def benchmark_scores(results: dict) -> dict[str, dict[tuple[str, int], float]]:

@@ -1,4 +1,4 @@
-"""The seven LLaVA benchmarks in their lmms-lab versions: loading, LLaVA-1.5's prompts, and scoring.
+"""The seven LLaVA benchmarks in their lmms-lab versions: loading, LLaVA-1.5's (or lmms-eval's) prompts, and scoring.
 
 Each benchmark loads with `datasets.load_dataset` from its lmms-lab repo id or from a local directory in the same
 layout (a `README.md` listing the configs, parquet files per config and split), so the same code runs on the Hub
@@ -6,6 +6,7 @@ data and on the tests' fixtures. Scores come from the local `evaluate` modules i
 """
 
 import hashlib
+import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from .metrics import load_metric
 
 SHORT_ANSWER = "\nAnswer the question using a single word or phrase."
 OPTION_LETTER = "\nAnswer with the option's letter from the given choices directly."
+MME_SUFFIX = " Please answer yes or no."  # replaced by SHORT_ANSWER in both harnesses
+PROMPT_STYLES = ("llava", "lmms_eval")
 
 
 def local_cache_dir(folder: str) -> str:
@@ -35,19 +38,62 @@ def local_cache_dir(folder: str) -> str:
     return str(Path(datasets.config.HF_DATASETS_CACHE) / "tprl_local" / digest)
 
 
+def is_missing(value) -> bool:
+    """LLaVA's `is_none`: None, NaN, "nan" or "none" (MMBench's empty hints and options)."""
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).lower() in ("nan", "none")
+
+
 def short_answer_prompt(row: dict) -> str:
-    return f"{row['question'].strip()}{SHORT_ANSWER}"
+    return f"{row['question']}{SHORT_ANSWER}"
 
 
-def options_prompt(context: str | None, question: str, options: list[str]) -> str:
-    lines = [context] if context else []
-    lines += [question.strip()] + [f"{chr(ord('A') + i)}. {option}" for i, option in enumerate(options)]
-    return "\n".join(lines) + OPTION_LETTER
+def textvqa_llava_prompt(row: dict) -> str:
+    """LLaVA-1.5's `llava_textvqa_val_v051_ocr.jsonl`: the question, the OCR tokens, the short-answer request."""
+    tokens = row.get("ocr_tokens") or []
+    reference = f"\nReference OCR token: {', '.join(tokens)}" if tokens else ""
+    return f"{row['question']}{reference}{SHORT_ANSWER}"
+
+
+def mme_prompt(row: dict) -> str:
+    return row["question"].strip().replace(MME_SUFFIX, "") + SHORT_ANSWER
 
 
 def mmbench_options(row: dict) -> list[str]:
-    options = [row.get(letter) for letter in "ABCDE"]
-    return [option for option in options if option is not None and str(option) != "nan"]
+    """The options up to the first missing one, as LLaVA's `get_options` reads them."""
+    options = []
+    for letter in "ABCD":
+        if is_missing(row.get(letter)):
+            break
+        options.append(row[letter])
+    return options
+
+
+def mmbench_llava_prompt(row: dict) -> str:
+    """LLaVA's `model_vqa_mmbench.py --single-pred-prompt`: hint, question, lettered options, one per line."""
+    lines = [] if is_missing(row["hint"]) else [row["hint"]]
+    lines += [row["question"]] + [f"{letter}. {option}" for letter, option in zip("ABCD", mmbench_options(row))]
+    return "\n".join(lines) + OPTION_LETTER
+
+
+def lmms_eval_present(value) -> bool:
+    """lmms-eval's MMBench test for a hint or option: set, not NaN, not "nan" (pandas' `notna`)."""
+    return bool(value) and not (isinstance(value, float) and math.isnan(value)) and value != "nan"
+
+
+def mmbench_lmms_eval_prompt(row: dict) -> str:
+    """lmms-eval's `mmbench_doc_to_text`: hint, question and "There are several options:" on one line."""
+    options = "There are several options:\n" + "".join(
+        f"{letter}. {row[letter]}\n" for letter in "ABCDE" if lmms_eval_present(row.get(letter))
+    )
+    hint = f"{row['hint']} " if lmms_eval_present(row["hint"]) else ""
+    return f"{hint}{row['question']} {options.rstrip()}\n{OPTION_LETTER}"
+
+
+def scienceqa_prompt(row: dict) -> str:
+    """LLaVA-1.5's `llava_test_CQM-A.json` with `--single-pred-prompt`, as lmms-eval's `sqa_doc_to_text` also asks."""
+    context = f"Context: {row['hint']}\n" if row["hint"] else ""
+    options = "\n".join(f"{chr(ord('A') + i)}. {choice}" for i, choice in enumerate(row["choices"]))
+    return f"{context}{row['question']}\n{options}{OPTION_LETTER}"
 
 
 def exact_match_score(metric, predictions: list[str], rows: list[dict]) -> dict:
@@ -62,15 +108,21 @@ def vqa_score(metric, predictions: list[str], rows: list[dict]) -> dict:
 
 
 def mmbench_score(metric, predictions: list[str], rows: list[dict]) -> dict:
-    references = [row["answer"] for row in rows]
-    options = [mmbench_options(row) for row in rows]
-    return {"score": 100 * metric.compute(predictions=predictions, references=references, options=options)["accuracy"]}
+    result = metric.compute(
+        predictions=predictions,
+        references=[row["answer"] for row in rows],
+        options=[mmbench_options(row) for row in rows],
+        indices=[row["index"] for row in rows],
+    )
+    return {"score": 100 * result["accuracy"], **result}
 
 
 def scienceqa_score(metric, predictions: list[str], rows: list[dict]) -> dict:
-    references = [chr(ord("A") + row["answer"]) for row in rows]
-    options = [row["choices"] for row in rows]
-    return {"score": 100 * metric.compute(predictions=predictions, references=references, options=options)["accuracy"]}
+    references, num_choices = [row["answer"] for row in rows], [len(row["choices"]) for row in rows]
+    return {
+        "score": 100
+        * metric.compute(predictions=predictions, references=references, num_choices=num_choices)["accuracy"]
+    }
 
 
 def mme_score(metric, predictions: list[str], rows: list[dict]) -> dict:
@@ -98,8 +150,21 @@ def mean_pope_f1(metric, predictions: list[str], rows: list[dict]) -> dict:
 
 
 @dataclass(frozen=True)
+class PromptStyle:
+    """How a harness asks a benchmark: the text after the image, and how many tokens the answer may take.
+
+    Args:
+        prompt (`Callable[[dict], str]`): the text after the image for a dataset row.
+        max_new_tokens (`int`): the answer's length limit.
+    """
+
+    prompt: Callable[[dict], str]
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
 class Benchmark:
-    """One benchmark: where its data is, which columns it needs, LLaVA-1.5's prompt, and how it is scored.
+    """One benchmark: where its data is, which columns it needs, how each harness asks it, and how it is scored.
 
     Args:
         name (`str`): the name `tprl-eval --benchmarks` takes.
@@ -107,8 +172,10 @@ class Benchmark:
         config (`str | None`): the dataset config.
         split (`str`): the evaluated split.
         columns (`tuple[str, ...]`): columns the adapter reads; a dataset without them is refused before any work.
-        metric (`str`): the `tprl_eval.metrics` module.
-        prompt (`Callable[[dict], str]`): the text after the image, as LLaVA-1.5's evaluation asks it.
+        metric (`str`): the `tprl_eval.metrics` module, with its config if it has several (`vqa_accuracy:textvqa`).
+        styles (`dict[str, PromptStyle]`): per harness (`PROMPT_STYLES`), the prompt and answer length it uses:
+            `llava` as LLaVA-1.5's evaluation scripts (`llava/eval/model_vqa_*.py` and their question files),
+            `lmms_eval` as lmms-eval's task defaults.
         score (`Callable`): `(metric, predictions, rows) -> dict` with a headline `score` (as papers report it).
         score_name (`str`): what the headline is.
         image_config (`str | None`): a config holding the images, joined on `image_key` (GQA keeps them apart).
@@ -120,11 +187,18 @@ class Benchmark:
     split: str
     columns: tuple[str, ...]
     metric: str
-    prompt: Callable[[dict], str]
+    styles: dict[str, PromptStyle]
     score: Callable
     score_name: str
     image_config: str | None = None
     image_key: str = "imageId"
+
+    def prompt(self, row: dict, style: str = "llava") -> str:
+        """The text after the image, as the `style` harness asks it."""
+        return self.styles[style].prompt(row)
+
+    def max_new_tokens(self, style: str = "llava") -> int:
+        return self.styles[style].max_new_tokens
 
     def load(self, path: str | None = None, limit: int | None = None) -> list[dict]:
         """The evaluated rows (at most `limit`), each with a PIL `image`, from `path` or the lmms-lab repo."""
@@ -161,7 +235,15 @@ class Benchmark:
         return rows
 
     def evaluate(self, predictions: list[str], rows: list[dict]) -> dict:
-        return self.score(load_metric(self.metric), predictions, rows)
+        return self.score(load_metric(*self.metric.split(":")), predictions, rows)
+
+
+def short_answer(llava_tokens: int = 128, lmms_eval_tokens: int = 16) -> dict[str, PromptStyle]:
+    """The question and LLaVA's short-answer request; `model_vqa_loader.py` allows 128 tokens, lmms-eval's tasks 16."""
+    return {
+        "llava": PromptStyle(short_answer_prompt, llava_tokens),
+        "lmms_eval": PromptStyle(short_answer_prompt, lmms_eval_tokens),
+    }
 
 
 BENCHMARKS = {
@@ -174,7 +256,7 @@ BENCHMARKS = {
             split="testdev",
             columns=("id", "imageId", "question", "answer"),
             metric="exact_match",
-            prompt=short_answer_prompt,
+            styles=short_answer(),
             score=exact_match_score,
             score_name="exact match",
             image_config="testdev_balanced_images",
@@ -185,14 +267,13 @@ BENCHMARKS = {
             config="en",
             split="dev",
             columns=("index", "question", "hint", "A", "B", "answer", "image"),
-            metric="multiple_choice",
-            prompt=lambda row: options_prompt(
-                row["hint"] if row["hint"] and str(row["hint"]) != "nan" else None,
-                row["question"],
-                mmbench_options(row),
-            ),
+            metric="mmbench",
+            styles={  # model_vqa_mmbench.py and lmms-eval both allow 1024 tokens
+                "llava": PromptStyle(mmbench_llava_prompt, 1024),
+                "lmms_eval": PromptStyle(mmbench_lmms_eval_prompt, 1024),
+            },
             score=mmbench_score,
-            score_name="accuracy (single pass, no CircularEval)",
+            score_name="accuracy (CircularEval over the copies given)",
         ),
         Benchmark(
             name="mme",
@@ -201,7 +282,7 @@ BENCHMARKS = {
             split="test",
             columns=("question_id", "question", "answer", "category", "image"),
             metric="mme",
-            prompt=lambda row: row["question"].strip(),  # MME's questions end in "Please answer yes or no."
+            styles={"llava": PromptStyle(mme_prompt, 128), "lmms_eval": PromptStyle(mme_prompt, 16)},
             score=mme_score,
             score_name="perception + cognition",
         ),
@@ -212,7 +293,7 @@ BENCHMARKS = {
             split="test",
             columns=("question_id", "question", "answer", "category", "image"),
             metric="pope",
-            prompt=short_answer_prompt,
+            styles=short_answer(lmms_eval_tokens=128),
             score=mean_pope_f1,
             score_name="F1, mean of the 3 subsets",
         ),
@@ -222,10 +303,8 @@ BENCHMARKS = {
             config="ScienceQA-IMG",
             split="test",
             columns=("question", "choices", "answer", "hint", "image"),
-            metric="multiple_choice",
-            prompt=lambda row: options_prompt(
-                f"Context: {row['hint']}" if row["hint"] else None, row["question"], row["choices"]
-            ),
+            metric="scienceqa",
+            styles={"llava": PromptStyle(scienceqa_prompt, 1024), "lmms_eval": PromptStyle(scienceqa_prompt, 16)},
             score=scienceqa_score,
             score_name="accuracy",
         ),
@@ -234,9 +313,12 @@ BENCHMARKS = {
             dataset_id="lmms-lab/textvqa",
             config=None,
             split="validation",
-            columns=("question_id", "question", "answers", "image"),
-            metric="vqa_accuracy",
-            prompt=short_answer_prompt,
+            columns=("question_id", "question", "answers", "ocr_tokens", "image"),
+            metric="vqa_accuracy:textvqa",
+            styles={  # lmms-eval's task sets no length: its llava_hf model's default, 1024
+                "llava": PromptStyle(textvqa_llava_prompt, 128),
+                "lmms_eval": PromptStyle(lambda row: f"{row['question'].capitalize()}{SHORT_ANSWER}", 1024),
+            },
             score=vqa_score,
             score_name="VQA accuracy",
         ),
@@ -246,8 +328,8 @@ BENCHMARKS = {
             config=None,
             split="validation",
             columns=("question_id", "question", "answers", "image"),
-            metric="vqa_accuracy",
-            prompt=short_answer_prompt,
+            metric="vqa_accuracy:vqav2",
+            styles=short_answer(),
             score=vqa_score,
             score_name="VQA accuracy",
         ),

@@ -3,6 +3,7 @@ LLaVA benchmarks.
 
     tprl-eval --methods full,random,uniform,cls_attention,fastv,oracle --keep_ratios 0.333,0.222,0.111 --output_dir outputs/eval
     tprl-eval --model <llava-hf or TPRL checkpoint> --benchmarks gqa,pope,mme --limit 500 --dataset_paths gqa=<local copy>
+    tprl-eval --model <...> --benchmarks mmbench --prompt_style lmms_eval   # lmms-eval's prompts and answer lengths
 
 Every method goes through the same insertion path, `TPRLForConditionalGeneration`: training-free methods are its
 `pruning_method` values, the oracle (digit world only) imposes `kept_visual_indices`, and `full` keeps every token.
@@ -23,7 +24,7 @@ from modeling_tprl import ALL_PRUNING_METHODS, TPRLForConditionalGeneration
 from tprl_digit_world import EMBEDDED_BASE_PATH, require_embedded_base
 
 from .benchmark_eval import benchmark_scores, evaluate_benchmark, paper_table
-from .benchmarks import BENCHMARKS
+from .benchmarks import BENCHMARKS, PROMPT_STYLES
 from .digit_world_eval import DIGIT_WORLD_SPLITS, add_digit_world_split, digit_world_report, evaluate_methods
 from .plots import plot_benchmarks
 
@@ -56,7 +57,17 @@ class EvalArguments:
         default=2000, metadata={"help": "Digit-world test questions per split (held-out handwriting)."}
     )
     limit: int | None = field(default=None, metadata={"help": "At most this many examples per benchmark."})
-    max_new_tokens: int = field(default=16, metadata={"help": "Answer length for the LLaVA benchmarks."})
+    prompt_style: str = field(
+        default="llava",
+        metadata={
+            "help": "Prompts and answer lengths of the LLaVA benchmarks: 'llava' as LLaVA-1.5's evaluation scripts, "
+            "'lmms_eval' as lmms-eval's task defaults.",
+            "choices": PROMPT_STYLES,
+        },
+    )
+    max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Answer length for the LLaVA benchmarks; else each one's, per prompt_style."}
+    )
     batch_size: int = field(default=64)
     seed: int = field(default=0, metadata={"help": "Draws the digit-world test questions and the random method."})
     output_dir: str = field(default="outputs/eval")
@@ -76,6 +87,10 @@ class EvalArguments:
         require_embedded_base(self.model, "--model")
         if self.num_examples < 1 or self.batch_size < 1 or (self.limit is not None and self.limit < 1):
             raise ValueError("num_examples, limit and batch_size must be positive.")
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"Unknown prompt_style {self.prompt_style!r}; choose from {PROMPT_STYLES}.")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens}.")
         self.benchmark_list = [b.strip() for b in self.benchmarks.split(",") if b.strip()]
         unknown = [b for b in self.benchmark_list if b not in BENCHMARK_NAMES]
         if unknown or not self.benchmark_list:
@@ -132,6 +147,7 @@ def run(args: EvalArguments) -> dict:
                 args.batch_size,
                 args.max_new_tokens,
                 args.seed,
+                args.prompt_style,
             )
             for name, rows in benchmark_rows.items()
         }

@@ -40,6 +40,8 @@ def mmbench() -> dict:
          "D": None, "answer": "B"},
         {"index": 1, "question": "How many cats?", "hint": "Look closely.", "A": "1", "B": "2", "C": None, "D": None,
          "answer": "A"},
+        {"index": 1_000_001, "question": "How many cats?", "hint": "Look closely.", "A": "2", "B": "1", "C": None,
+         "D": None, "answer": "B"},  # the options rotated, as lmms-lab/MMBench repeats a question for CircularEval
     ]  # fmt: skip
     for i, row in enumerate(rows):
         row.update(category="attribute", image=image(10 + i), source="fixture", split="dev", comment=None)
@@ -107,9 +109,10 @@ def textvqa() -> dict:
         {"image_id": f"t{i}", "question_id": i, "question": question, "question_tokens": question.split(),
          "image": image(50 + i), "image_width": 40, "image_height": 32, "flickr_original_url": "",
          "flickr_300k_url": "", "answers": answers, "image_classes": ["sign"], "set_name": "val",
-         "ocr_tokens": ["stop"]}
-        for i, (question, answers) in enumerate(
-            [("What does the sign say?", ["stop"] * 8 + ["STOP!", "halt"]), ("What number is it?", ["2"] * 10)]
+         "ocr_tokens": ocr_tokens}
+        for i, (question, answers, ocr_tokens) in enumerate(
+            [("What does the sign say?", ["stop"] * 8 + ["STOP!", "halt"], ["stop", "sign"]),
+             ("What number is it?", ["2"] * 10, [])]
         )
     ]  # fmt: skip
     return {None: ("validation", rows, None)}
@@ -140,10 +143,10 @@ FIXTURES = {
 # A right answer per fixture row, as a model would write it.
 RIGHT_ANSWERS = {
     "gqa": ["Yes.", "cup", "left"],
-    "mmbench": ["B", "A. 1"],
+    "mmbench": ["B", "A. 1", "The answer is B"],
     "mme": ["Yes", "No", "Yes", "No"],
     "pope": ["Yes, there is.", "No", "yes", "no", "Yes", "There is no tree."],
-    "scienceqa_img": ["B", "iron"],
+    "scienceqa_img": ["B", "The answer is A."],
     "textvqa": ["stop", "two"],
     "vqav2": ["2", "Yes"],
 }

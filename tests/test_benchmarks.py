@@ -36,19 +36,42 @@ def test_right_answers_score_full_marks_and_wrong_ones_zero(fixture_dirs, name):
     assert benchmark.evaluate(["zebra"] * len(rows), rows)["score"] == pytest.approx(nonsense)
 
 
-def test_prompts_follow_llava_1_5(fixture_dirs):
+def test_prompts_follow_llava_1_5_and_lmms_eval(fixture_dirs):
+    short = "\nAnswer the question using a single word or phrase."
+    letter = "\nAnswer with the option's letter from the given choices directly."
     gqa = BENCHMARKS["gqa"].load(fixture_dirs["gqa"])
-    assert BENCHMARKS["gqa"].prompt(gqa[0]) == "Is the sky blue?\nAnswer the question using a single word or phrase."
+    assert BENCHMARKS["gqa"].prompt(gqa[0]) == f"Is the sky blue?{short}"
     mmbench = BENCHMARKS["mmbench"].load(fixture_dirs["mmbench"])
-    assert BENCHMARKS["mmbench"].prompt(mmbench[1]) == (
-        "Look closely.\nHow many cats?\nA. 1\nB. 2\nAnswer with the option's letter from the given choices directly."
+    assert BENCHMARKS["mmbench"].prompt(mmbench[1]) == f"Look closely.\nHow many cats?\nA. 1\nB. 2{letter}"
+    assert BENCHMARKS["mmbench"].prompt(mmbench[1], "lmms_eval") == (
+        f"Look closely. How many cats? There are several options:\nA. 1\nB. 2\n{letter}"
     )
+    assert BENCHMARKS["mmbench"].prompt(mmbench[0], "lmms_eval").startswith("What colour is the car? There are")
     sqa = BENCHMARKS["scienceqa_img"].load(fixture_dirs["scienceqa_img"])
-    assert (
-        BENCHMARKS["scienceqa_img"].prompt(sqa[1]).startswith("Context: Think of magnets.\nWhich is a metal?\nA. iron")
+    assert BENCHMARKS["scienceqa_img"].prompt(sqa[1]) == (
+        f"Context: Think of magnets.\nWhich is a metal?\nA. iron\nB. wood\nC. glass{letter}"
     )
+    assert BENCHMARKS["scienceqa_img"].prompt(sqa[0]).startswith("Which is a mammal?\nA. shark")
     mme = BENCHMARKS["mme"].load(fixture_dirs["mme"])
-    assert BENCHMARKS["mme"].prompt(mme[0]) == "Is there a dog? Please answer yes or no."
+    assert BENCHMARKS["mme"].prompt(mme[0]) == f"Is there a dog?{short}"  # " Please answer yes or no." replaced
+    textvqa = BENCHMARKS["textvqa"].load(fixture_dirs["textvqa"])
+    assert (
+        BENCHMARKS["textvqa"].prompt(textvqa[0]) == f"What does the sign say?\nReference OCR token: stop, sign{short}"
+    )
+    assert BENCHMARKS["textvqa"].prompt(textvqa[1]) == f"What number is it?{short}"  # no OCR tokens
+    assert BENCHMARKS["textvqa"].prompt(textvqa[0], "lmms_eval") == f"What does the sign say?{short}"
+
+
+@pytest.mark.parametrize(
+    ("name", "llava", "lmms_eval"),
+    [("gqa", 128, 16), ("vqav2", 128, 16), ("textvqa", 128, 1024), ("pope", 128, 128), ("mme", 128, 16),
+     ("mmbench", 1024, 1024), ("scienceqa_img", 1024, 16)],
+)  # fmt: skip
+def test_answer_lengths_follow_each_harness(name, llava, lmms_eval):
+    assert (BENCHMARKS[name].max_new_tokens("llava"), BENCHMARKS[name].max_new_tokens("lmms_eval")) == (
+        llava,
+        lmms_eval,
+    )
 
 
 def test_gqa_joins_images_and_limit_caps_rows(fixture_dirs):

@@ -19,24 +19,6 @@ def test_vqa_accuracy_averages_the_ten_leave_one_out_subsets(vqa):
     assert vqa.compute(predictions=["4"], references=[["2"] * 10])["vqa_accuracy"] == 0.0
 
 
-@pytest.mark.parametrize(
-    ("prediction", "answer"),
-    [
-        ("Two", "2"),  # number words
-        ("none", "0"),
-        ("a dog", "dog"),  # articles
-        ("The red one.", "red one"),  # article and final period
-        ("yes!", "yes"),  # punctuation
-        ("1,000", "1000"),  # commas inside numbers
-        ("3.5", "3.5"),  # periods inside numbers stay
-        ("dont", "don't"),  # contractions
-        ("black-and-white", "black and white"),  # hyphen without spaces becomes a space
-    ],
-)
-def test_vqa_normalisation_edge_cases(vqa, prediction, answer):
-    assert vqa.compute(predictions=[prediction], references=[[answer] * 10])["vqa_accuracy"] == 1.0
-
-
 def test_vqa_needs_reference_answers(vqa):
     with pytest.raises(ValueError, match="at least one reference"):
         vqa.compute(predictions=["yes"], references=[[]])
@@ -45,7 +27,7 @@ def test_vqa_needs_reference_answers(vqa):
 def test_exact_match():
     metric = load_metric("exact_match")
     result = metric.compute(
-        predictions=["Left.", " yes", "the table", "Red"], references=["left", "Yes", "table", "red"]
+        predictions=["Left.", " yes", "the table", "Red"], references=["left", "yes", "table", "red"]
     )
     assert result["exact_match"] == 0.75  # "the table" is not "table": GQA does not drop articles
 
@@ -142,13 +124,23 @@ def test_mme_scores_pairs_and_sums_the_groups():
         metric.compute(predictions=["Yes"], references=["Yes"], question_ids=["a"], categories=["colour"])
 
 
-def test_multiple_choice_reads_letters_and_option_texts():
-    metric = load_metric("multiple_choice")
-    predictions = ["B", "(C) blue", "D. none of these", "A cat", "blue"]
-    references = ["B", "C", "D", "A", "B"]
-    assert metric.compute(predictions=predictions, references=references)["accuracy"] == 0.6
-    options = [["x", "y"], ["r", "g", "b"], ["a", "b", "c", "d"], ["cat", "dog"], ["red", "blue"]]
-    assert metric.compute(predictions=predictions, references=references, options=options)["accuracy"] == 0.8
+def test_mmbench_circular_eval_needs_every_copy_right():
+    metric = load_metric("mmbench")
+    options = [["red", "blue"], ["blue", "red"], ["cat", "dog"], ["dog", "cat"], ["x", "y"]]
+    result = metric.compute(
+        predictions=["B", "A", "A", "A", "gibberish"],  # question 1 right twice; 2 right, then wrong; 3 unreadable
+        references=["B", "A", "A", "B", "A"],
+        options=options,
+        indices=[1, 1_000_001, 2, 1_000_002, 3],
+    )
+    assert result == {"accuracy": 1 / 3, "single_pass_accuracy": 2 / 3, "num_questions": 3, "unmatched": 1}
+    with pytest.raises(ValueError, match="first copy"):
+        metric.compute(predictions=["A"], references=["A"], options=[["x", "y"]], indices=[1_000_001])
+
+
+def test_vqa_accuracy_refuses_an_unknown_config():
+    with pytest.raises(ValueError, match="Unknown vqa_accuracy config"):
+        load_metric("vqa_accuracy", "okvqa")
 
 
 def test_token_efficiency():

@@ -10,11 +10,12 @@ import evaluate
 
 
 METRICS_DIR = Path(__file__).parent
-METRIC_NAMES = ("vqa_accuracy", "exact_match", "pope", "mme", "multiple_choice", "token_efficiency")
+METRIC_NAMES = ("vqa_accuracy", "exact_match", "pope", "mme", "mmbench", "scienceqa", "token_efficiency")
 
 
-def load_metric(name: str) -> evaluate.EvaluationModule:
-    """One of `METRIC_NAMES`, loaded with `evaluate.load` from its folder (the Hub's scripts need a network)."""
+def load_metric(name: str, config_name: str | None = None) -> evaluate.EvaluationModule:
+    """One of `METRIC_NAMES` (and its config, e.g. `vqa_accuracy`'s "textvqa"), loaded with `evaluate.load` from its
+    folder (the Hub's scripts need a network)."""
     if name not in METRIC_NAMES:
         raise ValueError(f"Unknown metric {name!r}; choose from {METRIC_NAMES}.")
-    return evaluate.load(str(METRICS_DIR / name))
+    return evaluate.load(str(METRICS_DIR / name), config_name)

@@ -1,12 +1,14 @@
-"""Exact match after LLaVA's light normalisation (GQA's metric)."""
+"""Exact match as LLaVA-1.5 scores GQA: its conversion script, then GQA's official eval.py."""
 
 import datasets
 import evaluate
 
 
 _DESCRIPTION = """
-Exact match of the answer with the single reference, as LLaVA-1.5 scores GQA: both lower-cased, stripped, and a
-trailing period removed ("Yes." == "yes"). Nothing else is normalised.
+Exact match of the answer with the single reference, as LLaVA-1.5 scores GQA. `model_vqa_loader.py` writes the answer
+stripped, `scripts/convert_gqa_for_eval.py` removes its trailing periods and lower-cases it, and GQA's official
+`eval.py` compares it with the reference as stored (`predicted == gold`). Nothing else is normalised: "the table" is
+not "table", and "yes ." is not "yes".
 """
 
 _KWARGS_DESCRIPTION = """
@@ -31,8 +33,9 @@ _CITATION = """
 """
 
 
-def normalize(answer: str) -> str:
-    return answer.strip().rstrip(".").strip().lower()
+def converted(answer: str) -> str:
+    """The stripped answer as convert_gqa_for_eval.py writes it."""
+    return answer.strip().rstrip(".").lower()
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
@@ -48,7 +51,5 @@ class ExactMatch(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
-        hits = [
-            normalize(prediction) == normalize(reference) for prediction, reference in zip(predictions, references)
-        ]
+        hits = [converted(prediction) == reference for prediction, reference in zip(predictions, references)]
         return {"exact_match": sum(hits) / len(hits)}

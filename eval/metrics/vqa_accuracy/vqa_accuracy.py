@@ -1,4 +1,4 @@
-"""VQA accuracy as the official VQAv2 evaluation computes it (also TextVQA's metric)."""
+"""VQA accuracy as the scripts behind LLaVA-1.5's published numbers compute it: VQAv2 and TextVQA."""
 
 import re
 
@@ -7,10 +7,20 @@ import evaluate
 
 
 _DESCRIPTION = """
-VQA accuracy: an answer is 100% right if at least 3 of the annotators gave it. The official script averages
-min(#matching annotators / 3, 1) over the 10 leave-one-annotator-out subsets of the 10 answers. Answers are
-normalised as in the official evaluation: punctuation (numbers keep their commas' digits together), periods not
-inside numbers, lower case, number words to digits, articles dropped, contractions restored.
+VQA accuracy: an answer is 100% right if at least 3 of the annotators gave it. The score averages
+min(#matching annotators / 3, 1) over the leave-one-annotator-out subsets of the annotators' answers. Two configs, each
+the exact pipeline behind LLaVA-1.5's numbers:
+
+- `vqav2` (default): LLaVA's `scripts/convert_vqav2_for_submission.py` runs the EvalAI answer processor
+  (`llava/eval/m4c_evaluator.py: EvalAIAnswerProcessor`, from MMF) on the answer, then the official `vqaEval.py`
+  (GT-Vision-Lab/VQA, PythonEvaluationTools) scores it: the answer's punctuation, number words, articles and
+  contractions normalised again; the annotators' answers only have their punctuation processed, and only when they
+  differ from each other (as they are stored otherwise).
+- `textvqa`: LLaVA's `llava/eval/eval_textvqa.py` (`TextVQAAccuracyEvaluator` in `m4c_evaluator.py`): the EvalAI
+  processor on the answer and on each of the 10 annotators' answers, which it requires.
+
+The EvalAI processor lower-cases, deletes "," and "?", splits "'s" off ("man's" -> "man 's"), then normalises as
+`vqaEval.py` does. Both scripts pass `re.UNICODE` (32) where `re.sub` takes its count: at most 32 periods are removed.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -20,7 +30,7 @@ Args:
 Returns:
     vqa_accuracy (`float`): mean accuracy in [0, 1].
 Examples:
-    >>> metric = evaluate.load("eval/metrics/vqa_accuracy")
+    >>> metric = evaluate.load("eval/metrics/vqa_accuracy", "vqav2")
     >>> metric.compute(predictions=["Two."], references=[["2"] * 10])
     {'vqa_accuracy': 1.0}
 """
@@ -31,6 +41,12 @@ _CITATION = """
   author={Goyal, Yash and Khot, Tejas and Summers-Stay, Douglas and Batra, Dhruv and Parikh, Devi},
   booktitle={CVPR},
   year={2017}
+}
+@inproceedings{singh2019towards,
+  title={Towards VQA Models That Can Read},
+  author={Singh, Amanpreet and others},
+  booktitle={CVPR},
+  year={2019}
 }
 """
 
@@ -92,17 +108,20 @@ PUNCTUATION = (
     "!",
 )
 PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
-COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
+VQA_EVAL_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
+EVALAI_COMMA_STRIP = re.compile(r"(?<=\d)(,)+(?=\d)")
+SCRIPT_SUB_COUNT = re.UNICODE  # both scripts pass the flag where re.sub takes its count (32)
 
 
-def process_punctuation(text: str) -> str:
+def process_punctuation(text: str, comma_strip: re.Pattern = VQA_EVAL_COMMA_STRIP) -> str:
+    """`processPunctuation`: a mark next to a space (or any mark, if digits hold a comma) goes, else becomes a space."""
     out = text
     for mark in PUNCTUATION:
-        if f"{mark} " in text or f" {mark}" in text or COMMA_STRIP.search(text) is not None:
+        if f"{mark} " in text or f" {mark}" in text or comma_strip.search(text) is not None:
             out = out.replace(mark, "")
         else:
             out = out.replace(mark, " ")
-    return PERIOD_STRIP.sub("", out)
+    return PERIOD_STRIP.sub("", out, SCRIPT_SUB_COUNT)
 
 
 def process_digit_article(text: str) -> str:
@@ -111,25 +130,42 @@ def process_digit_article(text: str) -> str:
     return " ".join(words)
 
 
-def normalize_answer(answer: str) -> str:
+def evalai_answer(answer: str) -> str:
+    """`EvalAIAnswerProcessor.__call__` of LLaVA's m4c_evaluator.py."""
+    answer = answer.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
     answer = answer.replace("\n", " ").replace("\t", " ").strip()
-    return process_digit_article(process_punctuation(answer))
+    return process_digit_article(process_punctuation(answer, EVALAI_COMMA_STRIP))
 
 
-def vqa_score(prediction: str, answers: list[str]) -> float:
-    """Mean over leave-one-annotator-out subsets of min(#matches / 3, 1)."""
-    prediction = normalize_answer(prediction)
-    answers = [normalize_answer(answer) for answer in answers]
-    scores = []
-    for left_out in range(len(answers)):
-        matches = sum(answer == prediction for i, answer in enumerate(answers) if i != left_out)
-        scores.append(min(1.0, matches / 3))
+def leave_one_out_accuracy(prediction: str, answers: list[str]) -> float:
+    scores = [min(1.0, sum(a == prediction for j, a in enumerate(answers) if j != i) / 3) for i in range(len(answers))]
     return sum(scores) / len(scores)
+
+
+def vqav2_accuracy(prediction: str, answers: list[str]) -> float:
+    """One question as `vqaEval.evaluate` scores the answer that LLaVA's submission script wrote."""
+    prediction = evalai_answer(prediction).replace("\n", " ").replace("\t", " ").strip()
+    prediction = process_digit_article(process_punctuation(prediction))
+    if len(set(answers)) > 1:
+        answers = [process_punctuation(answer) for answer in answers]
+    return leave_one_out_accuracy(prediction, answers)
+
+
+def textvqa_accuracy(prediction: str, answers: list[str]) -> float:
+    """One question as `TextVQAAccuracyEvaluator.eval_pred_list` scores it."""
+    if len(answers) != 10:
+        raise ValueError(f"TextVQA's evaluator needs the 10 annotators' answers per question, got {len(answers)}.")
+    return leave_one_out_accuracy(evalai_answer(prediction), [evalai_answer(answer) for answer in answers])
+
+
+SCORERS = {"vqav2": vqav2_accuracy, "textvqa": textvqa_accuracy}
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class VQAAccuracy(evaluate.Metric):
     def _info(self):
+        if self.config_name not in ("default", *SCORERS):
+            raise ValueError(f"Unknown vqa_accuracy config {self.config_name!r}; choose from {tuple(SCORERS)}.")
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
             citation=_CITATION,
@@ -142,5 +178,6 @@ class VQAAccuracy(evaluate.Metric):
     def _compute(self, predictions, references):
         if any(len(answers) == 0 for answers in references):
             raise ValueError("Every question needs at least one reference answer.")
-        scores = [vqa_score(prediction, answers) for prediction, answers in zip(predictions, references)]
+        score = SCORERS["vqav2" if self.config_name == "default" else self.config_name]
+        scores = [score(prediction, answers) for prediction, answers in zip(predictions, references)]
         return {"vqa_accuracy": sum(scores) / len(scores)}
