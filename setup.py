@@ -37,7 +37,12 @@ setup(
         "pyyaml>=6",
         "tqdm>=4.66",
     ],
-    extras_require={"dev": ["pytest>=8", "ruff>=0.17,<0.18"]},
+    extras_require={
+        "dev": ["pytest>=8", "ruff>=0.17,<0.18"],
+        # What lmms-eval 0.7.3 needs to load and run tasks; lmms-eval itself installs with --no-deps (README), since
+        # its full dependency list pulls a newer torch with CUDA packages.
+        "lmms": ["loguru>=0.7", "sacrebleu>=2.4", "pytz", "tenacity>=8.3", "filelock>=3.10,<4", "pytablewriter"],
+    },
     entry_points={
         "console_scripts": [
             "tprl-train-base=tprl_digit_world.train_base:main",
@@ -46,6 +51,7 @@ setup(
             "tprl-eval=tprl_eval.cli:main",
             "tprl-push=tprl_hub_cards.push:main",
             "tprl-flops=tprl_eval.flops:main",
-        ]
+        ],
+        "lmms_eval.models": ["tprl=tprl_eval.lmms_eval_model:MANIFEST"],
     },
 )
