@@ -154,9 +154,13 @@ RIGHT_ANSWERS = {
 
 def write_fixture(root: Path, name: str) -> Path:
     """Writes the `name` fixture in the lmms-lab layout under `root/name` and returns that directory."""
-    directory = Path(root) / name
+    return write_layout(Path(root) / name, FIXTURES[name]())
+
+
+def write_layout(directory: Path, configs: dict) -> Path:
+    """Writes `{config: (split, rows, features)}` in the lmms-lab layout (parquet per config, configs in README.md)."""
     lines = ["---", "configs:"]
-    for config, (split, rows, features) in FIXTURES[name]().items():
+    for config, (split, rows, features) in configs.items():
         folder = config or "data"
         (directory / folder).mkdir(parents=True, exist_ok=True)
         datasets.Dataset.from_list(rows, features=features).to_parquet(

@@ -2,6 +2,8 @@
 
     tprl-prepare-data --conversations llava_v1_5_mix665k.json --image_folder /data/llava --output_dir data/vqa_train \
         [--exclude_image_ids pope_coco_ids.txt] [--limit 50000] [--seed 0]
+    tprl-prepare-data --vqa_dataset lmms-lab/GQA --vqa_config train_balanced_instructions \
+        --image_config train_balanced_images --split train --output_dir data/vqa_train
 
 LLaVA-1.5 was instruction-tuned on conversations in LLaVA's layout: records with an `image` (a path under the image
 folder) and `conversations`, turns `{"from": "human" | "gpt", "value": ...}`, the first human turn holding `<image>`.
@@ -15,6 +17,12 @@ or a Hub id) with `conversations` and `image` columns, the image a path or a dec
 benchmark holds are dropped with `--exclude_image_ids`: a text file, one id per line. LLaVA-1.5's COCO train2017
 images include COCO val2014 ones, which POPE evaluates on: list POPE's `image_source` values there
 (`COCO_val2014_000000310196`); COCO ids are compared by number, so `000000310196.jpg` matches it.
+
+VQA datasets in the lmms-lab layout (`--vqa_dataset`, a Hub id, a local copy in the same layout or a `save_to_disk`
+directory) give one row per question: VQAv2's (`question`, `answers`, `image_id`, `image`; the answer is
+`multiple_choice_answer`, the annotators' most common answer, as LLaVA-1.5 trained on it) and GQA's (`question`,
+`answer`, `imageId`; the images in another config, `--image_config`, joined on `id`). Their image ids (COCO numbers,
+GQA ids) are excluded as above. Both sources may be given at once; the rows are pooled and shuffled.
 """
 
 import json
@@ -37,15 +45,26 @@ SHORT_ANSWER_PROMPT = "Answer the question using a single word or phrase."
 class PrepareDataArguments:
     """Where LLaVA's conversations are, what to leave out, and where the training set goes."""
 
-    conversations: str = field(metadata={"help": "LLaVA-layout JSON / JSON lines, or a dataset dir / Hub id."})
     output_dir: str = field(metadata={"help": "Where the `save_to_disk` dataset is written."})
+    conversations: str | None = field(
+        default=None, metadata={"help": "LLaVA-layout JSON / JSON lines, or a dataset dir / Hub id."}
+    )
     image_folder: str | None = field(default=None, metadata={"help": "Root of the records' image paths."})
+    vqa_dataset: str | None = field(
+        default=None, metadata={"help": "A VQA dataset in the lmms-lab layout (VQAv2 or GQA): Hub id or directory."}
+    )
+    vqa_config: str | None = field(default=None, metadata={"help": "Its config, e.g. train_balanced_instructions."})
+    image_config: str | None = field(
+        default=None, metadata={"help": "The config holding its images when apart, e.g. GQA's train_balanced_images."}
+    )
     split: str = field(default="train", metadata={"help": "Split of a Hugging Face dataset."})
     exclude_image_ids: str | None = field(default=None, metadata={"help": "File of image ids to drop, one a line."})
     limit: int | None = field(default=None, metadata={"help": "At most this many rows (after shuffling)."})
     seed: int = field(default=0, metadata={"help": "Seed of the shuffle."})
 
     def __post_init__(self):
+        if self.conversations is None and self.vqa_dataset is None:
+            raise ValueError("Give --conversations (LLaVA's layout) or --vqa_dataset (lmms-lab VQAv2 / GQA), or both.")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be positive, got {self.limit}.")
         if self.image_folder is not None and not os.path.isdir(self.image_folder):
@@ -96,12 +115,65 @@ def load_conversations(path: str, split: str) -> datasets.Dataset | list[dict]:
     return dataset
 
 
-def prepare(args: PrepareDataArguments) -> datasets.Dataset:
-    """The training set, shuffled with `args.seed`, written to `args.output_dir`; counts are logged."""
-    excluded = set()
-    if args.exclude_image_ids is not None:
-        excluded = {image_id(line.strip()) for line in Path(args.exclude_image_ids).read_text().splitlines() if line}
-    rows, counts = [], {"records": 0, "without image": 0, "excluded images": 0, "without short answers": 0}
+FEATURES = datasets.Features(
+    {"image": datasets.Image(), "question": datasets.Value("string"), "answer": datasets.Value("string")}
+)
+
+
+def load_any(path: str, config: str | None, split: str) -> datasets.Dataset:
+    """A split from a `save_to_disk` directory, a local copy in a Hub layout, or the Hub."""
+    if os.path.isdir(path) and any(Path(path, name).exists() for name in ("dataset_dict.json", "state.json")):
+        dataset = datasets.load_from_disk(path)
+        return dataset[split] if isinstance(dataset, datasets.DatasetDict) else dataset
+    return datasets.load_dataset(path, config, split=split)
+
+
+def most_common_answer(answers: list) -> str:
+    texts = [answer["answer"] if isinstance(answer, dict) else answer for answer in answers]
+    return max(texts, key=texts.count)
+
+
+def vqa_rows(args: PrepareDataArguments, excluded: set[str], counts: dict) -> datasets.Dataset:
+    """One row per question of an lmms-lab VQAv2 / GQA split, its image undecoded, excluded images left out."""
+    data = load_any(args.vqa_dataset, args.vqa_config, args.split)
+    columns = set(data.column_names)
+    if "question" not in columns or not {"answer", "answers"} & columns:
+        raise ValueError(
+            f"{args.vqa_dataset} has columns {sorted(columns)}; a VQA dataset needs `question` and `answer` (GQA) or "
+            "`answers` (VQAv2)."
+        )
+    key = "image_id" if "image_id" in columns else "imageId"
+    counts["vqa questions"] = len(data)
+    if key in columns and excluded:
+        data = data.filter(lambda row: image_id(str(row[key])) not in excluded)
+        counts["excluded images"] += counts["vqa questions"] - len(data)
+    if "image" in columns:
+        images = data.cast_column("image", datasets.Image(decode=False))["image"]
+    elif args.image_config is not None:  # GQA: the images are a config of their own, joined on their id
+        image_data = load_any(args.vqa_dataset, args.image_config, args.split)
+        image_data = image_data.cast_column("image", datasets.Image(decode=False))
+        by_id = dict(zip(image_data["id"], range(len(image_data))))
+        missing = sorted({row_id for row_id in data[key] if row_id not in by_id})
+        if missing:
+            raise ValueError(
+                f"{len(missing)} images of {args.vqa_dataset} are not in {args.image_config}: {missing[:5]}"
+            )
+        images = [image_data[by_id[row_id]]["image"] for row_id in data[key]]
+    else:
+        raise ValueError(f"{args.vqa_dataset} has no `image` column: name the config holding them, --image_config.")
+    if "multiple_choice_answer" in columns:
+        answers = data["multiple_choice_answer"]
+    elif "answer" in columns:
+        answers = data["answer"]
+    else:
+        answers = [most_common_answer(row) for row in data["answers"]]
+    questions = [question.strip() for question in data["question"]]
+    return datasets.Dataset.from_dict({"image": images, "question": questions, "answer": answers}, features=FEATURES)
+
+
+def conversation_rows(args: PrepareDataArguments, excluded: set[str], counts: dict) -> datasets.Dataset:
+    """One row per short-answer turn of LLaVA-layout records with an image, excluded images left out."""
+    rows = {"image": [], "question": [], "answer": []}
     for record in load_conversations(args.conversations, args.split):
         counts["records"] += 1
         image = record.get("image")
@@ -119,13 +191,29 @@ def prepare(args: PrepareDataArguments) -> datasets.Dataset:
                 )
         turns = short_answer_turns(record["conversations"])
         counts["without short answers"] += not turns
-        rows += [{"image": image, "question": question, "answer": answer} for question, answer in turns]
-    if not rows:
-        raise ValueError(f"No short-answer turns with an image in {args.conversations} ({counts}).")
-    features = datasets.Features(
-        {"image": datasets.Image(), "question": datasets.Value("string"), "answer": datasets.Value("string")}
-    )
-    dataset = datasets.Dataset.from_list(rows, features=features).shuffle(seed=args.seed)
+        for question, answer in turns:
+            rows["image"].append(image)
+            rows["question"].append(question)
+            rows["answer"].append(answer)
+    return datasets.Dataset.from_dict(rows, features=FEATURES)
+
+
+def prepare(args: PrepareDataArguments) -> datasets.Dataset:
+    """The training set, shuffled with `args.seed`, written to `args.output_dir`; counts are logged."""
+    excluded = set()
+    if args.exclude_image_ids is not None:
+        excluded = {image_id(line.strip()) for line in Path(args.exclude_image_ids).read_text().splitlines() if line}
+    counts = {"records": 0, "without image": 0, "excluded images": 0, "without short answers": 0}
+    parts = []
+    if args.conversations is not None:
+        parts.append(conversation_rows(args, excluded, counts))
+    if args.vqa_dataset is not None:
+        parts.append(vqa_rows(args, excluded, counts))
+    dataset = datasets.concatenate_datasets(parts)
+    if len(dataset) == 0:
+        sources = [source for source in (args.conversations, args.vqa_dataset) if source]
+        raise ValueError(f"No short-answer turns with an image in {sources} ({counts}).")
+    dataset = dataset.shuffle(seed=args.seed)
     if args.limit is not None:
         dataset = dataset.select(range(min(args.limit, len(dataset))))
     dataset.save_to_disk(args.output_dir)
