@@ -29,14 +29,22 @@ class Timing:
         return f"{1000 * self.median:.2f} [{1000 * self.low:.2f}-{1000 * self.high:.2f}]"
 
 
+def synchronize() -> None:
+    """Waits for the GPU's queued work, so that a call's time includes it (CUDA runs asynchronously)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def time_calls(fn: Callable[[], object], repeats: int = 7, warmup: int = 2) -> Timing:
-    """Times `repeats` calls of `fn` after `warmup` untimed ones."""
+    """Times `repeats` calls of `fn` after `warmup` untimed ones, each until the GPU (if any) is done."""
     for _ in range(warmup):
         fn()
     seconds = []
     for _ in range(repeats):
+        synchronize()
         start = time.perf_counter()
         fn()
+        synchronize()
         seconds.append(time.perf_counter() - start)
     return Timing(statistics.median(seconds), min(seconds), max(seconds))
 

@@ -9,7 +9,9 @@ cache that is cropped back after each step.
     model (vision tower + pruner + LM), batch 16: prefill, one decode step, measured FLOPs;
 (b) a CPU proxy of LLaVA-1.5-7B's language model (its widths, 2 decoder layers, bf16), batch 1: prefill of 576 visual
     + 64 text tokens vs. the kept visual tokens + 64 text tokens, and a decode step on each KV cache;
-(c) the pruner's own share (autoencoder + 3 policy steps) at LLaVA-1.5-7B shapes vs. the full prefill.
+(c) the pruner's own share (autoencoder + 3 policy steps) at LLaVA-1.5-7B shapes vs. the full prefill;
+(d) with `--llava_7b`: the whole TPRL model at LLaVA-1.5-7B shapes (random weights, bf16, batch 1, 64 text tokens) on
+    `--device`, prefill and a decode step at 576 / 192 / 128 / 64 kept (`--layers` shortens it for a CPU check).
 """
 
 import argparse
@@ -17,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import DynamicCache, LlamaConfig, LlamaModel
+from transformers import DynamicCache, LlamaConfig, LlamaModel, LlavaForConditionalGeneration
 
 from modeling_tprl import TPRLForConditionalGeneration
 from tprl_digit_world import EMBEDDED_BASE_PATH, DigitWorld, build_processor, build_tiny_llava
 from tprl_digit_world.batching import DigitWorldCollator
-from tprl_eval.flops import language_model_flops, load_configs, measured_flops, prefill_flops
+from tprl_eval.flops import language_model_flops, load_configs, measured_flops, prefill_flops, proxy_configs
 from tprl_eval.latency import prefill_and_decode_latency, time_calls
 
 
@@ -103,16 +105,64 @@ def pruner_share() -> None:
     )
 
 
+@torch.no_grad()
+def llava_7b(repeats: int, device: str, num_layers: int | None) -> None:
+    config, tprl_config = load_configs("llava-1.5-7b")
+    if num_layers is not None:
+        config, tprl_config = proxy_configs(config, tprl_config, num_layers)
+    depth = f"{config.text_config.num_hidden_layers} LM layers"
+    with torch.device(device):
+        torch.set_default_dtype(torch.bfloat16)
+        base = LlavaForConditionalGeneration(config)  # random weights: timing does not depend on them
+        torch.set_default_dtype(torch.float32)
+    fields = ("autoencoder_latent_size", "policy_hidden_size", "policy_num_layers", "policy_num_heads")
+    model = TPRLForConditionalGeneration.from_base(base, **{name: getattr(tprl_config, name) for name in fields})
+    model = model.to(device=device, dtype=torch.bfloat16).eval()
+    text = 64
+    ids = torch.full((1, text + config.image_seq_length), 1, dtype=torch.long, device=device)
+    ids[0, 1 : 1 + config.image_seq_length] = config.image_token_id
+    size = config.vision_config.image_size
+    inputs = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "pixel_values": torch.zeros(1, 3, size, size, dtype=torch.bfloat16, device=device),
+    }
+    print(
+        f"\n(d) TPRL at LLaVA-1.5-7B shapes ({depth}, random weights, bf16) on {device}, batch 1, {text} text tokens"
+    )
+    print("| visual kept | prefill ms | speed-up | decode ms/token | speed-up | analytic prefill TFLOPs |")
+    print("|---|---|---|---|---|---|")
+    full = None
+    for kept in (576, 192, 128, 64):
+        selection = {"keep_ratio": 1.0} if kept == 576 else {"num_kept_tokens": kept}
+        latency = prefill_and_decode_latency(model, inputs, repeats=repeats, **selection)
+        method = "full" if kept == 576 else "tprl"
+        flops = prefill_flops(config, kept, text, method=method, tprl_config=tprl_config).total
+        full = full or latency
+        print(
+            f"| {kept} | {latency['prefill'].milliseconds()} | {latency['prefill'].speedup_over(full['prefill'])} | "
+            f"{latency['decode'].milliseconds()} | {latency['decode'].speedup_over(full['decode'])} | "
+            f"{flops / 1e12:.2f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7, help="Timed calls per figure, after 2 warm-up calls.")
     parser.add_argument("--skip_proxy", action="store_true")
+    parser.add_argument("--skip_tiny", action="store_true")
+    parser.add_argument("--llava_7b", action="store_true", help="(d): the whole model at LLaVA-1.5-7B shapes.")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--layers", type=int, default=None, help="(d) with this many layers (default: all).")
     args = parser.parse_args()
     torch.manual_seed(0)
-    tiny(args.repeats)
+    if not args.skip_tiny:
+        tiny(args.repeats)
     if not args.skip_proxy:
         proxy(args.repeats)
     pruner_share()
+    if args.llava_7b:
+        llava_7b(args.repeats, args.device, args.layers)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import datasets
 from accelerate import PartialState
-from transformers import AutoConfig, AutoProcessor, Trainer, TrainingArguments, set_seed
+from transformers import AutoConfig, AutoProcessor, LlavaConfig, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import TrlParser
 
@@ -32,6 +32,7 @@ from tprl_digit_world.builder import DigitWorldBuilder
 from .autoencoder import StateAutoencoderTrainer
 from .data import VQACollator
 from .demonstrations import demonstrated_examples, make_demonstrations
+from .dry_run import StageMeter, build_dry_run_base, full_base_config, projection_table, write_fixture, write_report
 from .imitation import BudgetBatchSampler, DemonstrationDataset, ImitationTrainer, encode_examples
 from .model_config import TPRLModelConfig
 from .ppo_config import TPRLPPOConfig
@@ -86,6 +87,17 @@ class PrunerTrainingArguments:
     imitation_learning_rate: float = field(default=1e-3)
     stage_batch_size: int = field(default=64, metadata={"help": "Batch size of the autoencoder, teacher, imitation."})
     eval_size: int = field(default=2000, metadata={"help": "Held-out test questions (digit world); 0 skips eval."})
+    dry_run: bool = field(
+        default=False,
+        metadata={
+            "help": "Run every stage a few steps on a random-weight base of the recipe's widths with 2 layers and a "
+            "fixture dataset, in <output_dir>/dry_run; print each stage's time and memory and the projected real run."
+        },
+    )
+    dry_run_gpu_tflops: float = field(
+        default=300.0,
+        metadata={"help": "Sustained bf16 TFLOP/s assumed for the dry run's GPU projection (an H100: ~300-400)."},
+    )
 
     def __post_init__(self):
         for name in ("train_size", "autoencoder_steps", "num_demonstrations", "imitation_steps", "stage_batch_size"):
@@ -189,7 +201,45 @@ def default_imitation_weights(keep_ratios: list[float]) -> list[int]:
     return [2 * others if ratio == min(keep_ratios) else 1 for ratio in keep_ratios] if others else [1]
 
 
+def examples_through_base(script_args: PrunerTrainingArguments, ppo_config: TPRLPPOConfig) -> dict[str, int]:
+    """Per stage, the training examples the frozen base reads (what the stage's time scales with)."""
+    rollouts = -(-ppo_config.max_steps // ppo_config.steps_per_rollout)
+    return {
+        "autoencoder": script_args.autoencoder_steps * script_args.stage_batch_size,
+        "demonstrations": script_args.num_demonstrations,
+        "imitation": script_args.num_demonstrations,
+        "ppo": rollouts * ppo_config.per_device_train_batch_size * ppo_config.num_generations,
+    }
+
+
+def shrink_to_dry_run(
+    script_args: PrunerTrainingArguments, model_args: TPRLModelConfig, ppo_config: TPRLPPOConfig
+) -> tuple[LlavaConfig, LlavaConfig]:
+    """Points the run at a 2-layer random-weight copy of its base and a fixture, for a few steps of every stage, in
+    `<output_dir>/dry_run`; returns the real and the dry base configs."""
+    config = full_base_config(model_args.base_model_name_or_path)
+    output_dir = Path(ppo_config.output_dir) / "dry_run"
+    shutil.rmtree(output_dir, ignore_errors=True)  # a dry run starts afresh
+    output_dir.mkdir(parents=True)
+    proxy = build_dry_run_base(config, output_dir / "base", model_args.dtype)
+    write_fixture(output_dir / "data", config.vision_config.image_size)
+    model_args.base_model_name_or_path = str(output_dir / "base")
+    script_args.dataset, script_args.eval_size = str(output_dir / "data"), 0
+    script_args.autoencoder_steps = script_args.imitation_steps = 2
+    script_args.num_demonstrations = script_args.stage_batch_size = 2
+    ppo_config.output_dir = str(output_dir)
+    ppo_config.per_device_train_batch_size = 2
+    ppo_config.max_steps = ppo_config.steps_per_rollout  # one rollout
+    ppo_config.save_steps, ppo_config.logging_steps, ppo_config.report_to = 10**6, 1, []
+    return config, proxy
+
+
 def run(script_args: PrunerTrainingArguments, model_args: TPRLModelConfig, ppo_config: TPRLPPOConfig) -> dict:
+    if script_args.dry_run:
+        real_examples = examples_through_base(script_args, ppo_config)
+        config, proxy = shrink_to_dry_run(script_args, model_args, ppo_config)
+    meter = StageMeter(count_flops=script_args.dry_run)
+    examples = examples_through_base(script_args, ppo_config)
     base_config = AutoConfig.from_pretrained(model_args.base_model_name_or_path)
     num_visual_tokens = TPRLConfig(base_config=base_config.to_dict()).num_visual_tokens
     check_budgets(num_visual_tokens, ppo_config.keep_ratios, model_args.num_pruning_steps)
@@ -211,51 +261,61 @@ def run(script_args: PrunerTrainingArguments, model_args: TPRLModelConfig, ppo_c
 
     stage_dir = output_dir / "autoencoder"
     if not stage_done(stage_dir / "final", "autoencoder"):
-        model = TPRLForConditionalGeneration.from_base(
-            model_args.base_model_name_or_path,
-            base_model_kwargs={"dtype": model_args.dtype},
-            **model_args.tprl_config_kwargs(),
-        ).to(device)
-        args = stage_arguments(
-            ppo_config, stage_dir, script_args.autoencoder_steps, script_args.autoencoder_learning_rate, batch_size
-        )
-        trainer = StateAutoencoderTrainer(
-            model, args, train_dataset=dataset, data_collator=collator, processing_class=processor
-        )
-        train_stage(trainer, stage_dir)
+        with meter.stage("autoencoder", examples["autoencoder"]):
+            model = TPRLForConditionalGeneration.from_base(
+                model_args.base_model_name_or_path,
+                base_model_kwargs={"dtype": model_args.dtype},
+                **model_args.tprl_config_kwargs(),
+            ).to(device)
+            args = stage_arguments(
+                ppo_config, stage_dir, script_args.autoencoder_steps, script_args.autoencoder_learning_rate, batch_size
+            )
+            trainer = StateAutoencoderTrainer(
+                model, args, train_dataset=dataset, data_collator=collator, processing_class=processor
+            )
+            train_stage(trainer, stage_dir)
 
     demonstrations_dir = output_dir / "demonstrations"
     if distributed.is_main_process and not stage_done(demonstrations_dir, "demonstrations"):
-        model = load_model(output_dir / "autoencoder" / "final", model_args, device)
-        subset = dataset.select(range(min(script_args.num_demonstrations, len(dataset))))
-        demonstrations = make_demonstrations(
-            model, subset, collator, ppo_config.keep_ratios, batch_size, script_args.teacher
-        )
-        write_stage(demonstrations_dir, lambda path: demonstrations.save_to_disk(str(path)))
+        with meter.stage("demonstrations", examples["demonstrations"]):
+            model = load_model(output_dir / "autoencoder" / "final", model_args, device)
+            subset = dataset.select(range(min(script_args.num_demonstrations, len(dataset))))
+            demonstrations = make_demonstrations(
+                model, subset, collator, ppo_config.keep_ratios, batch_size, script_args.teacher
+            )
+            write_stage(demonstrations_dir, lambda path: demonstrations.save_to_disk(str(path)))
     distributed.wait_for_everyone()
 
     stage_dir = output_dir / "imitation"
     if not stage_done(stage_dir / "final", "imitation"):
-        model = load_model(output_dir / "autoencoder" / "final", model_args, device)
-        demonstrations = datasets.load_from_disk(str(demonstrations_dir))
-        inputs = encode_examples(model, demonstrated_examples(demonstrations), collator, batch_size)
-        steps = script_args.imitation_steps
-        batches = BudgetBatchSampler(demonstrations["keep_ratio"], weights, batch_size, steps, ppo_config.seed)
-        args = stage_arguments(ppo_config, stage_dir, steps, script_args.imitation_learning_rate, batch_size)
-        trainer = ImitationTrainer(
-            model, args, DemonstrationDataset(demonstrations, inputs), batches, processing_class=processor
-        )
-        train_stage(trainer, stage_dir)
+        with meter.stage("imitation", examples["imitation"]):
+            model = load_model(output_dir / "autoencoder" / "final", model_args, device)
+            demonstrations = datasets.load_from_disk(str(demonstrations_dir))
+            inputs = encode_examples(model, demonstrated_examples(demonstrations), collator, batch_size)
+            steps = script_args.imitation_steps
+            batches = BudgetBatchSampler(demonstrations["keep_ratio"], weights, batch_size, steps, ppo_config.seed)
+            args = stage_arguments(ppo_config, stage_dir, steps, script_args.imitation_learning_rate, batch_size)
+            trainer = ImitationTrainer(
+                model, args, DemonstrationDataset(demonstrations, inputs), batches, processing_class=processor
+            )
+            train_stage(trainer, stage_dir)
 
     stage_dir = output_dir / "ppo"
     if not stage_done(stage_dir / "final", "PPO"):
-        model = load_model(output_dir / "imitation" / "final", model_args, device)
-        ppo_config.output_dir = str(stage_dir)
-        trainer = TPRLPPOTrainer(
-            model=model, args=ppo_config, train_dataset=dataset, data_collator=collator, processing_class=processor
-        )
-        train_stage(trainer, stage_dir)
+        with meter.stage("ppo", examples["ppo"]):
+            model = load_model(output_dir / "imitation" / "final", model_args, device)
+            ppo_config.output_dir = str(stage_dir)
+            trainer = TPRLPPOTrainer(
+                model=model, args=ppo_config, train_dataset=dataset, data_collator=collator, processing_class=processor
+            )
+            train_stage(trainer, stage_dir)
 
+    if script_args.dry_run and distributed.is_main_process:
+        table, rows = projection_table(
+            meter.records, real_examples, config, proxy, model_args.dtype, script_args.dry_run_gpu_tflops
+        )
+        write_report(output_dir, table, rows)
+        return {"dry_run": rows}
     results = {}
     if script_args.eval_size:  # every process evaluates a share of the batches; the main one writes the report
         from tprl_eval.training_report import evaluate_training_run  # evaluation imports the training outputs

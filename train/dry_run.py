@@ -1,0 +1,238 @@
+"""`tprl-train --dry_run`: every stage of a recipe on a random-weight base of its exact widths and token counts but
+2 layers, on a fixture dataset, with the time and memory each stage took and a projection to the real run.
+
+    tprl-train --config train/configs/llava-1.5-7b.yaml --dry_run
+
+The base's config comes from `base_model_name_or_path` (or, offline, the config shipped for a llava-hf LLaVA-1.5 id),
+its tokenizer from the embedded default (its ids fit any LLaMA vocabulary). The fixture is digit-world questions,
+their canvases resized to the base's image size. Each stage runs a few steps (`dry_run_steps`) on small batches.
+
+Projection, per stage, to the recipe's real run on one process:
+- time: the dry stage's time x (examples through the base in the real stage / in the dry one) x (the base's forward
+  FLOPs at its real depth / at 2 layers: vision tower and projector for the autoencoder, the whole prefill for the
+  other stages), on the device the dry run ran on; and, for a GPU, the FLOPs the dry stage counted
+  (`FlopCounterMode`) scaled the same way, at `dry_run_gpu_tflops` sustained;
+- memory: the base's weights at its real depth plus what the dry stage held beyond the dry base's weights (the peak
+  allocated on a GPU; on a CPU the process's peak resident size during the stage, Python and libraries included: an
+  upper bound). The frozen base runs without gradients, so its activations do not pile up over its layers.
+"""
+
+import copy
+import json
+import logging
+import resource
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import torch
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import AutoConfig, CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+from tprl_digit_world import build_processor
+from tprl_digit_world.evaluation import fixed_examples
+from tprl_eval.flops import (
+    CPU_SDPA_FLOPS,
+    SHIPPED_CONFIGS,
+    prefill_flops,
+    projector_flops,
+    vision_tower_flops,
+)
+
+
+logger = logging.getLogger("tprl-train")
+
+DRY_RUN_LAYERS = 2
+FIXTURE_SIZE = 16
+TEXT_TOKENS = 64  # a question and its answer, for the FLOPs ratio
+CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+
+
+@dataclass
+class StageRecord:
+    """What one stage took: `seconds`, `peak_bytes` and, when counted, `flops`; `examples` went through the base."""
+
+    name: str
+    examples: int
+    seconds: float = 0.0
+    peak_bytes: int = 0
+    flops: int | None = None
+
+
+def reset_peak_memory() -> None:
+    """Starts a new peak: CUDA's allocator statistics, or Linux's peak resident size (`clear_refs`, Linux >= 4.0)."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # elsewhere the peak is the process's so far
+
+
+def peak_memory() -> int:
+    """Bytes: CUDA's peak allocated, else the process's peak resident size (since the last reset on Linux)."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated()
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class StageMeter:
+    """Times each stage and reads its peak memory (and, for a dry run, counts its FLOPs)."""
+
+    def __init__(self, count_flops: bool = False):
+        self.count_flops = count_flops
+        self.records: list[StageRecord] = []
+
+    @contextmanager
+    def stage(self, name: str, examples: int):
+        record = StageRecord(name, examples)
+        reset_peak_memory()
+        # FlopCounterMode counts every op run inside it: the Trainer's forward and backward passes included.
+        counter = FlopCounterMode(display=False, custom_mapping=CPU_SDPA_FLOPS) if self.count_flops else nullcontext()
+        start = time.perf_counter()
+        with counter:
+            yield record
+        record.seconds = time.perf_counter() - start
+        record.flops = counter.get_total_flops() if self.count_flops else None
+        record.peak_bytes = peak_memory()
+        self.records.append(record)
+        logger.info(f"The {name} stage took {record.seconds:.1f} s, peak memory {record.peak_bytes / 2**30:.2f} GiB.")
+
+
+def full_base_config(name_or_path: str) -> LlavaConfig:
+    """The base's config: from its directory or the Hub, else the one shipped for that llava-hf id (offline)."""
+    shipped = {Path(path).name: path for path in SHIPPED_CONFIGS.values()}
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except OSError:
+        if Path(name_or_path).name not in shipped:
+            raise
+        config = AutoConfig.from_pretrained(shipped[Path(name_or_path).name])
+    if not isinstance(config, LlavaConfig):
+        raise ValueError(f"The dry run needs a llava base; {name_or_path} is a {config.model_type!r} model.")
+    return config
+
+
+def build_dry_run_base(config: LlavaConfig, path: Path, dtype: str) -> LlavaConfig:
+    """Saves a random-weight base of `config`'s widths and token counts with `DRY_RUN_LAYERS` layers, and a processor
+    for it (the embedded tokenizer, a CLIP image processor at the base's image size); returns its config."""
+    tokenizer = build_processor().tokenizer
+    tokenizer.model_max_length = 4096
+    proxy = copy.deepcopy(config)
+    proxy.text_config.num_hidden_layers = proxy.vision_config.num_hidden_layers = DRY_RUN_LAYERS
+    proxy.image_token_index = tokenizer.convert_tokens_to_ids("<image>")
+    proxy.pad_token_id = tokenizer.pad_token_id
+    proxy.text_config.pad_token_id = tokenizer.pad_token_id
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(proxy).to(getattr(torch, dtype))
+    model.save_pretrained(path)
+    size = config.vision_config.image_size
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+        image_mean=CLIP_MEAN,
+        image_std=CLIP_STD,
+    )
+    LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=config.vision_config.patch_size,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        num_additional_image_tokens=1,
+        chat_template=build_processor().chat_template,
+    ).save_pretrained(path)
+    return proxy
+
+
+def write_fixture(path: Path, image_size: int) -> None:
+    """Digit-world training questions, canvases resized to the base's image size, as a `save_to_disk` dataset."""
+    rows = [
+        {
+            "image": Image.fromarray(example["image"]).resize((image_size, image_size)),
+            "question": example["question"],
+            "answer": example["answer"],
+        }
+        for example in fixed_examples("train", FIXTURE_SIZE, seed=0)
+    ]
+    datasets.Dataset.from_list(rows).cast_column("image", datasets.Image()).save_to_disk(str(path))
+
+
+def parameter_bytes(config: LlavaConfig, dtype: str) -> int:
+    with torch.device("meta"):
+        model = LlavaForConditionalGeneration(config)
+    return sum(parameter.numel() for parameter in model.parameters()) * getattr(torch, dtype).itemsize
+
+
+def depth_ratio(config: LlavaConfig, proxy: LlavaConfig, stage: str) -> float:
+    """The base's forward FLOPs at its real depth over the dry run's, for what the stage runs."""
+    if stage == "autoencoder":  # the state autoencoder reads the projected tokens: no language model
+        return (vision_tower_flops(config) + projector_flops(config)) / (
+            vision_tower_flops(proxy) + projector_flops(proxy)
+        )
+    tokens = config.image_seq_length
+    return (
+        prefill_flops(config, tokens, TEXT_TOKENS, method="full").total
+        / prefill_flops(proxy, tokens, TEXT_TOKENS, method="full").total
+    )
+
+
+def projection_table(
+    records: list[StageRecord],
+    real_examples: dict[str, int],
+    config: LlavaConfig,
+    proxy: LlavaConfig,
+    dtype: str,
+    gpu_tflops: float,
+) -> tuple[str, list[dict]]:
+    """The measured stages and their projection to the real run (see the module's docstring), as markdown and dicts."""
+    full_weights, dry_weights = parameter_bytes(config, dtype), parameter_bytes(proxy, dtype)
+    device = "GPU" if torch.cuda.is_available() else "CPU"
+    rows = []
+    for record in records:
+        scale = real_examples[record.name] / record.examples * depth_ratio(config, proxy, record.name)
+        rows.append(
+            {
+                "stage": record.name,
+                "dry_examples": record.examples,
+                "dry_seconds": record.seconds,
+                "dry_peak_gib": record.peak_bytes / 2**30,
+                "real_examples": real_examples[record.name],
+                "projected_hours_same_device": record.seconds * scale / 3600,
+                "projected_gpu_hours": None
+                if record.flops is None
+                else record.flops * scale / gpu_tflops / 1e12 / 3600,
+                "projected_memory_gib": (full_weights + max(0, record.peak_bytes - dry_weights)) / 2**30,
+            }
+        )
+    lines = [
+        f"Dry run on the {device}: {DRY_RUN_LAYERS} layers of the base, random weights; weights {dry_weights / 2**30:.2f}"
+        f" GiB here, {full_weights / 2**30:.2f} GiB at full depth ({dtype}).",
+        "",
+        f"| stage | dry: examples | dry: time (s) | dry: peak memory (GiB) | real: examples | projected time on this "
+        f"{device} (h) | projected GPU time at {gpu_tflops:g} TFLOP/s (h) | projected peak memory (GiB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        gpu = "-" if row["projected_gpu_hours"] is None else f"{row['projected_gpu_hours']:.2f}"
+        lines.append(
+            f"| {row['stage']} | {row['dry_examples']} | {row['dry_seconds']:.1f} | {row['dry_peak_gib']:.2f} | "
+            f"{row['real_examples']} | {row['projected_hours_same_device']:.1f} | {gpu} | "
+            f"{row['projected_memory_gib']:.1f} |"
+        )
+    total_gpu = sum(row["projected_gpu_hours"] or 0 for row in rows)
+    lines += ["", f"Projected GPU time of the whole run on one process: {total_gpu:.1f} h."]
+    return "\n".join(lines) + "\n", rows
+
+
+def write_report(output_dir: Path, table: str, rows: list[dict]) -> None:
+    (output_dir / "dry_run.md").write_text(table)
+    (output_dir / "dry_run.json").write_text(json.dumps(rows, indent=1))
+    print(table)
