@@ -13,8 +13,10 @@ Projection, per stage, to the recipe's real run on one process:
   other stages), on the device the dry run ran on; and, for a GPU, the FLOPs the dry stage counted
   (`FlopCounterMode`) scaled the same way, at `dry_run_gpu_tflops` sustained;
 - memory: the base's weights at its real depth plus what the dry stage held beyond the dry base's weights (the peak
-  allocated on a GPU; on a CPU the process's peak resident size during the stage, Python and libraries included: an
-  upper bound). The frozen base runs without gradients, so its activations do not pile up over its layers.
+  allocated on a GPU; on a CPU the process's peak resident size during the stage, Python and libraries included),
+  times the real batch over the dry one (the teacher's: the selections it scores at once, at most
+  `leave_one_in_chunk_size`, which the dry run's 4 examples of 576 tokens already fill). The frozen base runs without
+  gradients, so its activations do not pile up over its layers; the linear scaling with the batch is an upper bound.
 """
 
 import copy
@@ -46,6 +48,7 @@ from tprl_eval.flops import (
 logger = logging.getLogger("tprl-train")
 
 DRY_RUN_LAYERS = 2
+DRY_RUN_BATCH = 4  # 4 x 576 selections fill the teacher's leave-one-in chunk (at most 2048), as the real batch
 FIXTURE_SIZE = 16
 TEXT_TOKENS = 64  # a question and its answer, for the FLOPs ratio
 CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
@@ -187,6 +190,7 @@ def depth_ratio(config: LlavaConfig, proxy: LlavaConfig, stage: str) -> float:
 def projection_table(
     records: list[StageRecord],
     real_examples: dict[str, int],
+    batch_ratios: dict[str, float],
     config: LlavaConfig,
     proxy: LlavaConfig,
     dtype: str,
@@ -209,7 +213,10 @@ def projection_table(
                 "projected_gpu_hours": None
                 if record.flops is None
                 else record.flops * scale / gpu_tflops / 1e12 / 3600,
-                "projected_memory_gib": (full_weights + max(0, record.peak_bytes - dry_weights)) / 2**30,
+                "projected_memory_gib": (
+                    full_weights + max(0, record.peak_bytes - dry_weights) * batch_ratios[record.name]
+                )
+                / 2**30,
             }
         )
     lines = [

@@ -38,10 +38,16 @@ def answer_scores(
         kept_visual_indices=kept_visual_indices,
         image_features=image_features,
     )
-    logits = model.base(
+    # The answers end every (left-padded) row: the LM head runs on their positions alone, not on the whole vocabulary
+    # at every position (at LLaVA-1.5-7B's 32k vocabulary, thousands of selections at once would not fit). The slice
+    # is made contiguous first: a strided one sends CPU bf16 matmuls down a path that copies the head per row.
+    length = pruned.labels.shape[1]
+    span = min(length - 1, length - int(pruned.labels.ne(-100).int().argmax(1).min()))
+    hidden = model.base.model(
         inputs_embeds=pruned.inputs_embeds, attention_mask=pruned.attention_mask, position_ids=pruned.position_ids
-    ).logits[:, :-1]
-    labels = pruned.labels[:, 1:]
+    ).last_hidden_state
+    logits = model.base.lm_head(hidden[:, -(span + 1) : -1].contiguous())
+    labels = pruned.labels[:, -span:]
     scored = labels.ne(-100)
     token_log_probs = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.clamp(min=0)[..., None])[..., 0]
     log_likelihood = (token_log_probs * scored).sum(1)

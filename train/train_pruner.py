@@ -12,6 +12,7 @@ a log line); an interrupted stage resumes from its last checkpoint.
 5. `eval/`: held-out accuracy of TPRL, imitation only and the training-free methods, report and plots.
 """
 
+import copy
 import json
 import logging
 import os
@@ -32,12 +33,21 @@ from tprl_digit_world.builder import DigitWorldBuilder
 from .autoencoder import StateAutoencoderTrainer
 from .data import VQACollator
 from .demonstrations import demonstrated_examples, make_demonstrations
-from .dry_run import StageMeter, build_dry_run_base, full_base_config, projection_table, write_fixture, write_report
+from .dry_run import (
+    DRY_RUN_BATCH,
+    TEXT_TOKENS,
+    StageMeter,
+    build_dry_run_base,
+    full_base_config,
+    projection_table,
+    write_fixture,
+    write_report,
+)
 from .imitation import BudgetBatchSampler, DemonstrationDataset, ImitationTrainer, encode_examples
 from .model_config import TPRLModelConfig
 from .ppo_config import TPRLPPOConfig
 from .ppo_trainer import TPRLPPOTrainer, check_budgets
-from .teacher import TEACHERS
+from .teacher import TEACHERS, leave_one_in_chunk_size
 
 
 logger = logging.getLogger("tprl-train")
@@ -212,6 +222,25 @@ def examples_through_base(script_args: PrunerTrainingArguments, ppo_config: TPRL
     }
 
 
+def batch_ratios(
+    real: tuple[PrunerTrainingArguments, TPRLPPOConfig],
+    dry: tuple[PrunerTrainingArguments, TPRLPPOConfig],
+    tokens: int,
+    hidden_size: int,
+) -> dict[str, float]:
+    """Per stage, the real run's batch over the dry run's (the teacher's: the selections it scores at once)."""
+    (real_args, real_ppo), (dry_args, dry_ppo) = real, dry
+    stage = real_args.stage_batch_size / dry_args.stage_batch_size
+    chunk = leave_one_in_chunk_size(tokens + TEXT_TOKENS, hidden_size)
+    in_flight = [min(chunk, args.stage_batch_size * tokens) for args in (real_args, dry_args)]
+    return {
+        "autoencoder": stage,
+        "demonstrations": in_flight[0] / in_flight[1],
+        "imitation": stage,
+        "ppo": real_ppo.per_device_train_batch_size / dry_ppo.per_device_train_batch_size,
+    }
+
+
 def shrink_to_dry_run(
     script_args: PrunerTrainingArguments, model_args: TPRLModelConfig, ppo_config: TPRLPPOConfig
 ) -> tuple[LlavaConfig, LlavaConfig]:
@@ -226,7 +255,7 @@ def shrink_to_dry_run(
     model_args.base_model_name_or_path = str(output_dir / "base")
     script_args.dataset, script_args.eval_size = str(output_dir / "data"), 0
     script_args.autoencoder_steps = script_args.imitation_steps = 2
-    script_args.num_demonstrations = script_args.stage_batch_size = 2
+    script_args.num_demonstrations = script_args.stage_batch_size = DRY_RUN_BATCH
     ppo_config.output_dir = str(output_dir)
     ppo_config.per_device_train_batch_size = 2
     ppo_config.max_steps = ppo_config.steps_per_rollout  # one rollout
@@ -237,7 +266,9 @@ def shrink_to_dry_run(
 def run(script_args: PrunerTrainingArguments, model_args: TPRLModelConfig, ppo_config: TPRLPPOConfig) -> dict:
     if script_args.dry_run:
         real_examples = examples_through_base(script_args, ppo_config)
+        real = copy.deepcopy((script_args, ppo_config))
         config, proxy = shrink_to_dry_run(script_args, model_args, ppo_config)
+        ratios = batch_ratios(real, (script_args, ppo_config), config.image_seq_length, config.text_config.hidden_size)
     meter = StageMeter(count_flops=script_args.dry_run)
     examples = examples_through_base(script_args, ppo_config)
     base_config = AutoConfig.from_pretrained(model_args.base_model_name_or_path)
@@ -312,7 +343,7 @@ def run(script_args: PrunerTrainingArguments, model_args: TPRLModelConfig, ppo_c
 
     if script_args.dry_run and distributed.is_main_process:
         table, rows = projection_table(
-            meter.records, real_examples, config, proxy, model_args.dtype, script_args.dry_run_gpu_tflops
+            meter.records, real_examples, ratios, config, proxy, model_args.dtype, script_args.dry_run_gpu_tflops
         )
         write_report(output_dir, table, rows)
         return {"dry_run": rows}
