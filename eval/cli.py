@@ -108,13 +108,18 @@ class EvalArguments:
             self.method_list = [m for m in self.method_list if m != "oracle"]  # the oracle needs digit layouts
 
 
-def load_model(name_or_path: str, methods: list[str]) -> TPRLForConditionalGeneration:
-    """A TPRL checkpoint as it is, or a llava-hf base wrapped with an (unused) fresh pruner."""
+def load_model(name_or_path: str, methods: list[str], **model_kwargs) -> TPRLForConditionalGeneration:
+    """A TPRL checkpoint as it is, or a llava-hf base wrapped with an (unused) fresh pruner; `model_kwargs` (e.g.
+    `dtype`) reach `from_pretrained`."""
     if AutoConfig.from_pretrained(name_or_path).model_type == "tprl":
-        return TPRLForConditionalGeneration.from_pretrained(name_or_path)
+        return TPRLForConditionalGeneration.from_pretrained(name_or_path, **model_kwargs)
     if "tprl" in methods:
-        raise ValueError(f"Method 'tprl' needs a trained TPRL checkpoint as --model; {name_or_path} is a base model.")
-    return TPRLForConditionalGeneration.from_base(name_or_path, policy_hidden_size=64)
+        training_free = [method for method in ALL_PRUNING_METHODS if method != "tprl"]
+        raise ValueError(
+            f"Method 'tprl' needs a trained TPRL checkpoint; {name_or_path} is a llava-hf base without a trained "
+            f"pruner: give a TPRL checkpoint, or a training-free method ({training_free})."
+        )
+    return TPRLForConditionalGeneration.from_base(name_or_path, model_kwargs, policy_hidden_size=64)
 
 
 def run(args: EvalArguments) -> dict:

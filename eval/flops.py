@@ -231,10 +231,16 @@ def load_configs(name_or_path: str) -> tuple[LlavaConfig, TPRLConfig]:
     return config, TPRLConfig(base_config=config.to_dict())
 
 
-def proxy_configs(config: LlavaConfig, tprl_config: TPRLConfig, num_layers: int = 2) -> tuple[LlavaConfig, TPRLConfig]:
-    """The same widths with `num_layers` LM and vision layers: small enough to run, to check the analytic count."""
+def shallow_config(config: LlavaConfig, num_layers: int = 2) -> LlavaConfig:
+    """`config` with `num_layers` LM and vision layers, every width and token count kept."""
     proxy = copy.deepcopy(config)
     proxy.text_config.num_hidden_layers = proxy.vision_config.num_hidden_layers = num_layers
+    return proxy
+
+
+def proxy_configs(config: LlavaConfig, tprl_config: TPRLConfig, num_layers: int = 2) -> tuple[LlavaConfig, TPRLConfig]:
+    """The same widths with `num_layers` LM and vision layers: small enough to run, to check the analytic count."""
+    proxy = shallow_config(config, num_layers)
     fields = (
         "num_pruning_steps",
         "autoencoder_latent_size",

@@ -19,10 +19,11 @@ from lmms_eval.models.registry_v2 import ModelManifest
 from PIL import Image
 from transformers import AutoConfig, AutoProcessor
 
-from modeling_tprl import ALL_PRUNING_METHODS, TPRLForConditionalGeneration
+from modeling_tprl import ALL_PRUNING_METHODS
 from tprl_digit_world import EMBEDDED_BASE_PATH
 
 from .answering import generate_answers
+from .cli import load_model
 
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -63,21 +64,12 @@ class TPRLLmms(lmms):
             raise ValueError(f"Unknown pruning_method {pruning_method!r}; choose from {ALL_PRUNING_METHODS}.")
         state = PartialState()
         self._rank, self._world_size = state.process_index, state.num_processes
+        is_base = AutoConfig.from_pretrained(pretrained).model_type != "tprl"
+        if is_base and (keep_ratio, num_kept_tokens) == (None, None):
+            keep_ratio = 1.0  # a plain base answers unpruned unless given a budget
+        method = pruning_method or "tprl"
         model_kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
-        if AutoConfig.from_pretrained(pretrained).model_type == "tprl":
-            model = TPRLForConditionalGeneration.from_pretrained(pretrained, **model_kwargs)
-        else:
-            if (
-                (keep_ratio, num_kept_tokens) != (None, None)
-                and keep_ratio != 1.0
-                and pruning_method in (None, "tprl")
-            ):
-                raise ValueError(
-                    f"{pretrained} is a llava-hf base without a trained pruner: give a training-free pruning_method "
-                    f"({[m for m in ALL_PRUNING_METHODS if m != 'tprl']}) or a TPRL checkpoint as pretrained."
-                )
-            model = TPRLForConditionalGeneration.from_base(pretrained, model_kwargs, policy_hidden_size=64)
-            keep_ratio = 1.0 if (keep_ratio, num_kept_tokens) == (None, None) else keep_ratio
+        model = load_model(pretrained, [method] if keep_ratio != 1.0 else [], **model_kwargs)
         self.model = model.to(device or state.device).eval()
         self.processor = AutoProcessor.from_pretrained(pretrained)
         self.batch_size = int(batch_size)

@@ -1,7 +1,20 @@
 """Training data for the pruner: (image, question, answer) examples chat-formatted with the base's own processor."""
 
+import os
+from pathlib import Path
+
+import datasets
 import torch
 from transformers import ProcessorMixin
+
+
+def load_split(path: str, split: str, config: str | None = None) -> datasets.Dataset:
+    """A split from a `save_to_disk` directory, or through `datasets.load_dataset` (a Hub id or a local copy in a Hub
+    layout, with its `config`)."""
+    if os.path.isdir(path) and any(Path(path, name).exists() for name in ("dataset_dict.json", "state.json")):
+        dataset = datasets.load_from_disk(path)
+        return dataset[split] if isinstance(dataset, datasets.DatasetDict) else dataset
+    return datasets.load_dataset(path, config, split=split)
 
 
 class VQACollator:

@@ -5,7 +5,7 @@
 
 The base's config comes from `base_model_name_or_path` (or, offline, the config shipped for a llava-hf LLaVA-1.5 id),
 its tokenizer from the embedded default (its ids fit any LLaMA vocabulary). The fixture is digit-world questions,
-their canvases resized to the base's image size. Each stage runs a few steps (`dry_run_steps`) on small batches.
+their canvases resized to the base's image size. Each stage runs a few steps on small batches.
 
 Projection, per stage, to the recipe's real run on one process:
 - time: the dry stage's time x (examples through the base in the real stage / in the dry one) x (the base's forward
@@ -19,7 +19,6 @@ Projection, per stage, to the recipe's real run on one process:
   gradients, so its activations do not pile up over its layers; the linear scaling with the batch is an upper bound.
 """
 
-import copy
 import json
 import logging
 import resource
@@ -33,6 +32,7 @@ import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoConfig, CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from tprl_digit_world import build_processor
 from tprl_digit_world.evaluation import fixed_examples
@@ -41,6 +41,7 @@ from tprl_eval.flops import (
     SHIPPED_CONFIGS,
     prefill_flops,
     projector_flops,
+    shallow_config,
     vision_tower_flops,
 )
 
@@ -51,7 +52,6 @@ DRY_RUN_LAYERS = 2
 DRY_RUN_BATCH = 4  # 4 x 576 selections fill the teacher's leave-one-in chunk (at most 2048), as the real batch
 FIXTURE_SIZE = 16
 TEXT_TOKENS = 64  # a question and its answer, for the FLOPs ratio
-CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
 
 
 @dataclass
@@ -127,10 +127,10 @@ def full_base_config(name_or_path: str) -> LlavaConfig:
 def build_dry_run_base(config: LlavaConfig, path: Path, dtype: str) -> LlavaConfig:
     """Saves a random-weight base of `config`'s widths and token counts with `DRY_RUN_LAYERS` layers, and a processor
     for it (the embedded tokenizer, a CLIP image processor at the base's image size); returns its config."""
-    tokenizer = build_processor().tokenizer
+    embedded = build_processor()
+    tokenizer = embedded.tokenizer
     tokenizer.model_max_length = 4096
-    proxy = copy.deepcopy(config)
-    proxy.text_config.num_hidden_layers = proxy.vision_config.num_hidden_layers = DRY_RUN_LAYERS
+    proxy = shallow_config(config, DRY_RUN_LAYERS)
     proxy.image_token_index = tokenizer.convert_tokens_to_ids("<image>")
     proxy.pad_token_id = tokenizer.pad_token_id
     proxy.text_config.pad_token_id = tokenizer.pad_token_id
@@ -141,8 +141,8 @@ def build_dry_run_base(config: LlavaConfig, path: Path, dtype: str) -> LlavaConf
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": size},
         crop_size={"height": size, "width": size},
-        image_mean=CLIP_MEAN,
-        image_std=CLIP_STD,
+        image_mean=OPENAI_CLIP_MEAN,
+        image_std=OPENAI_CLIP_STD,
     )
     LlavaProcessor(
         image_processor=image_processor,
@@ -150,7 +150,7 @@ def build_dry_run_base(config: LlavaConfig, path: Path, dtype: str) -> LlavaConf
         patch_size=config.vision_config.patch_size,
         vision_feature_select_strategy=config.vision_feature_select_strategy,
         num_additional_image_tokens=1,
-        chat_template=build_processor().chat_template,
+        chat_template=embedded.chat_template,
     ).save_pretrained(path)
     return proxy
 

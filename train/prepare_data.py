@@ -35,6 +35,8 @@ from pathlib import Path
 import datasets
 from transformers import HfArgumentParser
 
+from .data import load_split
+
 
 logger = logging.getLogger("tprl-prepare-data")
 
@@ -104,11 +106,7 @@ def load_conversations(path: str, split: str) -> datasets.Dataset | list[dict]:
         if not isinstance(records, list):
             raise ValueError(f"{path} must hold a JSON list of LLaVA records (or one record a line).")
         return records
-    if os.path.isdir(path):
-        dataset = datasets.load_from_disk(path)
-        dataset = dataset[split] if isinstance(dataset, datasets.DatasetDict) else dataset
-    else:
-        dataset = datasets.load_dataset(path, split=split)
+    dataset = load_split(path, split)
     missing = {"conversations", "image"} - set(dataset.column_names)
     if missing:
         raise ValueError(f"{path} lacks column(s) {sorted(missing)}; LLaVA's layout has `conversations` and `image`.")
@@ -120,14 +118,6 @@ FEATURES = datasets.Features(
 )
 
 
-def load_any(path: str, config: str | None, split: str) -> datasets.Dataset:
-    """A split from a `save_to_disk` directory, a local copy in a Hub layout, or the Hub."""
-    if os.path.isdir(path) and any(Path(path, name).exists() for name in ("dataset_dict.json", "state.json")):
-        dataset = datasets.load_from_disk(path)
-        return dataset[split] if isinstance(dataset, datasets.DatasetDict) else dataset
-    return datasets.load_dataset(path, config, split=split)
-
-
 def most_common_answer(answers: list) -> str:
     texts = [answer["answer"] if isinstance(answer, dict) else answer for answer in answers]
     return max(texts, key=texts.count)
@@ -135,7 +125,7 @@ def most_common_answer(answers: list) -> str:
 
 def vqa_rows(args: PrepareDataArguments, excluded: set[str], counts: dict) -> datasets.Dataset:
     """One row per question of an lmms-lab VQAv2 / GQA split, its image undecoded, excluded images left out."""
-    data = load_any(args.vqa_dataset, args.vqa_config, args.split)
+    data = load_split(args.vqa_dataset, args.split, args.vqa_config)
     columns = set(data.column_names)
     if "question" not in columns or not {"answer", "answers"} & columns:
         raise ValueError(
@@ -150,7 +140,7 @@ def vqa_rows(args: PrepareDataArguments, excluded: set[str], counts: dict) -> da
     if "image" in columns:
         images = data.cast_column("image", datasets.Image(decode=False))["image"]
     elif args.image_config is not None:  # GQA: the images are a config of their own, joined on their id
-        image_data = load_any(args.vqa_dataset, args.image_config, args.split)
+        image_data = load_split(args.vqa_dataset, args.split, args.image_config)
         image_data = image_data.cast_column("image", datasets.Image(decode=False))
         by_id = dict(zip(image_data["id"], range(len(image_data))))
         missing = sorted({row_id for row_id in data[key] if row_id not in by_id})
@@ -158,7 +148,7 @@ def vqa_rows(args: PrepareDataArguments, excluded: set[str], counts: dict) -> da
             raise ValueError(
                 f"{len(missing)} images of {args.vqa_dataset} are not in {args.image_config}: {missing[:5]}"
             )
-        images = [image_data[by_id[row_id]]["image"] for row_id in data[key]]
+        images = image_data.select([by_id[row_id] for row_id in data[key]])["image"]
     else:
         raise ValueError(f"{args.vqa_dataset} has no `image` column: name the config holding them, --image_config.")
     if "multiple_choice_answer" in columns:

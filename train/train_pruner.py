@@ -31,7 +31,7 @@ from modeling_tprl import TPRLConfig, TPRLForConditionalGeneration
 from tprl_digit_world.builder import DigitWorldBuilder
 
 from .autoencoder import StateAutoencoderTrainer
-from .data import VQACollator
+from .data import VQACollator, load_split
 from .demonstrations import demonstrated_examples, make_demonstrations
 from .dry_run import (
     DRY_RUN_BATCH,
@@ -132,11 +132,7 @@ def load_training_data(args: PrunerTrainingArguments, cache_dir: str, seed: int)
         )
         builder.download_and_prepare()
         return builder.as_dataset(args.dataset_split)
-    if os.path.isdir(args.dataset):
-        dataset = datasets.load_from_disk(args.dataset)
-        dataset = dataset[args.dataset_split] if isinstance(dataset, datasets.DatasetDict) else dataset
-    else:
-        dataset = datasets.load_dataset(args.dataset, split=args.dataset_split)
+    dataset = load_split(args.dataset, args.dataset_split)
     missing = {"image", "question", "answer"} - set(dataset.column_names)
     if missing:
         raise ValueError(f"The training dataset lacks column(s) {sorted(missing)}; it needs image, question, answer.")
