@@ -2,6 +2,7 @@
 
 import difflib
 import json
+import math
 from functools import lru_cache
 
 from huggingface_hub.dataclasses import as_validated_field, strict
@@ -77,6 +78,13 @@ class TPRLConfig(PreTrainedConfig):
             sequence); see `ALL_PRUNING_METHODS`.
         fastv_layer (`int`, *optional*, defaults to 2):
             LM layer (0-based) whose attention ranks the tokens for `"fastv"`; the last layer if the LM is shallower.
+        adaptive_budgets (`list[int]`, *optional*):
+            Visual tokens per image that the policy may choose to keep, per image and question (increasing), e.g.
+            `[4, 8, 12, 16, 24, 32, 48]`: `keep_ratio="adaptive"` then lets it choose, paying `compute_weight` per
+            share of tokens kept. `None`: fixed budgets only.
+        adaptive_operating_points (`list[list[float]]`, *optional*):
+            `[compute_weight, mean keep ratio]` pairs measured on training questions after training (set by the
+            trainer): `target_keep_ratio` is turned into a compute weight through them.
         pruner_only (`bool`, *optional*, defaults to `True`):
             Whether a saved checkpoint holds the pruner's weights only (the base is loaded from
             `base_model_name_or_path`) or the base's as well.
@@ -107,6 +115,8 @@ class TPRLConfig(PreTrainedConfig):
     policy_kernel_size: int = _odd(default=3)
     pruning_method: str = _known_pruning_method(default="tprl")
     fastv_layer: int = _not_negative(default=2)
+    adaptive_budgets: list[int] | None = None
+    adaptive_operating_points: list[list[float]] | None = None
     pruner_only: bool = True
     initializer_range: float = _not_negative(default=0.02)
 
@@ -136,8 +146,16 @@ class TPRLConfig(PreTrainedConfig):
                 f"policy_hidden_size ({self.policy_hidden_size}) must be divisible by policy_num_heads "
                 f"({self.policy_num_heads})."
             )
+        budgets = self.adaptive_budgets
+        if budgets is not None and (not budgets or min(budgets) < 1 or budgets != sorted(set(budgets))):
+            raise ValueError(f"adaptive_budgets must be increasing whole numbers >= 1, got {budgets}.")
         if self.base_config is None:
             return
+        if budgets is not None and max(budgets) > self.num_visual_tokens - self.num_pruning_steps:
+            raise ValueError(
+                f"adaptive_budgets {budgets} must leave each of the num_pruning_steps={self.num_pruning_steps} steps "
+                f"a token to remove of the {self.num_visual_tokens}: lower the largest budget."
+            )
         model_type = self.base_config.get("model_type")
         if model_type not in SUPPORTED_BASE_MODEL_TYPES:
             raise ValueError(
@@ -150,6 +168,39 @@ class TPRLConfig(PreTrainedConfig):
                 f"base gives {self.num_visual_tokens} per image (vision_feature_select_strategy 'full' adds the "
                 "[CLS] token); set policy_kernel_size=1."
             )
+
+    def compute_weight_for(self, target_keep_ratio: float) -> float:
+        """
+        The compute weight at which the adaptive policy keeps `target_keep_ratio` of the visual tokens on average
+        (over the training questions), interpolated in log space between `adaptive_operating_points`.
+        """
+        if (
+            isinstance(target_keep_ratio, bool)
+            or not isinstance(target_keep_ratio, (int, float))
+            or not 0 < target_keep_ratio <= 1
+        ):
+            raise ValueError(f"target_keep_ratio must be a number in (0, 1], got {target_keep_ratio!r}.")
+        if not self.adaptive_budgets or not self.adaptive_operating_points:
+            raise ValueError(
+                "keep_ratio='adaptive' needs a pruner trained for adaptive budgets (config.adaptive_budgets and "
+                "config.adaptive_operating_points, set by tprl-train with compute_weights); this one has fixed "
+                "budgets only: give a number as keep_ratio, or num_kept_tokens."
+            )
+        # By mean keep ratio, and among equal ones by decreasing weight: a target between two measured ratios then
+        # falls between the two weights nearest the change of choice.
+        points = sorted(self.adaptive_operating_points, key=lambda point: (point[1], -point[0]))
+        ratios = [ratio for _, ratio in points]
+        if not ratios[0] <= target_keep_ratio <= ratios[-1]:
+            raise ValueError(
+                f"target_keep_ratio {target_keep_ratio} is outside what this adaptive pruner was measured to keep on "
+                f"average, [{ratios[0]:.4f}, {ratios[-1]:.4f}] (config.adaptive_operating_points): choose a target "
+                "within, or a fixed keep_ratio."
+            )
+        for (low_weight, low), (high_weight, high) in zip(points, points[1:]):
+            if low <= target_keep_ratio <= high:
+                share = 0.0 if high == low else (target_keep_ratio - low) / (high - low)
+                return math.exp(math.log(low_weight) + share * (math.log(high_weight) - math.log(low_weight)))
+        return points[0][0]
 
     @property
     def base_llava_config(self) -> LlavaConfig:

@@ -20,7 +20,7 @@ from transformers.utils import ModelOutput, cached_file, logging
 
 from .configuration_tprl import SUPPORTED_BASE_MODEL_TYPES, TPRLConfig, num_kept_for_ratio
 from .pruning_methods import ALL_PRUNING_METHODS, check_pruning_method
-from .pruning_tprl import TPRLPruner
+from .pruning_tprl import TPRLPruner, sorted_kept
 
 
 logger = logging.get_logger(__name__)
@@ -41,8 +41,10 @@ class TPRLCausalLMOutputWithPast(ModelOutput):
         hidden_states, attentions (`tuple(torch.FloatTensor)`, *optional*): as in LLaVA, on the pruned sequence.
         image_hidden_states (`torch.FloatTensor`, *optional*): projected visual tokens of all images, before pruning.
         kept_visual_indices (`torch.LongTensor` of shape `(num_images, num_kept)`, *optional*):
-            indices of the kept visual tokens of each image, increasing; `None` when nothing was pruned.
-        num_visual_tokens_kept (`int`, *optional*): visual tokens that reached the LM per image.
+            indices of the kept visual tokens of each image, increasing; `None` when nothing was pruned. With
+            adaptive budgets, right-padded with -1 to the largest count.
+        num_visual_tokens_kept (`int` or `torch.LongTensor` of shape `(num_images,)`, *optional*): visual tokens
+            that reached the LM per image (a tensor, one count per image, with adaptive budgets).
         attention_mask (`torch.LongTensor`, *optional*): attention mask of the pruned sequence.
         labels (`torch.LongTensor`, *optional*): labels of the pruned sequence.
     """
@@ -54,7 +56,7 @@ class TPRLCausalLMOutputWithPast(ModelOutput):
     attentions: tuple[torch.FloatTensor] | None = None
     image_hidden_states: torch.FloatTensor | None = None
     kept_visual_indices: torch.LongTensor | None = None
-    num_visual_tokens_kept: int | None = None
+    num_visual_tokens_kept: int | torch.LongTensor | None = None
     attention_mask: torch.LongTensor | None = None
     labels: torch.LongTensor | None = None
 
@@ -321,6 +323,21 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             return num_kept_tokens
         return num_kept_for_ratio(total, keep_ratio)
 
+    def adaptive_compute_weight(self, keep_ratio: float | str | None, target_keep_ratio: float | None) -> float | None:
+        """
+        For `keep_ratio="adaptive"`, the compute weight (price per share of kept tokens) at which the policy keeps
+        `target_keep_ratio` of the tokens on average; `None` for a fixed budget.
+        """
+        if keep_ratio != "adaptive":
+            if target_keep_ratio is not None:
+                raise ValueError("target_keep_ratio applies to adaptive budgets: pass keep_ratio='adaptive' with it.")
+            return None
+        if target_keep_ratio is None:
+            raise ValueError(
+                "keep_ratio='adaptive' needs target_keep_ratio, the mean share of visual tokens to keep (e.g. 0.11)."
+            )
+        return self.config.compute_weight_for(target_keep_ratio)
+
     # ---- pruning -----------------------------------------------------------------------------------------------
 
     def get_input_embeddings(self) -> torch.nn.Module:
@@ -434,13 +451,22 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         image_features: torch.FloatTensor,
         input_ids: torch.LongTensor,
         attention_mask: torch.LongTensor,
-        num_kept: int,
+        num_kept: int | None,
         pixel_values: torch.FloatTensor | None = None,
         pruning_method: str | None = None,
+        compute_weight: float | None = None,
     ) -> torch.LongTensor:
-        """Indices of the visual tokens each image keeps under `pruning_method` (the config's by default), increasing."""
+        """
+        Indices of the visual tokens each image keeps under `pruning_method` (the config's by default), increasing:
+        `num_kept` per image, or with `compute_weight` as many as the learned policy chooses (right-padded with -1).
+        """
         method = self._pruning_method(pruning_method)
         check_pruning_method(method)
+        if compute_weight is not None:
+            if method != "tprl":
+                raise ValueError(f"Adaptive budgets are the learned policy's (pruning_method 'tprl'), not {method!r}.")
+            question_embeds, question_mask = self.question_embeddings(input_ids, attention_mask, len(image_features))
+            return self.pruner.select(image_features, question_embeds, question_mask, None, compute_weight)
         return ALL_PRUNING_METHODS[method](self, image_features, input_ids, attention_mask, pixel_values, num_kept)
 
     def kept_visual_indices(
@@ -448,13 +474,14 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor,
         pixel_values: torch.FloatTensor,
         attention_mask: torch.LongTensor | None = None,
-        keep_ratio: float | None = None,
+        keep_ratio: float | str | None = None,
         num_kept_tokens: int | None = None,
         pruning_method: str | None = None,
+        target_keep_ratio: float | None = None,
     ) -> torch.LongTensor:
         """
         The visual tokens each image keeps for these inputs, `[num_images, num_kept]` indices into the
-        row-major patch grid (for analysis and plots).
+        row-major patch grid (for analysis and plots); right-padded with -1 for adaptive budgets.
         """
         with torch.no_grad():
             cls_attention = self._pruning_method(pruning_method) == "cls_attention"
@@ -462,9 +489,10 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             self._image_rows(input_ids, len(image_features))
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
-            num_kept = self.num_kept_tokens(keep_ratio, num_kept_tokens)
+            compute_weight = self.adaptive_compute_weight(keep_ratio, target_keep_ratio)
+            num_kept = None if compute_weight is not None else self.num_kept_tokens(keep_ratio, num_kept_tokens)
             return self.select_visual_tokens(
-                image_features, input_ids, attention_mask, num_kept, pixel_values, pruning_method
+                image_features, input_ids, attention_mask, num_kept, pixel_values, pruning_method, compute_weight
             )
 
     def prune_inputs(
@@ -477,10 +505,12 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         kept_visual_indices: torch.LongTensor | None = None,
         image_features: torch.FloatTensor | None = None,
         pruning_method: str | None = None,
+        compute_weight: float | None = None,
     ) -> PrunedInputs:
         """
-        Inserts the visual tokens as LLaVA does, then removes the dropped ones (`kept_visual_indices` if given,
-        else `pruning_method`'s choice of `num_kept` per image) and re-pads the batch on its padding side.
+        Inserts the visual tokens as LLaVA does, then removes the dropped ones (`kept_visual_indices` if given, -1
+        entries being padding, else `pruning_method`'s choice of `num_kept` per image, or the policy's own for a
+        `compute_weight`) and re-pads the batch on its padding side.
         `image_features` (from [`~TPRLForConditionalGeneration.get_image_features`]) skips the vision tower, e.g.
         when training evaluates several selections of the same images.
         """
@@ -493,13 +523,14 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             attention_mask = torch.ones_like(input_ids)
         if kept_visual_indices is None:
             kept_visual_indices = self.select_visual_tokens(
-                image_features, input_ids, attention_mask, num_kept, pixel_values, pruning_method
+                image_features, input_ids, attention_mask, num_kept, pixel_values, pruning_method, compute_weight
             )
         kept_visual_indices = _check_indices(kept_visual_indices, num_images, total).to(input_ids.device)
 
         embeds, image_mask = self.insert_visual_tokens(input_ids, image_features)
-        image_kept = torch.zeros(num_images, total, dtype=torch.bool, device=input_ids.device)
-        image_kept.scatter_(1, kept_visual_indices, True)
+        image_kept = torch.zeros(num_images, total + 1, dtype=torch.bool, device=input_ids.device)
+        image_kept = image_kept.scatter(1, kept_visual_indices.masked_fill(kept_visual_indices < 0, total), True)
+        image_kept = image_kept[:, :total]  # the padding's spare column dropped
         keep = ~image_mask
         keep[image_mask] = image_kept.flatten()
         keep &= attention_mask.bool()
@@ -527,7 +558,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             check_pruning_method(pruning_method)
         if pixel_values is None:
             return False
-        if kept_visual_indices is not None:
+        if kept_visual_indices is not None or keep_ratio == "adaptive":
             return True
         return self.num_kept_tokens(keep_ratio, num_kept_tokens) < self.num_visual_tokens
 
@@ -544,21 +575,24 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        keep_ratio: float | None = None,
+        keep_ratio: float | str | None = None,
         num_kept_tokens: int | None = None,
         kept_visual_indices: torch.LongTensor | None = None,
         pruning_method: str | None = None,
+        target_keep_ratio: float | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> TPRLCausalLMOutputWithPast | tuple:
         r"""
         LLaVA's forward on the pruned sequence. `keep_ratio` / `num_kept_tokens` and `pruning_method` override the
         configured budget and method for this call; `kept_visual_indices` (`[num_images, num_kept]`) imposes a
-        selection. Logits, labels and the returned `attention_mask` are those of the pruned sequence, whose positions
+        selection. `keep_ratio="adaptive"` with `target_keep_ratio` (a policy trained with `adaptive_budgets`) lets
+        the policy choose each image's budget, `target_keep_ratio` of the tokens on average. Logits, labels and the returned `attention_mask` are those of the pruned sequence, whose positions
         are contiguous over the kept tokens (`position_ids` apply only when nothing is pruned). `generate` calls it
         as LLaVA's: the images and the pruning on the first step, the cache of the pruned prompt after it.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        compute_weight = self.adaptive_compute_weight(keep_ratio, target_keep_ratio)
         pruning = self._is_pruning(pixel_values, keep_ratio, num_kept_tokens, kept_visual_indices, pruning_method)
         if not pruning:
             outputs = self.base(
@@ -581,7 +615,8 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             raise ValueError("Pruning needs the prompt's input_ids and pixel_values (not inputs_embeds).")
         if past_key_values is not None and past_key_values.get_seq_length() > 0:
             raise ValueError("Pruning needs a whole prompt: the images come with the first forward, before any cache.")
-        num_kept = None if kept_visual_indices is not None else self.num_kept_tokens(keep_ratio, num_kept_tokens)
+        fixed = kept_visual_indices is None and compute_weight is None
+        num_kept = self.num_kept_tokens(keep_ratio, num_kept_tokens) if fixed else None
         pruned = self.prune_inputs(
             input_ids,
             pixel_values,
@@ -590,6 +625,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             num_kept,
             kept_visual_indices,
             pruning_method=pruning_method,
+            compute_weight=compute_weight,
         )
         outputs = self.base(
             inputs_embeds=pruned.inputs_embeds,
@@ -610,7 +646,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             attentions=outputs.attentions,
             image_hidden_states=pruned.image_features,
             kept_visual_indices=pruned.kept_visual_indices,
-            num_visual_tokens_kept=pruned.kept_visual_indices.shape[1],
+            num_visual_tokens_kept=_kept_counts(pruned.kept_visual_indices),
             attention_mask=pruned.attention_mask,
             labels=pruned.labels,
         )
@@ -637,12 +673,21 @@ def _check_indices(indices: torch.LongTensor, num_images: int, total: int) -> to
         raise ValueError(
             f"kept_visual_indices must have shape [num_images={num_images}, num_kept], got {tuple(indices.shape)}."
         )
-    if indices.numel() and (indices.min() < 0 or indices.max() >= total):
-        raise ValueError(f"kept_visual_indices must lie in [0, {total}).")
-    indices = indices.sort(dim=1).values  # kept tokens stay in their original order
-    if (indices[:, 1:] == indices[:, :-1]).any():
+    if indices.numel() and (indices.min() < -1 or indices.max() >= total):
+        raise ValueError(f"kept_visual_indices must lie in [0, {total}) (-1: padding of a row that keeps fewer).")
+    indices = sorted_kept(indices)  # kept tokens stay in their original order, padding last
+    valid = indices >= 0
+    if ((indices[:, 1:] == indices[:, :-1]) & valid[:, 1:]).any():
         raise ValueError("kept_visual_indices repeats a token.")
+    if not valid[:, 0].all():
+        raise ValueError("kept_visual_indices keeps no token of some image: keep at least one.")
     return indices
+
+
+def _kept_counts(indices: torch.LongTensor) -> int | torch.LongTensor:
+    """Visual tokens kept per image: one int when every image keeps as many, else a `[num_images]` tensor."""
+    counts = (indices >= 0).sum(1)
+    return indices.shape[1] if bool((counts == indices.shape[1]).all()) else counts
 
 
 def _check_base_fits(config: TPRLConfig, base: LlavaForConditionalGeneration) -> None:

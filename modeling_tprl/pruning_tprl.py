@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributions import Categorical
 
 from .configuration_tprl import TPRLConfig
 from .plackett_luce import PlackettLuce
@@ -25,8 +26,17 @@ def keep_schedule(num_tokens: int, num_kept: int, num_steps: int) -> list[int]:
     return counts
 
 
+def budget_schedules(num_tokens: int, num_kept: torch.Tensor, num_steps: int) -> torch.Tensor:
+    """`[rows, num_steps]` each row's `keep_schedule` down to its own budget `num_kept[row]`."""
+    schedules = {int(kept): keep_schedule(num_tokens, int(kept), num_steps) for kept in num_kept.unique()}
+    return torch.tensor([schedules[int(kept)] for kept in num_kept], device=num_kept.device, dtype=torch.long)
+
+
 def run_episode(
-    choose: Callable[[int, torch.Tensor, int], torch.Tensor], kept_mask: torch.Tensor, num_kept: int, num_steps: int
+    choose: Callable[[int, torch.Tensor, int | torch.Tensor], torch.Tensor],
+    kept_mask: torch.Tensor,
+    num_kept: int | torch.Tensor,
+    num_steps: int,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """
     The pruning episode, the one loop every selection goes through (the policy at inference and in training, the
@@ -36,19 +46,28 @@ def run_episode(
     Args:
         choose: the decision maker, e.g. the policy's mode, a sample from it, given picks or a teacher's ranking.
         kept_mask: `[rows, tokens]` bool, the tokens kept at the start (usually all).
-        num_kept: tokens kept at the end.
+        num_kept: tokens kept at the end: one budget for all rows, or a `[rows]` tensor of budgets (an adaptive
+            episode), when `count` is a `[rows]` tensor too and the picks are right-padded with -1 to its maximum.
         num_steps: decisions in the episode.
 
     Returns:
         Per step, `(kept_mask before the step, picks)`.
     """
+    rows, tokens = kept_mask.shape
+    if isinstance(num_kept, torch.Tensor):
+        counts = budget_schedules(tokens, num_kept, num_steps).T
+    else:
+        counts = keep_schedule(tokens, num_kept, num_steps)
     steps = []
-    for step, count in enumerate(keep_schedule(kept_mask.shape[1], num_kept, num_steps)):
+    for step, count in enumerate(counts):
         picks = choose(step, kept_mask, count)
-        if picks.shape != (kept_mask.shape[0], count):
-            raise ValueError(f"Step {step} must pick {count} tokens per row, got picks of shape {tuple(picks.shape)}.")
+        width = int(count.max()) if isinstance(count, torch.Tensor) else count
+        if picks.shape != (rows, width):
+            raise ValueError(f"Step {step} must pick {width} tokens per row, got picks of shape {tuple(picks.shape)}.")
         steps.append((kept_mask, picks))
-        kept_mask = torch.zeros_like(kept_mask).scatter(1, picks, True)
+        # Padding (-1) lands in a spare column, dropped.
+        kept_mask = torch.zeros(rows, tokens + 1, dtype=torch.bool, device=kept_mask.device)
+        kept_mask = kept_mask.scatter(1, picks.masked_fill(picks < 0, tokens), True)[:, :tokens]
     return steps
 
 
@@ -108,22 +127,64 @@ class EpisodeInputs:
 @dataclass
 class PolicyEpisode:
     """An episode of the policy. Per step t: `kept_masks[t]` (`[episodes, tokens]`, kept before the step), `picks[t]`,
-    `log_probs[t]` and `entropies[t]` (`[episodes, k_t]`, per pick); `values` `[episodes, steps]`."""
+    `log_probs[t]` and `entropies[t]` (`[episodes, k_t]`, per pick; right-padded with -1 picks, 0 log-probabilities
+    when the budgets differ); `values` `[episodes, steps]`; `num_kept` `[episodes]` the budgets. An adaptive episode
+    also has the policy's choice of budget: `budget_log_probs` and `budget_entropies` (`[episodes]`)."""
 
     kept_masks: list[torch.Tensor]
     picks: list[torch.Tensor]
     log_probs: list[torch.Tensor]
     entropies: list[torch.Tensor]
     values: torch.Tensor
+    num_kept: torch.Tensor
+    budget_log_probs: torch.Tensor | None = None
+    budget_entropies: torch.Tensor | None = None
 
     def kept_visual_indices(self) -> torch.Tensor:
-        """`[episodes, num_kept]` the tokens kept at the end, increasing."""
-        return self.picks[-1].sort(dim=1).values
+        """`[episodes, max num_kept]` the tokens kept at the end, increasing, right-padded with -1."""
+        return sorted_kept(self.picks[-1])
+
+
+def sorted_kept(picks: torch.Tensor) -> torch.Tensor:
+    """Picks in increasing order, their -1 padding last."""
+    padding = picks < 0
+    return (
+        picks.masked_fill(padding, torch.iinfo(picks.dtype).max).sort(dim=1).values.masked_fill(padding.sort(1)[0], -1)
+    )
+
+
+class TPRLBudgetHead(nn.Module):
+    """
+    An adaptive policy's choice of budget among `adaptive_budgets`. From the policy's state before the first step
+    (`TPRLPolicy.budget_state`) it predicts, per budget, the probability that the episode at that budget answers
+    right (`score_logits`); for a compute weight w (the price of a share of kept tokens) the choice is the Boltzmann
+    policy over the predicted reward, `softmax((p_b - w * b / tokens) / temperature)`, whose mode is the budget of
+    highest predicted reward. A higher price never keeps more.
+    """
+
+    temperature = 0.02  # in reward units: near-greedy, but a distribution (PPO-style log-probabilities) all the same
+
+    def __init__(self, hidden_size: int, budgets: list[int], num_visual_tokens: int):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * hidden_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, len(budgets))
+        )
+        self.register_buffer("shares", torch.tensor(budgets, dtype=torch.float) / num_visual_tokens, persistent=False)
+
+    def score_logits(self, state: torch.Tensor) -> torch.Tensor:
+        """`[rows, budgets]` logits of the probability that each budget's episode answers right."""
+        return self.mlp(state).float()
+
+    def forward(self, state: torch.Tensor, compute_weight: torch.Tensor) -> torch.Tensor:
+        rewards = self.score_logits(state).sigmoid() - compute_weight[:, None].float() * self.shares
+        return rewards / self.temperature
 
 
 class TPRLPolicy(nn.Module):
     """Transformer over `[value token; question tokens; kept visual latents]` with keep-logit and value heads. It
-    owns its distribution (`PlackettLuce` over the keep logits) and its episode (`episode`)."""
+    owns its distribution (`PlackettLuce` over the keep logits) and its episode (`episode`). With
+    `config.adaptive_budgets` it also chooses each episode's budget among them (`budget_logits`), for a price per
+    kept token (the reward's compute weight) that it reads on its value token."""
 
     def __init__(self, config: TPRLConfig):
         super().__init__()
@@ -149,6 +210,9 @@ class TPRLPolicy(nn.Module):
         self.norm = nn.LayerNorm(hidden)
         self.keep_head = nn.Linear(hidden, 1)
         self.value_head = nn.Linear(hidden, 1)
+        self.budgets = config.adaptive_budgets
+        if self.budgets:
+            self.budget_head = TPRLBudgetHead(hidden, self.budgets, config.num_visual_tokens)
 
     def embed_inputs(
         self, latents: torch.Tensor, question_embeds: torch.Tensor, question_mask: torch.Tensor
@@ -165,6 +229,33 @@ class TPRLPolicy(nn.Module):
         visual = self.visual_in(self.visual_norm(neighbourhoods))
         question = self.question_in(self.question_norm(question_embeds.to(self.question_in.weight.dtype)))
         return EpisodeInputs(visual, question, question_mask)
+
+    def encode(
+        self,
+        visual: torch.Tensor,
+        question: torch.Tensor,
+        kept_mask: torch.Tensor,
+        question_mask: torch.Tensor,
+        step: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        The transformer's output `[rows, 1 + text_len + width, hidden]` over `[value token; question; the tokens still
+        kept]` and the kept tokens' `positions` (`[rows, width]`). Each row's kept tokens come in token order,
+        right-padded to the row that keeps most (exact budgets: no padding); dropped tokens are not read.
+        """
+        rows = len(visual)
+        width = int(kept_mask.sum(1).max())
+        positions = kept_mask.int().argsort(dim=1, descending=True, stable=True)[:, :width]
+        visual = visual.gather(1, positions[..., None].expand(-1, -1, visual.shape[-1]))
+        step_embed = self.step_embedding(torch.full((rows, 1), step, device=visual.device))
+        value_token = self.type_embedding.weight[0].expand(rows, 1, -1) + step_embed
+        question = question + self.type_embedding.weight[1]
+        visual = visual + self.visual_position(positions) + self.type_embedding.weight[2] + step_embed
+        sequence = torch.cat([value_token, question, visual], dim=1)
+        visible = torch.cat([torch.ones_like(kept_mask[:, :1]), question_mask, kept_mask.gather(1, positions)], dim=1)
+        for layer in self.layers:
+            sequence = layer(sequence, visible)
+        return self.norm(sequence), positions
 
     def forward(
         self,
@@ -184,30 +275,30 @@ class TPRLPolicy(nn.Module):
             `(keep_logits, values)`: `[rows, tokens]` logits, `-inf` where the token is already dropped, and
             `[rows]` state values.
         """
-        rows, tokens, _ = visual.shape
-        positions = torch.arange(tokens, device=visual.device).expand(rows, -1)
-        num_kept = kept_mask.sum(1)
-        compact = bool((num_kept == num_kept[0]).all())
-        if compact:  # exact budgets keep as many tokens in every row: the policy reads only those (same outputs)
-            positions = kept_mask.nonzero()[:, 1].view(rows, -1)
-            visual = visual.gather(1, positions[..., None].expand(-1, -1, visual.shape[-1]))
-            visual_mask = torch.ones_like(positions, dtype=torch.bool)
-        else:
-            visual_mask = kept_mask
-        step_embed = self.step_embedding(torch.full((rows, 1), step, device=visual.device))
-        value_token = self.type_embedding.weight[0].expand(rows, 1, -1) + step_embed
-        question = question + self.type_embedding.weight[1]
-        visual = visual + self.visual_position(positions) + self.type_embedding.weight[2] + step_embed
-        sequence = torch.cat([value_token, question, visual], dim=1)
-        visible = torch.cat([torch.ones_like(kept_mask[:, :1]), question_mask, visual_mask], dim=1)
-        for layer in self.layers:
-            sequence = layer(sequence, visible)
-        hidden = self.norm(sequence)
-        logits = self.keep_head(hidden[:, -visual_mask.shape[1] :]).squeeze(-1).float()
+        hidden, positions = self.encode(visual, question, kept_mask, question_mask, step)
+        logits = self.keep_head(hidden[:, -positions.shape[1] :]).squeeze(-1).float()
         values = self.value_head(hidden[:, 0]).squeeze(-1).float()
-        if compact:
-            logits = torch.full(kept_mask.shape, -math.inf, device=logits.device).scatter(1, positions, logits)
-        return logits.masked_fill(~kept_mask, -math.inf), values
+        logits = torch.full(kept_mask.shape, -math.inf, device=logits.device).scatter(1, positions, logits)
+        return logits.masked_fill(~kept_mask, -math.inf), values  # the padding's logits dropped
+
+    def budget_state(self, inputs: EpisodeInputs) -> torch.Tensor:
+        """`[rows, 2 * hidden]` what the budget choice reads: the transformer's value token and mean question token
+        before the first step (every token kept)."""
+        all_kept = torch.ones(inputs.visual.shape[:2], dtype=torch.bool, device=inputs.visual.device)
+        hidden, _ = self.encode(inputs.visual, inputs.question, all_kept, inputs.question_mask, 0)
+        question_mask = inputs.question_mask[..., None].to(hidden.dtype)
+        question = (hidden[:, 1 : 1 + question_mask.shape[1]] * question_mask).sum(1)
+        return torch.cat([hidden[:, 0], question / question_mask.sum(1).clamp(min=1)], dim=-1)
+
+    def budget_logits(self, inputs: EpisodeInputs, compute_weight: torch.Tensor) -> torch.Tensor:
+        """`[rows, len(adaptive_budgets)]` logits of the episode's budget for a price `compute_weight` (`[rows]`, > 0)
+        per share of tokens kept."""
+        if not self.budgets:
+            raise ValueError(
+                "This pruner was not trained for adaptive budgets (its config has no adaptive_budgets): give a fixed "
+                "keep_ratio / num_kept_tokens, or train one with adaptive_budgets and compute_weight_range set."
+            )
+        return self.budget_head(self.budget_state(inputs), compute_weight)
 
     def logits_and_values(
         self, inputs: EpisodeInputs, kept_mask: torch.Tensor, step: int, episode_question: torch.Tensor | None = None
@@ -232,7 +323,7 @@ class TPRLPolicy(nn.Module):
         inputs: EpisodeInputs,
         kept_mask: torch.Tensor,
         step: int,
-        num_picks: int,
+        num_picks: int | torch.Tensor,
         action: torch.Tensor | None = None,
         sample: bool = False,
         episode_question: torch.Tensor | None = None,
@@ -240,7 +331,8 @@ class TPRLPolicy(nn.Module):
         """
         One decision, as CleanRL's `Agent.get_action_and_value`: `(action, log_prob, entropy, value)`. The action is
         `action` if given, else a sample (`sample=True`) or the mode of the step's `PlackettLuce` distribution;
-        `log_prob` and `entropy` are per pick (`[rows, num_picks]`), `value` is `[rows]`.
+        `log_prob` and `entropy` are per pick (`[rows, num_picks]`, or right-padded when `num_picks` is a `[rows]`
+        tensor), `value` is `[rows]`.
         """
         logits, value = self.logits_and_values(inputs, kept_mask, step, episode_question)
         distribution = PlackettLuce(logits, num_picks)
@@ -251,27 +343,52 @@ class TPRLPolicy(nn.Module):
     def episode(
         self,
         inputs: EpisodeInputs,
-        num_kept: int,
+        num_kept: int | torch.Tensor | None,
         sample: bool = False,
         actions: list[torch.Tensor] | None = None,
         episode_question: torch.Tensor | None = None,
+        compute_weight: torch.Tensor | None = None,
     ) -> PolicyEpisode:
         """
         The policy's episode from all the tokens down to `num_kept`: by its mode (inference), by sampling (PPO's
         rollout) or along given `actions` (imitation of a teacher's picks, PPO's update on the rollout's picks).
         `episode_question` maps episodes to the question rows of `inputs` (see `logits_and_values`).
+
+        Adaptive budgets: with `compute_weight` (`[episodes]` prices of kept tokens) the policy's budget choice is
+        part of the episode; `num_kept=None` lets it choose (by its mode, or a sample), a `[episodes]` tensor of
+        budgets among `adaptive_budgets` gives the choice (PPO's update), whose log-probability is then returned.
         """
         rows = len(inputs.visual) if episode_question is None else len(episode_question)
+        device = inputs.visual.device
+        budget_log_probs = budget_entropies = None
+        if compute_weight is not None:
+            if episode_question is not None:
+                inputs = EpisodeInputs(*(value[episode_question] for value in vars(inputs).values()))
+                episode_question = None
+            distribution = Categorical(logits=self.budget_logits(inputs, compute_weight))
+            budgets = torch.tensor(self.budgets, device=device)
+            if num_kept is None:
+                choice = distribution.sample() if sample else distribution.probs.argmax(-1)
+                num_kept = budgets[choice]
+            else:
+                choice = torch.searchsorted(budgets, num_kept)
+                if bool(
+                    (choice >= len(budgets)).any() or (budgets[choice.clamp(max=len(budgets) - 1)] != num_kept).any()
+                ):
+                    raise ValueError(f"Budgets {num_kept.tolist()} are not among adaptive_budgets {self.budgets}.")
+            budget_log_probs, budget_entropies = distribution.log_prob(choice), distribution.entropy()
+        elif num_kept is None:
+            raise ValueError("Give num_kept (a fixed budget), or compute_weight for an adaptive one.")
         decisions = []
 
-        def choose(step: int, kept_mask: torch.Tensor, count: int) -> torch.Tensor:
+        def choose(step: int, kept_mask: torch.Tensor, count: int | torch.Tensor) -> torch.Tensor:
             action = None if actions is None else actions[step]
             decisions.append(
                 self.get_action_and_value(inputs, kept_mask, step, count, action, sample, episode_question)
             )
             return decisions[-1][0]
 
-        all_kept = torch.ones(rows, inputs.visual.shape[1], dtype=torch.bool, device=inputs.visual.device)
+        all_kept = torch.ones(rows, inputs.visual.shape[1], dtype=torch.bool, device=device)
         steps = run_episode(choose, all_kept, num_kept, self.num_steps)
         return PolicyEpisode(
             kept_masks=[kept_mask for kept_mask, _ in steps],
@@ -279,6 +396,9 @@ class TPRLPolicy(nn.Module):
             log_probs=[decision[1] for decision in decisions],
             entropies=[decision[2] for decision in decisions],
             values=torch.stack([decision[3] for decision in decisions], dim=1),
+            num_kept=torch.as_tensor(num_kept, device=device).expand(rows),
+            budget_log_probs=budget_log_probs,
+            budget_entropies=budget_entropies,
         )
 
 
@@ -305,8 +425,16 @@ class TPRLPruner(nn.Module):
         visual_tokens: torch.Tensor,
         question_embeds: torch.Tensor,
         question_mask: torch.Tensor,
-        num_kept: int,
+        num_kept: int | None,
+        compute_weight: float | None = None,
     ) -> torch.Tensor:
-        """The policy's most likely episode; returns `[images, num_kept]` indices in increasing order."""
+        """
+        The policy's most likely episode; returns `[images, num_kept]` indices in increasing order. With
+        `compute_weight` (a price per share of kept tokens) instead of `num_kept`, the policy chooses each image's
+        budget: the indices are then right-padded with -1.
+        """
         inputs = self.episode_inputs(visual_tokens, question_embeds, question_mask)
+        if compute_weight is not None:
+            prices = torch.full((len(visual_tokens),), float(compute_weight), device=visual_tokens.device)
+            return self.policy.episode(inputs, None, compute_weight=prices).kept_visual_indices()
         return self.policy.episode(inputs, num_kept).kept_visual_indices()
