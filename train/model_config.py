@@ -10,11 +10,13 @@ from modeling_tprl import TPRLConfig
 from tprl_digit_world import EMBEDDED_BASE_PATH, require_embedded_base
 
 
-# TPRLConfig's own fields, but the base's config (read from the base) and the checkpoint format (chosen at saving).
+# TPRLConfig's own fields, but the base's config (read from the base), the checkpoint format (chosen at saving) and
+# the adaptive policy's operating points (measured after training).
 PRUNER_FIELDS = [
     model_field
     for model_field in dataclasses.fields(TPRLConfig)
-    if model_field.name in TPRLConfig.__annotations__ and model_field.name not in ("base_config", "pruner_only")
+    if model_field.name in TPRLConfig.__annotations__
+    and model_field.name not in ("base_config", "pruner_only", "adaptive_operating_points")
 ]
 
 

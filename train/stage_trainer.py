@@ -49,6 +49,9 @@ class PrunerStageTrainer(Trainer):
     def __init__(self, model: TPRLForConditionalGeneration, args: TrainingArguments, trained_module: str, **kwargs):
         model.requires_grad_(False)
         model.get_submodule(trained_module).requires_grad_(True)
+        budget_head = getattr(model.pruner.policy, "budget_head", None)
+        if budget_head is not None and trained_module != "pruner.policy.budget_head":
+            budget_head.requires_grad_(False)  # the budget stage's alone: no other stage's loss reaches it
         self.tprl_model = model
         self._metrics: dict[str, list[float]] = defaultdict(list)
         super().__init__(model=StageModel(model), args=args, **kwargs)

@@ -9,7 +9,9 @@ a log line); an interrupted stage resumes from its last checkpoint.
 2. `demonstrations/`: the teacher's episodes on training examples (`teacher.py`);
 3. `imitation/`: the policy trained to imitate them;
 4. `ppo/`: PPO from the imitation policy (`TPRLPPOTrainer`);
-5. `eval/`: held-out accuracy of TPRL, imitation only and the training-free methods, report and plots.
+5. `budget/`, with adaptive budgets (`adaptive_budgets`, `compute_weight_range`): the policy's budget choice
+   (`BudgetTrainer`); the mean keep ratio it chooses at each compute weight is then stored in `budget/final`'s config;
+6. `eval/`: held-out accuracy of TPRL, imitation only and the training-free methods, report and plots.
 """
 
 import copy
@@ -31,6 +33,7 @@ from modeling_tprl import TPRLConfig, TPRLForConditionalGeneration
 from tprl_digit_world.builder import DigitWorldBuilder
 
 from .autoencoder import StateAutoencoderTrainer
+from .budget import BudgetDataset, BudgetTrainer, budget_table
 from .data import VQACollator, load_split
 from .demonstrations import demonstrated_examples, make_demonstrations
 from .dry_run import (
@@ -45,6 +48,7 @@ from .dry_run import (
 )
 from .imitation import BudgetBatchSampler, DemonstrationDataset, ImitationTrainer, encode_examples
 from .model_config import TPRLModelConfig
+from .operating_points import compute_weight_grid, measure_operating_points
 from .ppo_config import TPRLPPOConfig
 from .ppo_trainer import TPRLPPOTrainer, check_budgets
 from .teacher import TEACHERS, leave_one_in_chunk_size
@@ -96,7 +100,25 @@ class PrunerTrainingArguments:
     imitation_steps: int = field(default=900)
     imitation_learning_rate: float = field(default=1e-3)
     stage_batch_size: int = field(default=64, metadata={"help": "Batch size of the autoencoder, teacher, imitation."})
+    compute_weight_range: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Adaptive budgets: the smallest and the largest compute weight (price of a share of kept tokens) "
+            "at which the mean keep ratio is measured after the budget stage, the range of target_keep_ratio it "
+            "serves; needs adaptive_budgets."
+        },
+    )
+    budget_questions: int = field(default=4096, metadata={"help": "Training questions scored at every budget."})
+    budget_steps: int = field(default=300, metadata={"help": "Steps of the budget stage (batches of 256)."})
+    budget_learning_rate: float = field(default=3e-3)
     eval_size: int = field(default=2000, metadata={"help": "Held-out test questions (digit world); 0 skips eval."})
+    adaptive_eval_targets: list[float] = field(
+        default_factory=lambda: [1 / 18, 1 / 12, 1 / 9, 1 / 6],
+        metadata={
+            "help": "Mean keep ratios the adaptive policy is evaluated at (target_keep_ratio), those within its "
+            "operating points (8, 12, 16 and 24 of 144 tokens)."
+        },
+    )
     dry_run: bool = field(
         default=False,
         metadata={
@@ -117,6 +139,9 @@ class PrunerTrainingArguments:
             raise ValueError(f"eval_size must not be negative, got {self.eval_size}.")
         if self.teacher not in TEACHERS:
             raise ValueError(f"Unknown teacher {self.teacher!r}; choose from {tuple(TEACHERS)}.")
+        weights = self.compute_weight_range
+        if weights is not None and (len(weights) != 2 or min(weights) <= 0 or weights[0] > weights[1]):
+            raise ValueError(f"compute_weight_range must be [smallest, largest] positive numbers, got {weights}.")
         if self.num_demonstrations > self.train_size and self.dataset == "digit_world":
             raise ValueError(f"num_demonstrations ({self.num_demonstrations}) exceeds train_size ({self.train_size}).")
 
@@ -215,6 +240,7 @@ def examples_through_base(script_args: PrunerTrainingArguments, ppo_config: TPRL
         "demonstrations": script_args.num_demonstrations,
         "imitation": script_args.num_demonstrations,
         "ppo": rollouts * ppo_config.per_device_train_batch_size * ppo_config.num_generations,
+        "budget": script_args.budget_questions if script_args.compute_weight_range else 0,
     }
 
 
@@ -234,6 +260,7 @@ def batch_ratios(
         "demonstrations": in_flight[0] / in_flight[1],
         "imitation": stage,
         "ppo": real_ppo.per_device_train_batch_size / dry_ppo.per_device_train_batch_size,
+        "budget": stage,
     }
 
 
@@ -250,7 +277,8 @@ def shrink_to_dry_run(
     write_fixture(output_dir / "data", config.vision_config.image_size)
     model_args.base_model_name_or_path = str(output_dir / "base")
     script_args.dataset, script_args.eval_size = str(output_dir / "data"), 0
-    script_args.autoencoder_steps = script_args.imitation_steps = 2
+    script_args.autoencoder_steps = script_args.imitation_steps = script_args.budget_steps = 2
+    script_args.budget_questions = DRY_RUN_BATCH
     script_args.num_demonstrations = script_args.stage_batch_size = DRY_RUN_BATCH
     ppo_config.output_dir = str(output_dir)
     ppo_config.per_device_train_batch_size = 2
@@ -270,6 +298,11 @@ def run(script_args: PrunerTrainingArguments, model_args: TPRLModelConfig, ppo_c
     base_config = AutoConfig.from_pretrained(model_args.base_model_name_or_path)
     num_visual_tokens = TPRLConfig(base_config=base_config.to_dict()).num_visual_tokens
     check_budgets(num_visual_tokens, ppo_config.keep_ratios, model_args.num_pruning_steps)
+    if bool(model_args.adaptive_budgets) != bool(script_args.compute_weight_range):
+        raise ValueError(
+            "Adaptive budgets need both adaptive_budgets (the budgets the policy chooses among) and "
+            "compute_weight_range (the compute weights it learns to choose for); set both or neither."
+        )
     weights = script_args.imitation_weights or default_imitation_weights(ppo_config.keep_ratios)
     if len(weights) != len(ppo_config.keep_ratios) or min(weights) < 1:
         raise ValueError(
@@ -337,6 +370,23 @@ def run(script_args: PrunerTrainingArguments, model_args: TPRLModelConfig, ppo_c
             )
             train_stage(trainer, stage_dir)
 
+    stage_dir = output_dir / "budget"
+    if script_args.compute_weight_range and not stage_done(stage_dir / "final", "budget"):
+        with meter.stage("budget", examples["budget"]):
+            model = load_model(output_dir / "ppo" / "final", model_args, device)
+            questions = dataset.shuffle(seed=ppo_config.seed)
+            questions = questions.select(range(min(script_args.budget_questions, len(questions))))
+            table = budget_table(model, questions, collator, batch_size)
+            args = stage_arguments(
+                ppo_config, stage_dir, script_args.budget_steps, script_args.budget_learning_rate, 256
+            )
+            trainer = BudgetTrainer(model, args, BudgetDataset(table), processing_class=processor)
+            train_stage(trainer, stage_dir)
+    if script_args.compute_weight_range and distributed.is_main_process:
+        questions = dataset.shuffle(seed=ppo_config.seed)
+        add_operating_points(stage_dir / "final", model_args, script_args, questions, collator, device)
+    distributed.wait_for_everyone()
+
     if script_args.dry_run and distributed.is_main_process:
         table, rows = projection_table(
             meter.records, real_examples, ratios, config, proxy, model_args.dtype, script_args.dry_run_gpu_tflops
@@ -347,8 +397,33 @@ def run(script_args: PrunerTrainingArguments, model_args: TPRLModelConfig, ppo_c
     if script_args.eval_size:  # every process evaluates a share of the batches; the main one writes the report
         from tprl_eval.training_report import evaluate_training_run  # evaluation imports the training outputs
 
-        results = evaluate_training_run(output_dir, ppo_config.keep_ratios, script_args.eval_size)
+        results = evaluate_training_run(
+            output_dir, ppo_config.keep_ratios, script_args.eval_size, script_args.adaptive_eval_targets
+        )
     return results
+
+
+def add_operating_points(
+    final: Path,
+    model_args: TPRLModelConfig,
+    script_args: PrunerTrainingArguments,
+    dataset: datasets.Dataset,
+    collator,
+    device,
+    num_questions: int = 1024,
+) -> None:
+    """Measures the adaptive policy's mean keep ratio over a grid of compute weights on held-back training questions
+    (after the budget stage's) and stores it in `final`'s config (`adaptive_operating_points`), unless done."""
+    if TPRLConfig.from_pretrained(final).adaptive_operating_points is not None:
+        return
+    model = load_model(final, model_args, device)
+    start = min(script_args.budget_questions, len(dataset) - num_questions)
+    questions = dataset.select(range(max(0, start), min(start + num_questions, len(dataset))))
+    grid = compute_weight_grid(script_args.compute_weight_range)
+    points = measure_operating_points(model, questions, collator, grid, script_args.stage_batch_size)
+    model.config.adaptive_operating_points = points
+    model.config.save_pretrained(final)
+    logger.info(f"Adaptive operating points (compute weight, mean keep ratio): {points}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,96 @@
+"""Stage 5 of TPRL with adaptive budgets: the policy learns how many visual tokens each question needs.
+
+The budget head (`TPRLBudgetHead`) chooses, before the first pruning step, a budget among `adaptive_budgets` for a
+compute weight beta, the price of a share of kept tokens. Its reward is the paper's: the task score minus the
+compute term, `score_b - beta * b / tokens`. For each training question the trained policy's most likely episode is
+run and scored at every budget (`budget_table`); the head learns to predict each budget's score from the policy's
+state before the first step (binary cross-entropy), and chooses the budget of highest predicted reward (a
+Boltzmann policy over it). Every budget's outcome is observed, so this is a bandit with full information, learned as
+its value per arm; the price enters the choice in closed form, so one head serves every beta, and a higher beta
+never keeps more. The rest of the policy is frozen: fixed budgets keep exactly the tokens they kept.
+"""
+
+from dataclasses import dataclass
+
+import datasets
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from modeling_tprl import TPRLForConditionalGeneration
+
+from .data import prompt_attention_mask
+from .scoring import answer_scores
+from .stage_trainer import PrunerStageTrainer
+
+
+@dataclass
+class BudgetTable:
+    """Per question: the policy's state before its first step (`TPRLPolicy.budget_state`) and `scores`
+    (`[questions, budgets]`), whether its most likely episode at each budget answers correctly."""
+
+    states: torch.Tensor
+    scores: torch.Tensor
+
+
+@torch.no_grad()
+def budget_table(
+    model: TPRLForConditionalGeneration, examples: datasets.Dataset, collator, batch_size: int
+) -> BudgetTable:
+    """The `BudgetTable` of `examples` (image / question / answer rows) for `model`'s policy."""
+    policy, states, scores = model.pruner.policy, [], []
+    for start in tqdm(range(0, len(examples), batch_size), desc="budget table (every budget, scored)"):
+        batch = collator([examples[i] for i in range(start, min(start + batch_size, len(examples)))])
+        batch = {key: value.to(model.device) for key, value in batch.items()}
+        features = model.get_image_features(batch["pixel_values"])
+        question = model.question_embeddings(batch["input_ids"], prompt_attention_mask(batch), len(features))
+        inputs = model.pruner.episode_inputs(features, *question)
+        states.append(policy.budget_state(inputs).cpu())
+        per_budget = []
+        for budget in policy.budgets:
+            kept = policy.episode(inputs, budget).kept_visual_indices()
+            per_budget.append(answer_scores(model, batch, features, kept).correct.float())
+        scores.append(torch.stack(per_budget, 1).cpu())
+    return BudgetTable(torch.cat(states), torch.cat(scores))
+
+
+class BudgetDataset(Dataset):
+    """A `BudgetTable` as training examples."""
+
+    def __init__(self, table: BudgetTable):
+        self.table = table
+
+    def __len__(self) -> int:
+        return len(self.table.scores)
+
+    def __getitem__(self, row: int) -> dict:
+        return {"state": self.table.states[row], "scores": self.table.scores[row]}
+
+
+class BudgetTrainer(PrunerStageTrainer):
+    """
+    Trains `model.pruner.policy.budget_head` on a [`BudgetDataset`] to predict, per budget, whether the policy's most
+    likely episode answers right (binary cross-entropy); logs the prediction's mean absolute error and the mean keep
+    ratio the head chooses at a compute weight of 1.
+
+    Args:
+        model ([`TPRLForConditionalGeneration`]): the model, its policy trained and with `adaptive_budgets`.
+        args ([`~transformers.TrainingArguments`]): the stage's arguments.
+        train_dataset ([`BudgetDataset`]): the budget table.
+        **kwargs: the other `Trainer` arguments.
+    """
+
+    def __init__(self, model: TPRLForConditionalGeneration, args, train_dataset, **kwargs):
+        super().__init__(
+            model, args, trained_module="pruner.policy.budget_head", train_dataset=train_dataset, **kwargs
+        )
+
+    def stage_loss(self, model: TPRLForConditionalGeneration, inputs: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        head, states, scores = model.pruner.policy.budget_head, inputs["state"], inputs["scores"]
+        logits = head.score_logits(states)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, scores)
+        choice = head(states, torch.ones(len(states), device=states.device)).argmax(-1)
+        return loss, {
+            "budget/score_error": (logits.detach().sigmoid() - scores).abs().mean().item(),
+            "budget/keep_ratio_at_1": head.shares[choice].mean().item(),
+        }
