@@ -46,6 +46,13 @@ class EvalArguments:
         metadata={"help": f"Comma-separated, from {METHODS}."},
     )
     keep_ratios: str = field(default="0.3333,0.2222,0.1111", metadata={"help": "Comma-separated ratios in (0, 1]."})
+    adaptive_targets: str = field(
+        default="",
+        metadata={
+            "help": "Comma-separated mean keep ratios at which an adaptive TPRL checkpoint (trained with adaptive_budgets) "
+            "chooses each question's budget (keep_ratio='adaptive'), evaluated on the digit world next to the methods."
+        },
+    )
     benchmarks: str = field(
         default="digit_world,digit_world_dense", metadata={"help": f"Comma-separated, from {BENCHMARK_NAMES}."}
     )
@@ -84,6 +91,12 @@ class EvalArguments:
         bad = [r for r in self.ratio_list if not 0 < r <= 1]
         if bad or not self.ratio_list:
             raise ValueError(f"keep_ratios must lie in (0, 1], got {self.keep_ratios!r}.")
+        try:
+            self.target_list = [float(r) for r in self.adaptive_targets.split(",") if r.strip()]
+        except ValueError as error:
+            raise ValueError(
+                f"adaptive_targets must be comma-separated numbers, got {self.adaptive_targets!r}."
+            ) from error
         require_embedded_base(self.model, "--model")
         if self.num_examples < 1 or self.batch_size < 1 or (self.limit is not None and self.limit < 1):
             raise ValueError("num_examples, limit and batch_size must be positive.")
@@ -131,13 +144,23 @@ def run(args: EvalArguments) -> dict:
         if name not in DIGIT_WORLD_SPLITS
     }
     model = load_model(args.model, args.method_list).eval()
+    for target in args.target_list:  # a fixed-budget pruner or an unreachable target fails before any evaluation
+        model.config.compute_weight_for(target)
     processor = AutoProcessor.from_pretrained(args.model)
     results = {"model": args.model}
     count = args.num_examples if args.limit is None else min(args.num_examples, args.limit)
     for name, num_digits in DIGIT_WORLD_SPLITS.items():
         if name in args.benchmark_list:
             split = evaluate_methods(
-                model, processor, args.method_list, args.ratio_list, count, args.batch_size, args.seed, num_digits
+                model,
+                processor,
+                args.method_list,
+                args.ratio_list,
+                count,
+                args.batch_size,
+                args.seed,
+                num_digits,
+                args.target_list,
             )
             add_digit_world_split(results, name, split)
     if benchmark_rows:

@@ -3,6 +3,7 @@ with named-target coverage, prefill FLOPs and the patches each method keeps, on 
 and on the dense ones (6 digits, where a question-blind selection cannot keep every digit). `tprl-eval` and the
 main job's report run it."""
 
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import torch
@@ -27,6 +28,9 @@ from .plots import plot_accuracy, plot_accuracy_vs_flops, plot_coverage, plot_ke
 from .sharding import map_batches
 
 
+ADAPTIVE = "tprl (adaptive)"
+"""The rows of the learned policy choosing each question's budget (`keep_ratio="adaptive"`)."""
+
 DIGIT_WORLD_SPLITS = {"digit_world": None, "digit_world_dense": 6}
 """The evaluated splits of held-out test questions and their digits per canvas (`None`: 3-6, as in training)."""
 
@@ -38,6 +42,8 @@ def selection_kwargs(method: str, kept: int, examples: list[dict], patch_size: i
         return {"keep_ratio": 1.0}
     if method == "oracle":
         return {"kept_visual_indices": oracle_indices(examples, kept, patch_size)}
+    if method == ADAPTIVE:  # `kept` is the target mean share here
+        return {"keep_ratio": "adaptive", "target_keep_ratio": kept}
     return {"pruning_method": method, "num_kept_tokens": kept}
 
 
@@ -50,9 +56,12 @@ def evaluate_methods(
     batch_size: int = 64,
     seed: int = 0,
     num_digits: int | None = None,
+    adaptive_targets: list[float] = (),
 ) -> dict:
     """Every method and budget on `num_examples` held-out test questions, per question type; `full` once. Each row
     has the accuracy and the named-target coverage (the share of questions whose named digits keep every patch).
+    `adaptive_targets` add rows of the adaptive policy at those target mean keep ratios (method `ADAPTIVE`), with
+    the mean kept tokens overall and per question type.
 
     `num_digits` fixes the digits per canvas (see `DIGIT_WORLD_SPLITS`). Batches are spread over `accelerate launch`
     processes; the numbers do not depend on how many there are.
@@ -61,24 +70,24 @@ def evaluate_methods(
     prior = answer_prior(fixed_examples("train", 4000, seed=seed + 100, num_digits=num_digits), examples)
     runs = [("full", 1.0, model.num_visual_tokens)] if "full" in methods else []
     runs += [(m, r, model.num_kept_tokens(keep_ratio=r)) for m in methods if m != "full" for r in keep_ratios]
+    runs += [(ADAPTIVE, target, target) for target in adaptive_targets]
     rows = []
     for method, ratio, kept in tqdm(runs, desc="methods x budgets", disable=not PartialState().is_main_process):
 
         def batch_hits(batch, index, method=method, kept=kept):
             selection = selection_kwargs(method, kept, batch, processor.patch_size)
             hits, kept_visual_indices = answer_hits(model, processor, batch, **selection)
-            return list(zip(hits, named_target_covered(batch, kept_visual_indices, processor.patch_size)))
+            covered = named_target_covered(batch, kept_visual_indices, processor.patch_size)
+            counts = [model.num_visual_tokens] * len(batch)
+            if kept_visual_indices is not None:
+                counts = (kept_visual_indices >= 0).sum(1).tolist()
+            return list(zip(hits, covered, counts))
 
-        hits, covered = zip(*map_batches(batch_hits, examples, batch_size, seed))
-        rows.append(
-            {
-                "method": method,
-                "keep_ratio": ratio,
-                "kept_tokens": kept,
-                **summarize_hits(examples, hits),
-                **summarize_coverage(examples, covered),
-            }
-        )
+        hits, covered, counts = zip(*map_batches(batch_hits, examples, batch_size, seed))
+        row = {"method": method, "keep_ratio": ratio, "kept_tokens": kept}
+        if method == ADAPTIVE:
+            row.update(adaptive_budget_summary(examples, counts, model.num_visual_tokens), target_keep_ratio=ratio)
+        rows.append(row | summarize_hits(examples, hits) | summarize_coverage(examples, covered))
     full = next((row for row in rows if row["method"] == "full"), None)
     for row in rows:
         row["retention"] = round(row["accuracy"] / full["accuracy"], 4) if full and full["accuracy"] else None
@@ -87,19 +96,38 @@ def evaluate_methods(
     return {"split": "test", "canvas": canvas, "num_examples": len(examples), "answer_prior": prior, "rows": rows}
 
 
+def adaptive_budget_summary(examples: list[dict], counts: list[int], total: int) -> dict:
+    """An adaptive row's budgets: mean kept tokens and keep ratio, per question type, and how many chose each."""
+    by_type = defaultdict(list)
+    for example, count in zip(examples, counts):
+        by_type[example["question_type"]].append(count)
+    mean = sum(counts) / len(counts)
+    return {
+        "kept_tokens": round(mean, 2),
+        "keep_ratio": round(mean / total, 4),
+        "kept_tokens_per_question_type": {name: round(sum(v) / len(v), 2) for name, v in by_type.items()},
+        "kept_token_counts": dict(sorted(Counter(counts).items())),
+    }
+
+
 def add_compute(rows: list[dict], model: TPRLForConditionalGeneration, processor, examples: list[dict]) -> None:
-    """Adds each row's token efficiency (kept ratio, analytic prefill FLOPs ratio) from the token_efficiency metric."""
+    """Adds each row's token efficiency (kept ratio, analytic prefill FLOPs ratio) from the token_efficiency metric;
+    an adaptive row's FLOPs are the mean of each question's."""
     batch = DigitWorldCollator(processor)(examples[:64])
     text_tokens = round(float((batch["attention_mask"].sum(1) - model.num_visual_tokens).float().mean()))
     config, metric = model.base.config, load_metric("token_efficiency")
     full = prefill_flops(config, model.num_visual_tokens, text_tokens, method="full").total
     for row in rows:
-        flops = prefill_flops(config, row["kept_tokens"], text_tokens, row["method"], tprl_config=model.config).total
+        method = "tprl" if row["method"] == ADAPTIVE else row["method"]
+        counts = row.get("kept_token_counts", {row["kept_tokens"]: 1})
+        kept = [count for count, times in counts.items() for _ in range(times)]
+        per_count = {n: prefill_flops(config, n, text_tokens, method, tprl_config=model.config).total for n in counts}
+        flops = [per_count[n] for n in kept]
         efficiency = metric.compute(
-            kept_tokens=[row["kept_tokens"]],
-            total_tokens=[model.num_visual_tokens],
-            flops=[float(flops)],
-            full_flops=[float(full)],
+            kept_tokens=kept,
+            total_tokens=[model.num_visual_tokens] * len(kept),
+            flops=[float(value) for value in flops],
+            full_flops=[float(full)] * len(kept),
         )
         row.update(
             flops_ratio=round(efficiency["flops_ratio"], 4), flops_reduction=round(efficiency["flops_reduction"], 4)
@@ -149,8 +177,9 @@ def markdown_table(results: dict) -> str:
         per_type = " | ".join(f"{100 * row['per_question_type'][t]:.1f}" for t in question_types)
         coverage = row.get("named_target_coverage")
         coverage = "n/a" if coverage is None else f"{100 * coverage:.1f}"
+        kept = row["kept_tokens"] if isinstance(row["kept_tokens"], int) else f"{row['kept_tokens']:.1f} (mean)"
         lines.append(
-            f"| {row['method']} | {row['kept_tokens']} | {row['keep_ratio']:.3f} | {flops} | "
+            f"| {row['method']} | {kept} | {row['keep_ratio']:.3f} | {flops} | "
             f"{100 * row['accuracy']:.1f} | {retention} | {per_type} | {coverage} |"
         )
     return "\n".join(lines) + "\n"
@@ -169,6 +198,24 @@ def coverage_table(results: dict) -> str:
         per_type = row.get("named_target_coverage_per_question_type", {})
         cells = ["n/a" if per_type.get(t) is None else f"{100 * per_type[t]:.1f}" for t in question_types]
         lines.append(f"| {row['method']} | {row['kept_tokens']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def adaptive_budget_table(results: dict) -> str:
+    """Mean kept tokens per question type of the adaptive rows (empty when there are none)."""
+    rows = [row for row in results["rows"] if row["method"] == ADAPTIVE]
+    if not rows:
+        return ""
+    question_types = list(rows[0]["kept_tokens_per_question_type"])
+    lines = [
+        "| target keep ratio | mean kept | accuracy | " + " | ".join(question_types) + " |",
+        "|---|---|---|" + "---|" * len(question_types),
+    ]
+    for row in rows:
+        per_type = " | ".join(f"{row['kept_tokens_per_question_type'][t]:.1f}" for t in question_types)
+        lines.append(
+            f"| {row['target_keep_ratio']:.3f} | {row['kept_tokens']:.1f} | {100 * row['accuracy']:.1f} | {per_type} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -212,8 +259,11 @@ def digit_world_report(
             model, processor, methods, num_kept, seed, num_digits=DIGIT_WORLD_SPLITS[name]
         )
         plot_kept_patches(examples, selections, processor.patch_size, output_dir / f"kept_patches{suffix}.png")
+        budgets = adaptive_budget_table(split)
+        if budgets:
+            budgets = f"Adaptive budgets, mean kept tokens per question type:\n\n{budgets}\n"
         report += (
-            f"{markdown_table(split)}\nNamed-target coverage per question type:\n\n{coverage_table(split)}\n"
+            f"{markdown_table(split)}\nNamed-target coverage per question type:\n\n{coverage_table(split)}\n{budgets}"
             f"![accuracy](accuracy_vs_kept{suffix}.png) ![FLOPs](accuracy_vs_flops{suffix}.png)\n\n"
             f"![kept patches](kept_patches{suffix}.png)\n\n"
         )

@@ -34,8 +34,10 @@ class TPRLLmms(lmms):
 
     Args:
         pretrained (`str`): a TPRL checkpoint or a llava-hf base (directory or Hub id); the embedded tiny base if unset.
-        keep_ratio (`float`, *optional*): the share of visual tokens kept, in (0, 1]; the checkpoint's default if
-            neither it nor `num_kept_tokens` is given.
+        keep_ratio (`float` or `"adaptive"`, *optional*): the share of visual tokens kept, in (0, 1]; the checkpoint's
+            default if neither it nor `num_kept_tokens` is given. `"adaptive"`: an adaptive checkpoint's own budgets,
+            `target_keep_ratio` of the tokens on average.
+        target_keep_ratio (`float`, *optional*): with `keep_ratio=adaptive`, the mean share of visual tokens kept.
         num_kept_tokens (`int`, *optional*): visual tokens kept per image, instead of `keep_ratio`.
         pruning_method (`str`, *optional*): one of `ALL_PRUNING_METHODS`; a TPRL checkpoint's own policy by default.
         batch_size (`int`): questions per `generate` call (lmms-eval's `--batch_size`).
@@ -46,9 +48,10 @@ class TPRLLmms(lmms):
     def __init__(
         self,
         pretrained: str = EMBEDDED_BASE_PATH,
-        keep_ratio: float | None = None,
+        keep_ratio: float | str | None = None,
         num_kept_tokens: int | None = None,
         pruning_method: str | None = None,
+        target_keep_ratio: float | None = None,
         batch_size: int | str = 1,
         device: str | None = None,
         dtype: str | None = None,
@@ -58,7 +61,7 @@ class TPRLLmms(lmms):
         if unknown:
             raise ValueError(
                 f"Unknown --model_args {sorted(unknown)} for tprl; it takes pretrained, keep_ratio, num_kept_tokens, "
-                "pruning_method, batch_size, device and dtype."
+                "pruning_method, target_keep_ratio, batch_size, device and dtype."
             )
         if pruning_method is not None and pruning_method not in ALL_PRUNING_METHODS:
             raise ValueError(f"Unknown pruning_method {pruning_method!r}; choose from {ALL_PRUNING_METHODS}.")
@@ -79,10 +82,13 @@ class TPRLLmms(lmms):
                 ("keep_ratio", keep_ratio),
                 ("num_kept_tokens", num_kept_tokens),
                 ("pruning_method", pruning_method),
+                ("target_keep_ratio", target_keep_ratio),
             )
             if value is not None
         }
-        self.model.num_kept_tokens(keep_ratio=keep_ratio, num_kept_tokens=num_kept_tokens)  # a bad budget fails now
+        # A bad budget fails now.
+        if self.model.adaptive_compute_weight(keep_ratio, target_keep_ratio) is None:
+            self.model.num_kept_tokens(keep_ratio=keep_ratio, num_kept_tokens=num_kept_tokens)
 
     def generate_until(self, requests) -> list[str]:
         """Greedy answers, batched over requests that share their generation arguments, cut at `until`."""

@@ -1,6 +1,7 @@
 """Evaluation and report of a `tprl-train` run: TPRL vs. imitation only vs. training-free methods, with plots."""
 
 import json
+import os
 from pathlib import Path
 
 import matplotlib
@@ -22,24 +23,33 @@ from .digit_world_eval import (
 )  # noqa: E402
 
 
-def evaluate_training_run(output_dir: str | Path, keep_ratios: list[float], num_examples: int) -> dict:
+def evaluate_training_run(
+    output_dir: str | Path, keep_ratios: list[float], num_examples: int, adaptive_targets: list[float] = ()
+) -> dict:
     """
-    Evaluates `output_dir/ppo/final` and `output_dir/imitation` on the held-out questions of both digit-world splits
-    (usual and dense canvases); writes `eval/`.
+    Evaluates the trained model (`output_dir/budget/final` with adaptive budgets, else `output_dir/ppo/final`) and
+    `output_dir/imitation` on the held-out questions of both digit-world splits (usual and dense canvases); writes
+    `eval/`. An adaptive policy is also evaluated at `adaptive_targets` (mean keep ratios) within its operating
+    points.
 
     The questions and the random method's draws are `tprl-eval`'s defaults whatever the training seed, so runs with
     different seeds are compared on the same questions.
     """
     output_dir = Path(output_dir)
     eval_dir = output_dir / "eval"
-    final = str(output_dir / "ppo" / "final")
+    final = str(output_dir / "budget" / "final")
+    if not os.path.isdir(final):
+        final = str(output_dir / "ppo" / "final")
     processor = AutoProcessor.from_pretrained(final)
     methods = ["full", "tprl", "random", "uniform", "cls_attention", "fastv", "oracle"]
     model = TPRLForConditionalGeneration.from_pretrained(final).eval()
     imitation = TPRLForConditionalGeneration.from_pretrained(output_dir / "imitation" / "final").eval()
     results = {"model": final}
+    targets = [target for target in adaptive_targets if _reachable(model.config, target)]
     for name, num_digits in DIGIT_WORLD_SPLITS.items():
-        split = evaluate_methods(model, processor, methods, keep_ratios, num_examples, num_digits=num_digits)
+        split = evaluate_methods(
+            model, processor, methods, keep_ratios, num_examples, num_digits=num_digits, adaptive_targets=targets
+        )
         imitation_rows = evaluate_methods(
             imitation, processor, ["tprl"], keep_ratios, num_examples, num_digits=num_digits
         )
@@ -64,14 +74,21 @@ def evaluate_training_run(output_dir: str | Path, keep_ratios: list[float], num_
     return results
 
 
+def _reachable(config, target: float) -> bool:
+    """Whether the adaptive policy's operating points reach `target` on average (never, for a fixed-budget one)."""
+    points = config.adaptive_operating_points or []
+    return bool(points) and min(r for _, r in points) <= target <= max(r for _, r in points)
+
+
 def plot_training_curves(output_dir: Path, path: Path) -> None:
     """The stages' logged curves over their steps (from each stage's `log_history.json`): the autoencoder's relative
-    error, the imitation loss, and PPO's return, kept accuracy, KL to the imitation policy and share of questions
-    trained."""
+    error, the imitation loss, PPO's return, kept accuracy, KL to the imitation policy and share of questions trained,
+    and the budget head's score error and the keep ratio it chooses at a compute weight of 1."""
     curves = {
         "autoencoder": ["autoencoder/relative_error"],
         "imitation": ["loss"],
         "ppo": ["objective/episode_return", "objective/accuracy_kept", "objective/kl", "objective/trained_questions"],
+        "budget": ["budget/score_error", "budget/keep_ratio_at_1"],
     }
     panels = []
     for stage, keys in curves.items():
