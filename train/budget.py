@@ -10,6 +10,7 @@ its value per arm; the price enters the choice in closed form, so one head serve
 never keeps more. The rest of the policy is frozen: fixed budgets keep exactly the tokens they kept.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import datasets
@@ -17,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from modeling_tprl import TPRLForConditionalGeneration
+from modeling_tprl import EpisodeInputs, TPRLForConditionalGeneration
 
 from .data import prompt_attention_mask
 from .scoring import answer_scores
@@ -33,18 +34,27 @@ class BudgetTable:
     scores: torch.Tensor
 
 
+def policy_input_batches(
+    model: TPRLForConditionalGeneration, examples: datasets.Dataset, collator, batch_size: int, desc: str
+) -> Iterator[tuple[dict, torch.Tensor, EpisodeInputs]]:
+    """Per batch of `examples`: the collated batch on the model's device, its image features and the policy's
+    inputs (the question read from the prompt alone)."""
+    for start in tqdm(range(0, len(examples), batch_size), desc=desc):
+        batch = collator([examples[i] for i in range(start, min(start + batch_size, len(examples)))])
+        batch = {key: value.to(model.device) for key, value in batch.items()}
+        features = model.get_image_features(batch["pixel_values"])
+        question = model.question_embeddings(batch["input_ids"], prompt_attention_mask(batch), len(features))
+        yield batch, features, model.pruner.episode_inputs(features, *question)
+
+
 @torch.no_grad()
 def budget_table(
     model: TPRLForConditionalGeneration, examples: datasets.Dataset, collator, batch_size: int
 ) -> BudgetTable:
     """The `BudgetTable` of `examples` (image / question / answer rows) for `model`'s policy."""
     policy, states, scores = model.pruner.policy, [], []
-    for start in tqdm(range(0, len(examples), batch_size), desc="budget table (every budget, scored)"):
-        batch = collator([examples[i] for i in range(start, min(start + batch_size, len(examples)))])
-        batch = {key: value.to(model.device) for key, value in batch.items()}
-        features = model.get_image_features(batch["pixel_values"])
-        question = model.question_embeddings(batch["input_ids"], prompt_attention_mask(batch), len(features))
-        inputs = model.pruner.episode_inputs(features, *question)
+    desc = "budget table (every budget, scored)"
+    for batch, features, inputs in policy_input_batches(model, examples, collator, batch_size, desc):
         states.append(policy.budget_state(inputs).cpu())
         per_budget = []
         for budget in policy.budgets:

@@ -8,11 +8,10 @@ import math
 
 import datasets
 import torch
-from tqdm.auto import tqdm
 
 from modeling_tprl import TPRLForConditionalGeneration
 
-from .data import prompt_attention_mask
+from .budget import policy_input_batches
 
 
 def compute_weight_grid(compute_weights: list[float], num_points: int = 13) -> list[float]:
@@ -33,12 +32,9 @@ def measure_operating_points(
     """`[compute_weight, mean keep ratio]` of the policy's budget choices (its mode) on `examples`, per weight."""
     policy, budgets = model.pruner.policy, torch.tensor(model.config.adaptive_budgets, dtype=torch.float)
     kept = {weight: 0.0 for weight in compute_weights}
-    for start in tqdm(range(0, len(examples), batch_size), desc="adaptive operating points"):
-        batch = collator([examples[i] for i in range(start, min(start + batch_size, len(examples)))])
-        batch = {key: value.to(model.device) for key, value in batch.items()}
-        features = model.get_image_features(batch["pixel_values"])
-        question = model.question_embeddings(batch["input_ids"], prompt_attention_mask(batch), len(features))
-        inputs = model.pruner.episode_inputs(features, *question)
+    for _, features, inputs in policy_input_batches(
+        model, examples, collator, batch_size, "adaptive operating points"
+    ):
         for weight in compute_weights:
             prices = torch.full((len(features),), weight, device=model.device)
             choices = policy.budget_logits(inputs, prices).argmax(-1).cpu()
