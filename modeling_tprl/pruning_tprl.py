@@ -166,8 +166,14 @@ class TPRLBudgetHead(nn.Module):
 
     def __init__(self, hidden_size: int, budgets: list[int], num_visual_tokens: int):
         super().__init__()
+        # Wide and regularised (dropout; the stage's weight decay): a few thousand questions train it, and a narrow
+        # head learned little beyond the question type (docs/experiments.md, "Adaptive budgets").
         self.mlp = nn.Sequential(
-            nn.Linear(2 * hidden_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, len(budgets))
+            nn.LayerNorm(2 * hidden_size),
+            nn.Linear(2 * hidden_size, 4 * hidden_size),
+            nn.GELU(),
+            nn.Dropout(0.3),
+            nn.Linear(4 * hidden_size, len(budgets)),
         )
         self.register_buffer("shares", torch.tensor(budgets, dtype=torch.float) / num_visual_tokens, persistent=False)
 

@@ -172,13 +172,15 @@ def test_budget_stage_learns_each_budgets_score_and_chooses_the_best_reward(
     collator = VQACollator(processor)
     table = budget_table(model, vqa_dataset, collator, batch_size=16)
     assert table.states.shape == (24, 64) and table.scores.shape == (24, len(BUDGETS))
-    # Each column: whether the policy's most likely episode at that budget answers right.
+    # Each column: whether the policy's most likely episode at that budget, run alone, answers right.
     batch = collator([vqa_dataset[i] for i in range(8)])
     features = model.get_image_features(batch["pixel_values"])
     question = model.question_embeddings(batch["input_ids"], prompt_attention_mask(batch), 8)
     inputs = model.pruner.episode_inputs(features, *question)
-    kept = model.pruner.policy.episode(inputs, 8).kept_visual_indices()
-    assert table.scores[:8, 1].tolist() == answer_scores(model, batch, features, kept).correct.float().tolist()
+    for column, budget in enumerate(BUDGETS):
+        kept = model.pruner.policy.episode(inputs, budget).kept_visual_indices()
+        expected = answer_scores(model, batch, features, kept).correct.float()
+        assert table.scores[:8, column].tolist() == expected.tolist()
     # Random answers score alike at every budget: make 16 tokens and more answer right.
     table.scores[:, :2], table.scores[:, 2:] = 0.0, 1.0
     args = TrainingArguments(

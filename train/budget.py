@@ -56,10 +56,15 @@ def budget_table(
     desc = "budget table (every budget, scored)"
     for batch, features, inputs in policy_input_batches(model, examples, collator, batch_size, desc):
         states.append(policy.budget_state(inputs).cpu())
-        per_budget = []
-        for budget in policy.budgets:
-            kept = policy.episode(inputs, budget).kept_visual_indices()
-            per_budget.append(answer_scores(model, batch, features, kept).correct.float())
+        # One episode per (budget, question) pair: the first step, where every token is still kept, runs once per
+        # question (`episode_question`); each budget's rows then keep exactly their budget (no -1 padding).
+        rows, budgets = len(features), torch.tensor(policy.budgets, device=model.device)
+        question = torch.arange(rows, device=model.device).repeat(len(budgets))
+        kept = policy.episode(inputs, budgets.repeat_interleave(rows), episode_question=question).kept_visual_indices()
+        per_budget = [
+            answer_scores(model, batch, features, kept[i * rows : (i + 1) * rows, :budget]).correct.float()
+            for i, budget in enumerate(policy.budgets)
+        ]
         scores.append(torch.stack(per_budget, 1).cpu())
     return BudgetTable(torch.cat(states), torch.cat(scores))
 

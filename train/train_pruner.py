@@ -109,7 +109,7 @@ class PrunerTrainingArguments:
         },
     )
     budget_questions: int = field(default=4096, metadata={"help": "Training questions scored at every budget."})
-    budget_steps: int = field(default=300, metadata={"help": "Steps of the budget stage (batches of 256)."})
+    budget_steps: int = field(default=1500, metadata={"help": "Steps of the budget stage (batches of 256)."})
     budget_learning_rate: float = field(default=3e-3)
     eval_size: int = field(default=2000, metadata={"help": "Held-out test questions (digit world); 0 skips eval."})
     adaptive_eval_targets: list[float] = field(
