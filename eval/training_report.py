@@ -1,6 +1,7 @@
 """Evaluation and report of a `tprl-train` run: TPRL vs. imitation only vs. training-free methods, with plots."""
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -21,6 +22,9 @@ from .digit_world_eval import (
     evaluate_methods,
     markdown_table,
 )  # noqa: E402
+
+
+logger = logging.getLogger(__name__)
 
 
 def evaluate_training_run(
@@ -46,6 +50,11 @@ def evaluate_training_run(
     imitation = TPRLForConditionalGeneration.from_pretrained(output_dir / "imitation" / "final").eval()
     results = {"model": final}
     targets = [target for target in adaptive_targets if _reachable(model.config, target)]
+    if len(targets) < len(adaptive_targets):
+        logger.warning(
+            f"Adaptive targets {sorted(set(adaptive_targets) - set(targets))} are outside the policy's measured "
+            f"operating points {model.config.adaptive_operating_points}: not evaluated (widen compute_weight_range)."
+        )
     for name, num_digits in DIGIT_WORLD_SPLITS.items():
         split = evaluate_methods(
             model, processor, methods, keep_ratios, num_examples, num_digits=num_digits, adaptive_targets=targets
