@@ -85,8 +85,8 @@ def evaluate_training_run(
 
 def _reachable(config, target: float) -> bool:
     """Whether the adaptive policy's operating points reach `target` on average (never, for a fixed-budget one)."""
-    points = config.adaptive_operating_points or []
-    return bool(points) and min(r for _, r in points) <= target <= max(r for _, r in points)
+    measured = config.adaptive_keep_ratio_range
+    return measured is not None and measured[0] <= target <= measured[1]
 
 
 def plot_training_curves(output_dir: Path, path: Path) -> None:

@@ -186,21 +186,27 @@ class TPRLConfig(PreTrainedConfig):
                 "config.adaptive_operating_points, set by tprl-train with compute_weights); this one has fixed "
                 "budgets only: give a number as keep_ratio, or num_kept_tokens."
             )
+        low, high = self.adaptive_keep_ratio_range
+        if not low <= target_keep_ratio <= high:
+            raise ValueError(
+                f"target_keep_ratio {target_keep_ratio} is outside what this adaptive pruner was measured to keep on "
+                f"average, [{low:.4f}, {high:.4f}] (config.adaptive_operating_points): choose a target within, or a "
+                "fixed keep_ratio."
+            )
         # By mean keep ratio, and among equal ones by decreasing weight: a target between two measured ratios then
         # falls between the two weights nearest the change of choice.
         points = sorted(self.adaptive_operating_points, key=lambda point: (point[1], -point[0]))
-        ratios = [ratio for _, ratio in points]
-        if not ratios[0] <= target_keep_ratio <= ratios[-1]:
-            raise ValueError(
-                f"target_keep_ratio {target_keep_ratio} is outside what this adaptive pruner was measured to keep on "
-                f"average, [{ratios[0]:.4f}, {ratios[-1]:.4f}] (config.adaptive_operating_points): choose a target "
-                "within, or a fixed keep_ratio."
-            )
         for (low_weight, low), (high_weight, high) in zip(points, points[1:]):
             if low <= target_keep_ratio <= high:
                 share = 0.0 if high == low else (target_keep_ratio - low) / (high - low)
                 return math.exp(math.log(low_weight) + share * (math.log(high_weight) - math.log(low_weight)))
         return points[0][0]
+
+    @property
+    def adaptive_keep_ratio_range(self) -> tuple[float, float] | None:
+        """The smallest and the largest mean keep ratio measured for the adaptive policy (`None`: not measured)."""
+        ratios = [ratio for _, ratio in self.adaptive_operating_points or []]
+        return (min(ratios), max(ratios)) if ratios else None
 
     @property
     def base_llava_config(self) -> LlavaConfig:

@@ -20,7 +20,7 @@ from transformers.utils import ModelOutput, cached_file, logging
 
 from .configuration_tprl import SUPPORTED_BASE_MODEL_TYPES, TPRLConfig, num_kept_for_ratio
 from .pruning_methods import ALL_PRUNING_METHODS, check_pruning_method
-from .pruning_tprl import TPRLPruner, sorted_kept
+from .pruning_tprl import TPRLPruner, kept_mask_of, sorted_kept
 
 
 logger = logging.get_logger(__name__)
@@ -528,11 +528,8 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         kept_visual_indices = _check_indices(kept_visual_indices, num_images, total).to(input_ids.device)
 
         embeds, image_mask = self.insert_visual_tokens(input_ids, image_features)
-        image_kept = torch.zeros(num_images, total + 1, dtype=torch.bool, device=input_ids.device)
-        image_kept = image_kept.scatter(1, kept_visual_indices.masked_fill(kept_visual_indices < 0, total), True)
-        image_kept = image_kept[:, :total]  # the padding's spare column dropped
         keep = ~image_mask
-        keep[image_mask] = image_kept.flatten()
+        keep[image_mask] = kept_mask_of(kept_visual_indices, total).flatten()
         keep &= attention_mask.bool()
 
         lengths = keep.sum(1)

@@ -65,10 +65,14 @@ def run_episode(
         if picks.shape != (rows, width):
             raise ValueError(f"Step {step} must pick {width} tokens per row, got picks of shape {tuple(picks.shape)}.")
         steps.append((kept_mask, picks))
-        # Padding (-1) lands in a spare column, dropped.
-        kept_mask = torch.zeros(rows, tokens + 1, dtype=torch.bool, device=kept_mask.device)
-        kept_mask = kept_mask.scatter(1, picks.masked_fill(picks < 0, tokens), True)[:, :tokens]
+        kept_mask = kept_mask_of(picks, tokens)
     return steps
+
+
+def kept_mask_of(indices: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """`[rows, num_tokens]` bool, True at `indices` (`[rows, k]`, right-padded with -1)."""
+    mask = torch.zeros(len(indices), num_tokens + 1, dtype=torch.bool, device=indices.device)
+    return mask.scatter(1, indices.masked_fill(indices < 0, num_tokens), True)[:, :num_tokens]  # padding's column out
 
 
 class TPRLStateAutoencoder(nn.Module):
@@ -189,8 +193,8 @@ class TPRLBudgetHead(nn.Module):
 class TPRLPolicy(nn.Module):
     """Transformer over `[value token; question tokens; kept visual latents]` with keep-logit and value heads. It
     owns its distribution (`PlackettLuce` over the keep logits) and its episode (`episode`). With
-    `config.adaptive_budgets` it also chooses each episode's budget among them (`budget_logits`), for a price per
-    kept token (the reward's compute weight) that it reads on its value token."""
+    `config.adaptive_budgets` it also chooses each episode's budget among them (`budget_logits`, its
+    `TPRLBudgetHead`), for a price per share of kept tokens (the reward's compute weight)."""
 
     def __init__(self, config: TPRLConfig):
         super().__init__()
@@ -360,31 +364,22 @@ class TPRLPolicy(nn.Module):
         rollout) or along given `actions` (imitation of a teacher's picks, PPO's update on the rollout's picks).
         `episode_question` maps episodes to the question rows of `inputs` (see `logits_and_values`).
 
-        Adaptive budgets: with `compute_weight` (`[episodes]` prices of kept tokens) the policy's budget choice is
-        part of the episode; `num_kept=None` lets it choose (by its mode, or a sample), a `[episodes]` tensor of
-        budgets among `adaptive_budgets` gives the choice (PPO's update), whose log-probability is then returned.
+        Adaptive budgets: with `compute_weight` (`[episodes]` prices of kept tokens) and `num_kept=None`, the policy
+        first chooses each episode's budget (by its mode, or a sample), whose log-probability and entropy the
+        episode returns too.
         """
         rows = len(inputs.visual) if episode_question is None else len(episode_question)
         device = inputs.visual.device
         budget_log_probs = budget_entropies = None
+        if (num_kept is None) == (compute_weight is None):
+            raise ValueError("Give exactly one of num_kept (a fixed budget) and compute_weight (an adaptive one).")
         if compute_weight is not None:
             if episode_question is not None:
-                inputs = EpisodeInputs(*(value[episode_question] for value in vars(inputs).values()))
-                episode_question = None
+                raise ValueError("An adaptive episode reads one question per episode: give no episode_question.")
             distribution = Categorical(logits=self.budget_logits(inputs, compute_weight))
-            budgets = torch.tensor(self.budgets, device=device)
-            if num_kept is None:
-                choice = distribution.sample() if sample else distribution.probs.argmax(-1)
-                num_kept = budgets[choice]
-            else:
-                choice = torch.searchsorted(budgets, num_kept)
-                if bool(
-                    (choice >= len(budgets)).any() or (budgets[choice.clamp(max=len(budgets) - 1)] != num_kept).any()
-                ):
-                    raise ValueError(f"Budgets {num_kept.tolist()} are not among adaptive_budgets {self.budgets}.")
+            choice = distribution.sample() if sample else distribution.probs.argmax(-1)
+            num_kept = torch.tensor(self.budgets, device=device)[choice]
             budget_log_probs, budget_entropies = distribution.log_prob(choice), distribution.entropy()
-        elif num_kept is None:
-            raise ValueError("Give num_kept (a fixed budget), or compute_weight for an adaptive one.")
         decisions = []
 
         def choose(step: int, kept_mask: torch.Tensor, count: int | torch.Tensor) -> torch.Tensor:

@@ -371,20 +371,20 @@ def run(script_args: PrunerTrainingArguments, model_args: TPRLModelConfig, ppo_c
             train_stage(trainer, stage_dir)
 
     stage_dir = output_dir / "budget"
-    if script_args.compute_weight_range and not stage_done(stage_dir / "final", "budget"):
-        with meter.stage("budget", examples["budget"]):
-            model = load_model(output_dir / "ppo" / "final", model_args, device)
-            questions = dataset.shuffle(seed=ppo_config.seed)
-            questions = questions.select(range(min(script_args.budget_questions, len(questions))))
-            table = budget_table(model, questions, collator, batch_size)
-            args = stage_arguments(
-                ppo_config, stage_dir, script_args.budget_steps, script_args.budget_learning_rate, 256
-            )
-            trainer = BudgetTrainer(model, args, BudgetDataset(table), processing_class=processor)
-            train_stage(trainer, stage_dir)
-    if script_args.compute_weight_range and distributed.is_main_process:
-        questions = dataset.shuffle(seed=ppo_config.seed)
-        add_operating_points(stage_dir / "final", model_args, script_args, questions, collator, device)
+    if script_args.compute_weight_range:
+        questions = dataset.shuffle(seed=ppo_config.seed)  # the budget stage's first, then the operating points'
+        if not stage_done(stage_dir / "final", "budget"):
+            with meter.stage("budget", examples["budget"]):
+                model = load_model(output_dir / "ppo" / "final", model_args, device)
+                scored = questions.select(range(min(script_args.budget_questions, len(questions))))
+                table = budget_table(model, scored, collator, batch_size)
+                args = stage_arguments(
+                    ppo_config, stage_dir, script_args.budget_steps, script_args.budget_learning_rate, 256
+                )
+                trainer = BudgetTrainer(model, args, BudgetDataset(table), processing_class=processor)
+                train_stage(trainer, stage_dir)
+        if distributed.is_main_process:
+            add_operating_points(stage_dir / "final", model_args, script_args, questions, collator, device)
     distributed.wait_for_everyone()
 
     if script_args.dry_run and distributed.is_main_process:
