@@ -4,7 +4,7 @@ from pathlib import Path
 
 from .canvas import COLORS, QUESTION_TYPES, SPLITS, DigitPlacement, DigitWorld, relevant_placements
 from .model import build_tiny_llava
-from .processor import build_processor, canvases_to_pixel_values, prompt_for
+from .processor import build_processor, pixel_values_of, prompt_for
 
 
 EMBEDDED_BASE_PATH = str(Path(__file__).parent / "tiny_llava")
@@ -29,7 +29,7 @@ __all__ = [
     "DigitWorld",
     "build_processor",
     "build_tiny_llava",
-    "canvases_to_pixel_values",
+    "pixel_values_of",
     "prompt_for",
     "relevant_placements",
     "require_embedded_base",

@@ -2,12 +2,11 @@
 
 from functools import lru_cache
 
-import numpy as np
 import torch
 from transformers import LlavaProcessor
 
 from .canvas import CANVAS_SIZE
-from .processor import canvases_to_pixel_values, prompt_for
+from .processor import pixel_values_of, prompt_for
 
 
 class DigitWorldCollator:
@@ -66,11 +65,12 @@ class DigitWorldCollator:
             input_ids[row, length - len(sequence) :] = torch.tensor(sequence)
             labels[row, length - len(sequence) :] = torch.tensor(target)
             attention_mask[row, length - len(sequence) :] = 1
-        images = np.stack([np.asarray(example["image"], dtype=np.uint8) for example in examples])
         batch = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
-            "pixel_values": canvases_to_pixel_values(images, self.processor.image_processor),
+            "pixel_values": pixel_values_of(
+                [example["image"] for example in examples], self.processor.image_processor
+            ),
         }
         if self.with_answers:
             batch["labels"] = labels

@@ -56,20 +56,33 @@ def prompt_for(question: str) -> str:
     return f"USER : <image> {question} ASSISTANT :"
 
 
-def canvases_to_pixel_values(images: np.ndarray, image_processor: CLIPImageProcessorPil) -> torch.Tensor:
-    """Normalises a batch of uint8 canvases exactly as `image_processor` does, without PIL (fast path for training).
-
-    Args:
-        images (`np.ndarray`): `[batch, 96, 96, 3]` uint8 RGB canvases.
-    """
-    if images.ndim != 4 or images.shape[1:] != (CANVAS_SIZE, CANVAS_SIZE, 3):
-        raise ValueError(
-            f"Expected uint8 RGB canvases of shape [batch, {CANVAS_SIZE}, {CANVAS_SIZE}, 3], got {images.shape}; "
-            "use the processor for images of other sizes."
-        )
-    if images.dtype != np.uint8:
-        raise ValueError(f"Expected uint8 canvases, got {images.dtype}.")
-    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() * image_processor.rescale_factor
-    mean = torch.tensor(image_processor.image_mean).view(1, 3, 1, 1)
-    std = torch.tensor(image_processor.image_std).view(1, 3, 1, 1)
+def pixel_values_of(images: list, image_processor: CLIPImageProcessorPil) -> torch.Tensor:
+    """`pixel_values` of `images` (PIL images or `[height, width, 3]` uint8 arrays), bitwise as `image_processor` makes
+    them. RGB uint8 images that it neither resizes nor crops (digit-world canvases for the tiny base) are rescaled
+    and normalised here in one tensor operation, about 3x faster than its PIL path (training reads tens of
+    thousands of canvases); any other image goes through `image_processor`."""
+    arrays = [np.asarray(image) for image in images]
+    if not all(_processed_as_is(image, array, image_processor) for image, array in zip(images, arrays)):
+        return image_processor(images, return_tensors="pt")["pixel_values"]
+    # The processor's arithmetic: rescaled in float64, cast to float32, then normalised in float32.
+    pixels = (torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).double() * image_processor.rescale_factor).float()
+    mean, std = (
+        torch.tensor(values).view(1, 3, 1, 1) for values in (image_processor.image_mean, image_processor.image_std)
+    )
     return (pixels - mean) / std
+
+
+def _processed_as_is(image, array: np.ndarray, image_processor) -> bool:
+    """Whether `image_processor` only rescales and normalises `image`: an RGB uint8 square at its crop size, which
+    its resize (to that shortest edge) leaves as it is."""
+    side = array.shape[0] if array.ndim == 3 else None
+    return (
+        isinstance(image_processor, CLIPImageProcessorPil)
+        and image_processor.do_rescale
+        and image_processor.do_normalize
+        and array.dtype == np.uint8
+        and array.shape == (side, side, 3)
+        and getattr(image, "mode", "RGB") == "RGB"
+        and (not image_processor.do_resize or image_processor.size.get("shortest_edge") == side)
+        and (not image_processor.do_center_crop or image_processor.crop_size == {"height": side, "width": side})
+    )

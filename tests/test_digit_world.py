@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tprl_digit_world import DigitWorld, canvases_to_pixel_values, prompt_for, relevant_placements
+from tprl_digit_world import DigitWorld, pixel_values_of, prompt_for, relevant_placements
 from tprl_digit_world.batching import DigitWorldCollator
 from tprl_digit_world.builder import DigitWorldBuilder
 from tprl_digit_world.canvas import patch_indices, split_digit_pool
@@ -50,7 +50,7 @@ def test_collator_matches_processor(processor):
         images=Image.fromarray(example["image"]), text=prompt_for(example["question"]), return_tensors="pt"
     )
     assert torch.equal(batch["input_ids"], reference["input_ids"])
-    torch.testing.assert_close(batch["pixel_values"], reference["pixel_values"])
+    assert torch.equal(batch["pixel_values"], reference["pixel_values"])
 
 
 def test_follow_up_turns_match_the_chat_template(processor):
@@ -130,13 +130,17 @@ def test_bad_input(call, message):
         call()
 
 
-def test_fast_path_rejects_wrong_size_or_mode(processor):
-    with pytest.raises(ValueError, match=r"shape \[batch, 96, 96, 3\]"):
-        canvases_to_pixel_values(np.zeros((1, 64, 64, 3), dtype=np.uint8), processor.image_processor)
-    with pytest.raises(ValueError, match=r"shape \[batch, 96, 96, 3\]"):
-        canvases_to_pixel_values(np.zeros((1, 96, 96), dtype=np.uint8), processor.image_processor)
-    with pytest.raises(ValueError, match="uint8"):
-        canvases_to_pixel_values(np.zeros((1, 96, 96, 3), dtype=np.float32), processor.image_processor)
+def test_pixel_values_match_the_processor_bitwise(processor):
+    canvases = [example["image"] for example in fixed_examples("test", 8)]
+    images = [Image.fromarray(canvas) for canvas in canvases]
+    reference = processor.image_processor(images, return_tensors="pt")["pixel_values"]
+    assert torch.equal(pixel_values_of(images, processor.image_processor), reference)
+    assert torch.equal(pixel_values_of(canvases, processor.image_processor), reference)
+    # Images the processor resizes, or converts to RGB, go through it.
+    others = [Image.fromarray(canvases[0][:64, :80]), images[1].convert("L"), images[2].convert("RGBA")]
+    for image in others:
+        expected = processor.image_processor([image], return_tensors="pt")["pixel_values"]
+        assert torch.equal(pixel_values_of([image], processor.image_processor), expected)
 
 
 def test_dense_canvases_and_named_target_coverage(processor):
