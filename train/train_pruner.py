@@ -34,7 +34,7 @@ from tprl_digit_world.builder import DigitWorldBuilder
 
 from .autoencoder import StateAutoencoderTrainer
 from .budget import BudgetDataset, BudgetTrainer, budget_table
-from .data import VQACollator, load_split
+from .data import ImageCollator, VQACollator, load_split
 from .demonstrations import demonstrated_examples, make_demonstrations
 from .dry_run import (
     DRY_RUN_BATCH,
@@ -331,7 +331,7 @@ def run(script_args: PrunerTrainingArguments, model_args: TPRLModelConfig, ppo_c
                 ppo_config, stage_dir, script_args.autoencoder_steps, script_args.autoencoder_learning_rate, batch_size
             )
             trainer = StateAutoencoderTrainer(
-                model, args, train_dataset=dataset, data_collator=collator, processing_class=processor
+                model, args, train_dataset=dataset, data_collator=ImageCollator(processor), processing_class=processor
             )
             train_stage(trainer, stage_dir)
 
