@@ -21,14 +21,17 @@ def fixed_examples(split: str, count: int, seed: int = 0, num_digits: int | None
 
 
 @torch.no_grad()
-def answer_hits(model, processor, examples: list[dict], **model_kwargs) -> tuple[list[bool], torch.Tensor | None]:
+def answer_hits(
+    model, processor, examples: list[dict], inputs: dict | None = None, **model_kwargs
+) -> tuple[list[bool], torch.Tensor | None]:
     """Whether the greedy first token (the answers are one word) is each example's answer, in one batch, and the
     visual tokens the model kept (`None` if it does not prune).
 
-    `model_kwargs` reach the model's forward (e.g. a keep ratio, or `kept_visual_indices` of these examples).
+    `inputs` are the examples collated (`DigitWorldCollator`), if the caller has them; `model_kwargs` reach the
+    model's forward (e.g. a keep ratio, or `kept_visual_indices` of these examples).
     """
     model.eval()
-    outputs = model(**DigitWorldCollator(processor)(examples), **model_kwargs)
+    outputs = model(**(inputs or DigitWorldCollator(processor)(examples)), **model_kwargs)
     predictions = processor.tokenizer.convert_ids_to_tokens(outputs.logits[:, -1].argmax(-1).tolist())
     hits = [prediction == example["answer"] for example, prediction in zip(examples, predictions)]
     return hits, getattr(outputs, "kept_visual_indices", None)

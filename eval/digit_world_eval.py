@@ -7,8 +7,6 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import torch
-from accelerate import PartialState
-from tqdm.auto import tqdm
 
 from modeling_tprl import TPRLForConditionalGeneration
 from tprl_digit_world.batching import DigitWorldCollator
@@ -71,19 +69,32 @@ def evaluate_methods(
     runs = [("full", 1.0, model.num_visual_tokens)] if "full" in methods else []
     runs += [(m, r, model.num_kept_tokens(keep_ratio=r)) for m in methods if m != "full" for r in keep_ratios]
     runs += [(ADAPTIVE, target, target) for target in adaptive_targets]
-    rows = []
-    for method, ratio, kept in tqdm(runs, desc="methods x budgets", disable=not PartialState().is_main_process):
 
-        def batch_hits(batch, index, method=method, kept=kept):
+    def batch_results(batch: list[dict], index: int) -> list[tuple]:
+        """Per example, each run's (hit, named target covered, kept tokens). The batch is collated and its images go
+        through the vision tower once for every run that prunes."""
+        inputs = DigitWorldCollator(processor)(batch)
+        with torch.no_grad():
+            image_features = model.get_image_features(inputs["pixel_values"])
+        results = []
+        for method, _, kept in runs:
+            torch.manual_seed(seed + index)  # each run draws (the random method) as if it ran alone
             selection = selection_kwargs(method, kept, batch, processor.patch_size)
-            hits, kept_visual_indices = answer_hits(model, processor, batch, **selection)
+            hits, kept_visual_indices = answer_hits(
+                model, processor, batch, inputs, image_features=image_features, **selection
+            )
             covered = named_target_covered(batch, kept_visual_indices, processor.patch_size)
             counts = [model.num_visual_tokens] * len(batch)
             if kept_visual_indices is not None:
                 counts = (kept_visual_indices >= 0).sum(1).tolist()
-            return list(zip(hits, covered, counts))
+            results.append(list(zip(hits, covered, counts)))
+        return list(zip(*results))
 
-        hits, covered, counts = zip(*map_batches(batch_hits, examples, batch_size, seed))
+    description = f"{len(runs)} methods x budgets, batches of {batch_size} questions"
+    per_example = map_batches(batch_results, examples, batch_size, seed, description)
+    rows = []
+    for position, (method, ratio, kept) in enumerate(runs):
+        hits, covered, counts = zip(*(results[position] for results in per_example))
         row = {"method": method, "keep_ratio": ratio, "kept_tokens": kept}
         if method == ADAPTIVE:
             row.update(adaptive_budget_summary(examples, counts, model.num_visual_tokens), target_keep_ratio=ratio)

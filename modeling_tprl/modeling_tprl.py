@@ -582,6 +582,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         kept_visual_indices: torch.LongTensor | None = None,
         pruning_method: str | None = None,
         target_keep_ratio: float | None = None,
+        image_features: torch.FloatTensor | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> TPRLCausalLMOutputWithPast | tuple:
@@ -589,9 +590,12 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         LLaVA's forward on the pruned sequence. `keep_ratio` / `num_kept_tokens` and `pruning_method` override the
         configured budget and method for this call; `kept_visual_indices` (`[num_images, num_kept]`) imposes a
         selection. `keep_ratio="adaptive"` with `target_keep_ratio` (a policy trained with `adaptive_budgets`) lets
-        the policy choose each image's budget, `target_keep_ratio` of the tokens on average. Logits, labels and the returned `attention_mask` are those of the pruned sequence, whose positions
-        are contiguous over the kept tokens (`position_ids` apply only when nothing is pruned). `generate` calls it
-        as LLaVA's: the images and the pruning on the first step, the cache of the pruned prompt after it.
+        the policy choose each image's budget, `target_keep_ratio` of the tokens on average. Logits, labels and the
+        returned `attention_mask` are those of the pruned sequence, whose positions are contiguous over the kept
+        tokens (`position_ids` apply only when nothing is pruned). `image_features` ([`get_image_features`] of these
+        `pixel_values`) spare a pruned forward the vision tower, e.g. when comparing selections of the same images;
+        unpruned, LLaVA runs its own. `generate` calls it as LLaVA's: the images and the pruning on the first step,
+        the cache of the pruned prompt after it.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         compute_weight = self.adaptive_compute_weight(keep_ratio, target_keep_ratio)
@@ -626,6 +630,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             labels,
             num_kept,
             kept_visual_indices,
+            image_features,
             pruning_method=pruning_method,
             compute_weight=compute_weight,
         )

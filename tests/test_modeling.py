@@ -1,4 +1,5 @@
 import os
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -55,6 +56,19 @@ def test_pruned_batch_equals_each_input_alone(tprl_model, batch):
         inputs = unpad_row(batch, row)
         alone = tprl_model.generate(**inputs, **GREEDY)
         assert_same_tokens(alone[:, inputs["input_ids"].shape[1] :], new[row : row + 1])
+
+
+@pytest.mark.parametrize(
+    "selection", [{"num_kept_tokens": 16}, {"num_kept_tokens": 16, "pruning_method": "cls_attention"}]
+)
+def test_given_image_features_skip_the_vision_tower_with_the_same_outputs(tprl_model, batch, selection):
+    image_features = tprl_model.get_image_features(batch["pixel_values"])
+    with patch.object(tprl_model.base.model, "get_image_features", side_effect=AssertionError("vision tower ran")):
+        tprl_model(**batch, image_features=image_features, num_kept_tokens=16)  # the policy reads no pixels
+    alone = tprl_model(**batch, **selection)
+    given = tprl_model(**batch, image_features=image_features, **selection)
+    assert torch.equal(given.logits, alone.logits)
+    assert torch.equal(given.kept_visual_indices, alone.kept_visual_indices)
 
 
 def test_pruning_changes_what_the_lm_sees(tprl_model, batch):
