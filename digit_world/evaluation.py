@@ -31,7 +31,9 @@ def answer_hits(
     model's forward (e.g. a keep ratio, or `kept_visual_indices` of these examples).
     """
     model.eval()
-    outputs = model(**(inputs or DigitWorldCollator(processor)(examples)), **model_kwargs)
+    if inputs is None:
+        inputs = DigitWorldCollator(processor)(examples)
+    outputs = model(**inputs, **model_kwargs)
     predictions = processor.tokenizer.convert_ids_to_tokens(outputs.logits[:, -1].argmax(-1).tolist())
     hits = [prediction == example["answer"] for example, prediction in zip(examples, predictions)]
     return hits, getattr(outputs, "kept_visual_indices", None)

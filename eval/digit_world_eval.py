@@ -71,11 +71,14 @@ def evaluate_methods(
     runs += [(ADAPTIVE, target, target) for target in adaptive_targets]
 
     def batch_results(batch: list[dict], index: int) -> list[tuple]:
-        """Per example, each run's (hit, named target covered, kept tokens). The batch is collated and its images go
-        through the vision tower once for every run that prunes."""
+        """Per example, each run's (hit, named target covered, kept tokens). The batch is collated once, and its
+        image features made once for every run that prunes (`cls_attention` still runs the vision tower for its
+        [CLS] attention; `full` is LLaVA's own forward)."""
         inputs = DigitWorldCollator(processor)(batch)
-        with torch.no_grad():
-            image_features = model.get_image_features(inputs["pixel_values"])
+        image_features = None
+        if any(method != "full" for method, _, _ in runs):
+            with torch.no_grad():
+                image_features = model.get_image_features(inputs["pixel_values"])
         results = []
         for method, _, kept in runs:
             torch.manual_seed(seed + index)  # each run draws (the random method) as if it ran alone
