@@ -33,6 +33,12 @@ def answer_hits(
     model.eval()
     if inputs is None:
         inputs = DigitWorldCollator(processor)(examples)
+    # The collator and the imposed selections are on the CPU; the model may be on a GPU.
+    inputs = {key: value.to(model.device) for key, value in inputs.items()}
+    model_kwargs = {
+        key: value.to(model.device) if isinstance(value, torch.Tensor) else value
+        for key, value in model_kwargs.items()
+    }
     outputs = model(**inputs, **model_kwargs)
     predictions = processor.tokenizer.convert_ids_to_tokens(outputs.logits[:, -1].argmax(-1).tolist())
     hits = [prediction == example["answer"] for example, prediction in zip(examples, predictions)]

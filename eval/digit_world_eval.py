@@ -74,7 +74,7 @@ def evaluate_methods(
         """Per example, each run's (hit, named target covered, kept tokens). The batch is collated once, and its
         image features made once for every run that prunes (`cls_attention` still runs the vision tower for its
         [CLS] attention; `full` is LLaVA's own forward)."""
-        inputs = DigitWorldCollator(processor)(batch)
+        inputs = {key: value.to(model.device) for key, value in DigitWorldCollator(processor)(batch).items()}
         image_features = None
         if any(method != "full" for method, _, _ in runs):
             with torch.no_grad():

@@ -1,5 +1,6 @@
 """On a CUDA device (skipped without one; `scripts/gpu_check.sh` runs them): TPRL with pruning off gives exactly
-`LlavaForConditionalGeneration`'s tokens, and pruned batched generation gives one-at-a-time's, in fp32 and bf16."""
+`LlavaForConditionalGeneration`'s tokens, pruned batched generation gives one-at-a-time's, in fp32 and bf16, and the
+digit-world evaluation of a GPU model gives the CPU's figures."""
 
 import copy
 
@@ -33,3 +34,14 @@ def test_pruned_batch_answers_as_one_at_a_time_on_cuda(tprl_model, batch, method
     for row in range(len(together)):
         alone = model.generate(**unpad_row(inputs, row), **GREEDY, **pruned)
         assert_same_tokens(together[row : row + 1, width:], alone[:, -GREEDY["max_new_tokens"] :])
+
+
+def test_digit_world_evaluation_of_a_gpu_model_matches_the_cpu(tprl_model, processor):
+    from tprl_eval.digit_world_eval import evaluate_methods
+
+    methods, ratios = ["full", "tprl", "cls_attention", "oracle"], [1 / 9]
+    on_cpu = evaluate_methods(tprl_model, processor, methods, ratios, num_examples=64, batch_size=32)
+    on_gpu = evaluate_methods(copy.deepcopy(tprl_model).to("cuda"), processor, methods, ratios, 64, batch_size=32)
+    for cpu_row, gpu_row in zip(on_cpu["rows"], on_gpu["rows"]):  # a near-tie may flip between the devices
+        for key in ("accuracy", "named_target_coverage"):
+            assert abs(gpu_row[key] - cpu_row[key]) <= 0.05, (cpu_row["method"], key)
