@@ -132,13 +132,15 @@ class EpisodeInputs:
 class PolicyEpisode:
     """An episode of the policy. Per step t: `kept_masks[t]` (`[episodes, tokens]`, kept before the step), `picks[t]`,
     `log_probs[t]` and `entropies[t]` (`[episodes, k_t]`, per pick; right-padded with -1 picks, 0 log-probabilities
-    when the budgets differ); `values` `[episodes, steps]`; `num_kept` `[episodes]` the budgets. An adaptive episode
-    also has the policy's choice of budget: `budget_log_probs` and `budget_entropies` (`[episodes]`)."""
+    when the budgets differ) and `keep_logits[t]` (`[episodes, tokens]`, -inf where already dropped), which a relevance
+    target trains; `values` `[episodes, steps]`; `num_kept` `[episodes]` the budgets. An adaptive episode also has the
+    policy's choice of budget: `budget_log_probs` and `budget_entropies` (`[episodes]`)."""
 
     kept_masks: list[torch.Tensor]
     picks: list[torch.Tensor]
     log_probs: list[torch.Tensor]
     entropies: list[torch.Tensor]
+    keep_logits: list[torch.Tensor]
     values: torch.Tensor
     num_kept: torch.Tensor
     budget_log_probs: torch.Tensor | None = None
@@ -337,18 +339,18 @@ class TPRLPolicy(nn.Module):
         action: torch.Tensor | None = None,
         sample: bool = False,
         episode_question: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """
-        One decision, as CleanRL's `Agent.get_action_and_value`: `(action, log_prob, entropy, value)`. The action is
-        `action` if given, else a sample (`sample=True`) or the mode of the step's `PlackettLuce` distribution;
-        `log_prob` and `entropy` are per pick (`[rows, num_picks]`, or right-padded when `num_picks` is a `[rows]`
-        tensor), `value` is `[rows]`.
+        One decision, as CleanRL's `Agent.get_action_and_value`: `(action, log_prob, entropy, value)`, and the step's
+        keep `logits` (`[rows, tokens]`). The action is `action` if given, else a sample (`sample=True`) or the mode
+        of the step's `PlackettLuce` distribution; `log_prob` and `entropy` are per pick (`[rows, num_picks]`, or
+        right-padded when `num_picks` is a `[rows]` tensor), `value` is `[rows]`.
         """
         logits, value = self.logits_and_values(inputs, kept_mask, step, episode_question)
         distribution = PlackettLuce(logits, num_picks)
         if action is None:
             action = distribution.sample() if sample else distribution.mode()
-        return action, distribution.log_prob(action), distribution.entropy(action), value
+        return action, distribution.log_prob(action), distribution.entropy(action), value, logits
 
     def episode(
         self,
@@ -396,6 +398,7 @@ class TPRLPolicy(nn.Module):
             picks=[picks for _, picks in steps],
             log_probs=[decision[1] for decision in decisions],
             entropies=[decision[2] for decision in decisions],
+            keep_logits=[decision[4] for decision in decisions],
             values=torch.stack([decision[3] for decision in decisions], dim=1),
             num_kept=torch.as_tensor(num_kept, device=device).expand(rows),
             budget_log_probs=budget_log_probs,

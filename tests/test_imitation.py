@@ -1,5 +1,7 @@
 """The stages before PPO: the teachers' demonstrations, imitation's data and its training."""
 
+import math
+
 import pytest
 import torch
 from transformers import TrainingArguments
@@ -13,8 +15,9 @@ from tprl_train.imitation import (
     ImitationTrainer,
     collate_demonstrations,
     encode_examples,
+    relevance_loss,
 )
-from tprl_train.teacher import teacher_demonstrations
+from tprl_train.teacher import leave_one_in_scores, teacher_demonstrations
 
 
 def test_policy_reads_the_question_as_at_inference_never_the_answer(tprl_model, processor, vqa_dataset):
@@ -228,3 +231,68 @@ def test_imitation_trainer_learns_the_teachers_picks_and_saves_a_pruner_checkpoi
     reloaded = TPRLForConditionalGeneration.from_pretrained(tmp_path / "checkpoint-30")
     for name, value in model.pruner.policy.state_dict().items():
         torch.testing.assert_close(reloaded.pruner.policy.state_dict()[name], value, msg=name)
+
+
+def test_relevance_loss_against_a_hand_computed_example():
+    inf = float("inf")
+    keep_logits = [
+        torch.tensor([[0.0, 1.0, -1.0, 2.0], [5.0, 5.0, 5.0, 5.0]]),
+        torch.tensor([[-inf, 3.0, -inf, -2.0], [5.0, -inf, -inf, 5.0]]),
+    ]
+    # Row 0: token 2 is dropped after the first step, so the second step does not score it. Row 1 has no relevant
+    # token (a question no token answers alone): it does not count.
+    relevant = torch.tensor([[False, True, True, False], [False, False, False, False]])
+
+    def bce(logit, target):
+        return -math.log(torch.sigmoid(torch.tensor(logit if target else -logit)).item())
+
+    first = (bce(0.0, 0) + bce(1.0, 1) + bce(-1.0, 1) + bce(2.0, 0)) / 4
+    second = (bce(3.0, 1) + bce(-2.0, 0)) / 2
+    assert relevance_loss(keep_logits, relevant).item() == pytest.approx((first + second) / 2, rel=1e-6)
+
+
+def test_the_relevance_target_is_the_top_of_the_teachers_leave_one_in_scores(
+    base_dir, processor, vqa_dataset, tmp_path
+):
+    torch.manual_seed(0)
+    model = TPRLForConditionalGeneration.from_base(base_dir, policy_hidden_size=32)
+    collator, examples = VQACollator(processor), vqa_dataset.select(range(8))
+    teacher = "leave_one_in_or_cls_attention"
+    demonstrations = make_demonstrations(model, examples, collator, [1 / 3, 1 / 9], 8, teacher)
+    batch = collator([examples[i] for i in range(8)])
+    with torch.no_grad():
+        alone = leave_one_in_scores(model, batch, model.get_image_features(batch["pixel_values"]))
+    torch.testing.assert_close(torch.tensor(demonstrations["leave_one_in"][8:]), alone)  # per example, every budget
+    inputs = encode_examples(model, demonstrated_examples(demonstrations), collator, batch_size=8)
+    top_4 = torch.zeros(len(alone), alone.shape[1], dtype=torch.bool).scatter(1, alone.topk(4).indices, True)
+    strict = DemonstrationDataset(demonstrations, inputs, relevance_tokens=4, relevance_threshold=0.5)
+    assert torch.equal(strict.relevant, top_4 & (alone.exp() >= 0.5))
+    dataset = DemonstrationDataset(demonstrations, inputs, relevance_tokens=4, relevance_threshold=0.0)
+    assert torch.equal(dataset[9]["relevant"], top_4[1])  # row 9: example 1 at 1/9
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=30,
+        learning_rate=1e-2,
+        logging_steps=1,
+        save_steps=30,
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+    )
+    sampler = BudgetBatchSampler(demonstrations["keep_ratio"], [1, 1], batch_size=8, num_batches=30, seed=0)
+    trainer = ImitationTrainer(model, args, dataset, sampler, relevance_coef=1.0, processing_class=processor)
+    # The target trains each step's keep logits, which the imitated episode already computes.
+    batch = collate_demonstrations([dataset[row] for row in range(8)])
+    policy = model.pruner.policy
+    inputs = policy.embed_inputs(
+        batch["latents"], model.get_input_embeddings()(batch["question_ids"]), batch["question_mask"]
+    )
+    episode = policy.episode(inputs, batch["picks"][-1].shape[1], actions=batch["picks"])
+    for step, kept_mask in enumerate(episode.kept_masks):
+        logits, _ = policy.logits_and_values(inputs, kept_mask, step)
+        torch.testing.assert_close(episode.keep_logits[step], logits)
+    trainer.train()
+    relevance = [record["relevance_loss"] for record in trainer.state.log_history if "relevance_loss" in record]
+    assert len(relevance) == 30 and relevance[-1] < relevance[0] / 2, relevance
+    with pytest.raises(ValueError, match="needs the teacher's leave-one-in scores"):
+        DemonstrationDataset(demonstrations.remove_columns("leave_one_in"), inputs, relevance_tokens=4)

@@ -10,6 +10,8 @@ from huggingface_hub.errors import StrictDataclassError
 from modeling_tprl import TPRLForConditionalGeneration
 from tprl_digit_world import EMBEDDED_BASE_PATH
 from tprl_train.data import VQACollator
+from tprl_train.demonstrations import demonstrated_examples, make_demonstrations
+from tprl_train.imitation import DemonstrationDataset, encode_examples, relevance_loss
 from tprl_train.model_config import TPRLModelConfig
 from tprl_train.ppo_config import TPRLPPOConfig
 from tprl_train.ppo_trainer import TPRLPPOTrainer, compute_gae, leave_one_out_advantages, whiten
@@ -43,7 +45,7 @@ def test_leave_one_out_advantages_against_a_hand_computed_example():
     assert advantages[3:].abs().max().item() == 0.0
 
 
-def make_trainer(base_dir, processor, dataset, tmp_path, **overrides):
+def make_trainer(base_dir, processor, dataset, tmp_path, trainer_kwargs=None, **overrides):
     torch.manual_seed(0)
     model = TPRLForConditionalGeneration.from_base(base_dir, policy_hidden_size=32)
     config = {
@@ -58,7 +60,14 @@ def make_trainer(base_dir, processor, dataset, tmp_path, **overrides):
         "seed": 0,
         **overrides,
     }
-    return TPRLPPOTrainer(model, TPRLPPOConfig(**config), dataset, VQACollator(processor), processing_class=processor)
+    return TPRLPPOTrainer(
+        model,
+        TPRLPPOConfig(**config),
+        dataset,
+        VQACollator(processor),
+        processing_class=processor,
+        **(trainer_kwargs or {}),
+    )
 
 
 def test_episodes_per_question_share_their_question_and_give_group_advantages(
@@ -101,6 +110,39 @@ def test_ppo_steps_lower_the_loss_on_a_fixed_rollout(base_dir, processor, vqa_da
         trainer.optimizer.zero_grad()
     after, _ = trainer.ppo_loss(policy, rollout, everything)
     assert after.item() < before.item()
+
+
+def test_the_relevance_target_stays_on_during_ppo(base_dir, processor, vqa_dataset, vqa_batch, tmp_path):
+    examples, collator = vqa_dataset.select(range(8)), VQACollator(processor)
+    torch.manual_seed(0)
+    teacher_model = TPRLForConditionalGeneration.from_base(base_dir, policy_hidden_size=32)
+    demonstrations = make_demonstrations(
+        teacher_model, examples, collator, [1 / 9], 8, "leave_one_in_or_cls_attention"
+    )
+    inputs = encode_examples(teacher_model, demonstrated_examples(demonstrations), collator, batch_size=8)
+    relevance = DemonstrationDataset(demonstrations, inputs, relevance_tokens=4, relevance_threshold=0.0)
+    kwargs = {"relevance_dataset": relevance, "relevance_coef": 0.5, "relevance_batch_size": 4}
+    trainer = make_trainer(base_dir, processor, vqa_dataset, tmp_path, trainer_kwargs=kwargs)
+    model = trainer.model.tprl_model
+    torch.manual_seed(0)
+    rollout = trainer.rollout(vqa_batch, keep_ratio=1 / 9)
+    minibatch = {"rollout": rollout, "rows": torch.arange(len(rollout.values))}
+    ppo, _ = trainer.ppo_loss(model.pruner.policy, rollout, minibatch["rows"])
+    loss, stats = trainer.stage_loss(model, minibatch)
+    # The step's draw of 4 demonstrated examples, scored along the policy's own episode at the smallest budget.
+    drawn = torch.randint(8, (4,), generator=torch.Generator().manual_seed(trainer.args.seed)).tolist()
+    batch = relevance.relevance_batch(drawn)
+    policy = model.pruner.policy
+    episode_inputs = policy.embed_inputs(
+        batch["latents"], model.get_input_embeddings()(batch["question_ids"]), batch["question_mask"]
+    )
+    expected = relevance_loss(policy.episode(episode_inputs, 16).keep_logits, batch["relevant"])
+    assert stats["loss/relevance"] == pytest.approx(expected.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(ppo.item() + 0.5 * expected.item(), rel=1e-5)
+    trainer.train()
+    assert any("loss/relevance" in record for record in trainer.state.log_history)
+    with pytest.raises(ValueError, match="relevance_coef > 0 needs a relevance_dataset built with relevance_tokens"):
+        make_trainer(base_dir, processor, vqa_dataset, tmp_path, trainer_kwargs={"relevance_coef": 1.0})
 
 
 def test_rollout_weights_set_each_budgets_share_of_the_rollouts(base_dir, processor, vqa_dataset, tmp_path):
@@ -186,6 +228,9 @@ def test_unknown_config_key_is_an_error(base_dir, tmp_path):
 def test_bad_stage_sizes(base_dir):
     with pytest.raises(ValueError, match="imitation_steps must be positive"):
         PrunerTrainingArguments(imitation_steps=0)
+    with pytest.raises(ValueError, match="the teacher 'cls_attention' does not compute: use one of"):
+        PrunerTrainingArguments(teacher="cls_attention")  # the relevance target is on by default
+    PrunerTrainingArguments(teacher="cls_attention", relevance_coef=0.0)
     with pytest.raises(StrictDataclassError, match="policy_hidden_size .* must be divisible by policy_num_heads"):
         TPRLModelConfig(base_model_name_or_path=base_dir, policy_hidden_size=30)  # TPRLConfig's own validation
 

@@ -1,8 +1,11 @@
 """Stage 3 of TPRL: imitation. The policy learns the teacher's multi-step keep decisions from the question alone.
 
 Along each teacher episode the policy is trained to give the teacher's ordered picks the highest Plackett-Luce
-likelihood, normalised per pick. What the policy reads of an example and does not train (the autoencoder's latents,
-the question's token ids) is computed once per example (`encode_examples`), so the steps run the policy alone.
+likelihood, normalised per pick. With a relevance target (`relevance_coef`), its keep logits at every step also learn
+which few tokens the teacher's leave-one-in scores most (`relevance_loss`): the tokens that alone best answer the
+question, on the digit world the named digit's patches, which the teacher's full selections carry only faintly
+(docs/experiments.md). What the policy reads of an example and does not train (the autoencoder's latents, the
+question's token ids) is computed once per example (`encode_examples`), so the steps run the policy alone.
 """
 
 from collections.abc import Iterator
@@ -10,6 +13,7 @@ from dataclasses import dataclass
 
 import datasets
 import torch
+import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
@@ -17,6 +21,7 @@ from tqdm.auto import tqdm
 from modeling_tprl import TPRLForConditionalGeneration
 
 from .data import prompt_attention_mask
+from .demonstrations import demonstrated_examples
 from .stage_trainer import PrunerStageTrainer
 
 
@@ -46,35 +51,98 @@ def encode_examples(
 
 class DemonstrationDataset(Dataset):
     """The demonstrations (`make_demonstrations`) as imitation examples: per row, the example's frozen inputs and the
-    teacher's picks at each step."""
+    teacher's picks at each step. With `relevance_tokens`, also the example's `relevant` tokens (`[tokens]` bool): of
+    the `relevance_tokens` the teacher's leave-one-in scores most, those that alone give the answer a probability of
+    at least `relevance_threshold`. A question that no token answers alone (e.g. a count) has none."""
 
-    def __init__(self, demonstrations: datasets.Dataset, inputs: FrozenInputs):
+    def __init__(
+        self,
+        demonstrations: datasets.Dataset,
+        inputs: FrozenInputs,
+        relevance_tokens: int = 0,
+        relevance_threshold: float = 0.5,
+    ):
         # Read into lists once: a dataset column reads each row from Arrow again (a fifth of the stage's time).
         self.examples, self.picks = list(demonstrations["example"]), list(demonstrations["picks"])
-        self.inputs = inputs
+        self.inputs, self.relevant = inputs, None
+        if relevance_tokens:
+            if "leave_one_in" not in demonstrations.column_names:
+                raise ValueError(
+                    "A relevance target needs the teacher's leave-one-in scores, which these demonstrations lack "
+                    "(another teacher, or an older tprl): use a leave-one-in teacher and delete the demonstrations "
+                    "folder, or set relevance_coef to 0."
+                )
+            scores = torch.tensor(demonstrated_examples(demonstrations)["leave_one_in"])  # answer log-likelihoods
+            top = torch.zeros_like(scores, dtype=torch.bool).scatter(
+                1, scores.topk(relevance_tokens, dim=1).indices, True
+            )
+            self.relevant = top & (scores.exp() >= relevance_threshold)
 
     def __len__(self) -> int:
         return len(self.examples)
 
+    @property
+    def num_examples(self) -> int:
+        """Examples demonstrated (each at every budget)."""
+        return len(self.inputs.question_ids)
+
+    def relevance_batch(self, examples: list[int]) -> dict:
+        """The frozen inputs and the `relevant` tokens of `examples` (example indices), collated; for PPO's relevance
+        target."""
+        return collate_demonstrations(
+            [
+                {
+                    "latents": self.inputs.latents[example],
+                    "question_ids": self.inputs.question_ids[example],
+                    "relevant": self.relevant[example],
+                }
+                for example in examples
+            ]
+        )
+
     def __getitem__(self, row: int) -> dict:
         example = self.examples[row]
-        return {
+        item = {
             "latents": self.inputs.latents[example],
             "question_ids": self.inputs.question_ids[example],
             "picks": [torch.tensor(step) for step in self.picks[row]],
         }
+        if self.relevant is not None:
+            item["relevant"] = self.relevant[example]
+        return item
 
 
 def collate_demonstrations(rows: list[dict]) -> dict:
-    """Stacks the latents and the picks of each step (one budget per batch), right-pads the question ids."""
+    """Stacks the latents, the picks of each step (one budget per batch) and the relevant tokens, right-pads the
+    question ids."""
     lengths = torch.tensor([len(row["question_ids"]) for row in rows])
     question_ids = pad_sequence([row["question_ids"] for row in rows], batch_first=True)
-    return {
+    batch = {
         "latents": torch.stack([row["latents"] for row in rows]),
         "question_ids": question_ids,
         "question_mask": torch.arange(question_ids.shape[1])[None] < lengths[:, None],
-        "picks": [torch.stack([row["picks"][step] for row in rows]) for step in range(len(rows[0]["picks"]))],
     }
+    if "picks" in rows[0]:
+        batch["picks"] = [torch.stack([row["picks"][step] for row in rows]) for step in range(len(rows[0]["picks"]))]
+    if "relevant" in rows[0]:
+        batch["relevant"] = torch.stack([row["relevant"] for row in rows])
+    return batch
+
+
+def relevance_loss(keep_logits: list[torch.Tensor], relevant: torch.Tensor) -> torch.Tensor:
+    """
+    The relevance target's loss: per step of an episode, the binary cross-entropy of the keep logits (`[rows, tokens]`,
+    `PolicyEpisode.keep_logits`) of the tokens still kept against each row's `relevant` tokens (`[rows, tokens]`
+    bool), averaged over the steps; rows with no relevant token do not count. Every step, not the first alone: the
+    policy otherwise drops the relevant tokens at the last step, among the few dozen that are left.
+    """
+    target, targeted = relevant.float(), relevant.any(1, keepdim=True)
+    losses = []
+    for logits in keep_logits:
+        scored = logits.isfinite() & targeted
+        bce = F.binary_cross_entropy_with_logits(logits.masked_fill(~scored, 0.0), target, reduction="none")
+        losses.append((bce * scored).sum() / scored.sum().clamp(min=1))
+    return torch.stack(losses).mean()
 
 
 class BudgetBatchSampler(Sampler):
@@ -111,18 +179,28 @@ class BudgetBatchSampler(Sampler):
 class ImitationTrainer(PrunerStageTrainer):
     """
     Trains `model.pruner.policy` on a [`DemonstrationDataset`]: the loss is the mean negative log-likelihood per pick
-    of the teacher's picks, along the teacher's episode. The base and the autoencoder are frozen.
+    of the teacher's picks, along the teacher's episode, plus `relevance_coef` x `relevance_loss` of the keep logits
+    along that episode against the dataset's `relevant` tokens. The base and the autoencoder are frozen.
 
     Args:
         model ([`TPRLForConditionalGeneration`]): the model, its autoencoder trained.
         args ([`~transformers.TrainingArguments`]): the stage's arguments (`max_steps` imitation steps).
         train_dataset ([`DemonstrationDataset`]): the demonstrations.
         batch_sampler ([`BudgetBatchSampler`]): which rows make each batch.
+        relevance_coef (`float`, *optional*, defaults to `0.0`): weight of the relevance target.
         **kwargs: the other `Trainer` arguments.
     """
 
-    def __init__(self, model: TPRLForConditionalGeneration, args, train_dataset, batch_sampler, **kwargs):
-        self.batch_sampler = batch_sampler
+    def __init__(
+        self,
+        model: TPRLForConditionalGeneration,
+        args,
+        train_dataset,
+        batch_sampler,
+        relevance_coef: float = 0.0,
+        **kwargs,
+    ):
+        self.batch_sampler, self.relevance_coef = batch_sampler, relevance_coef
         super().__init__(
             model,
             args,
@@ -142,4 +220,10 @@ class ImitationTrainer(PrunerStageTrainer):
         episode_inputs = policy.embed_inputs(inputs["latents"], question_embeds, inputs["question_mask"])
         episode = policy.episode(episode_inputs, picks[-1].shape[1], actions=picks)
         loss = -torch.stack([log_probs.mean() for log_probs in episode.log_probs]).mean()
-        return loss, {}
+        if self.relevance_coef == 0:
+            return loss, {}
+        relevance = relevance_loss(episode.keep_logits, inputs["relevant"])
+        return loss + self.relevance_coef * relevance, {
+            "relevance_loss": relevance.item(),
+            "imitation_loss": loss.item(),
+        }

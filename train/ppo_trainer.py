@@ -28,6 +28,7 @@ from modeling_tprl.configuration_tprl import num_kept_for_ratio
 from modeling_tprl.pruning_tprl import TPRLPolicy
 
 from .data import prompt_attention_mask
+from .imitation import DemonstrationDataset, relevance_loss
 from .ppo_config import TPRLPPOConfig
 from .scoring import answer_scores
 from .stage_trainer import PrunerStageTrainer
@@ -150,6 +151,12 @@ class TPRLPPOTrainer(PrunerStageTrainer):
             model's policy as it is when the trainer is built (the imitation policy).
         processing_class: the base's processor, saved with each checkpoint.
         callbacks (`list[TrainerCallback]`, *optional*): extra callbacks.
+        relevance_dataset ([`DemonstrationDataset`], *optional*): demonstrations with imitation's relevance target
+            (`relevance_tokens`). PPO alone erodes what that target taught (the named digit kept whole); with it,
+            each optimiser step also adds `relevance_coef` x `relevance_loss` on `relevance_batch_size` of its
+            examples, drawn at random.
+        relevance_coef (`float`, *optional*, defaults to `0.0`): weight of the relevance target.
+        relevance_batch_size (`int`, *optional*, defaults to `64`): examples of the relevance target per step.
     """
 
     def __init__(
@@ -161,7 +168,14 @@ class TPRLPPOTrainer(PrunerStageTrainer):
         ref_policy: TPRLPolicy | None = None,
         processing_class=None,
         callbacks=None,
+        relevance_dataset: DemonstrationDataset | None = None,
+        relevance_coef: float = 0.0,
+        relevance_batch_size: int = 64,
     ):
+        if relevance_coef > 0 and (relevance_dataset is None or relevance_dataset.relevant is None):
+            raise ValueError("relevance_coef > 0 needs a relevance_dataset built with relevance_tokens.")
+        self.relevance_dataset, self.relevance_coef = relevance_dataset, relevance_coef
+        self.relevance_batch_size = relevance_batch_size
         check_budgets(model.num_visual_tokens, args.keep_ratios, model.config.num_pruning_steps)
         self.ref_policy = copy.deepcopy(model.pruner.policy) if ref_policy is None else ref_policy
         self.ref_policy.requires_grad_(False).eval()
@@ -290,7 +304,31 @@ class TPRLPPOTrainer(PrunerStageTrainer):
     # ---- PPO loss -----------------------------------------------------------------------------------------------
 
     def stage_loss(self, model: TPRLForConditionalGeneration, inputs: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.ppo_loss(model.pruner.policy, inputs["rollout"], inputs["rows"])
+        loss, stats = self.ppo_loss(model.pruner.policy, inputs["rollout"], inputs["rows"])
+        if self.relevance_coef > 0:
+            relevance = self.relevance_loss(model)
+            loss, stats["loss/relevance"] = loss + self.relevance_coef * relevance, relevance.item()
+        return loss, stats
+
+    def relevance_loss(self, model: TPRLForConditionalGeneration) -> torch.Tensor:
+        """Imitation's relevance target (`relevance_loss`) on `relevance_batch_size` examples of `relevance_dataset`,
+        along the policy's own most likely episode at the smallest budget (the one PPO trains most)."""
+        # Drawn from the step: the same examples after resuming; each process its own.
+        seed = self.args.seed + 1_000_003 * self.state.global_step + self.args.process_index
+        examples = torch.randint(
+            self.relevance_dataset.num_examples,
+            (self.relevance_batch_size,),
+            generator=torch.Generator().manual_seed(seed),
+        )
+        batch = {
+            k: v.to(self.args.device) for k, v in self.relevance_dataset.relevance_batch(examples.tolist()).items()
+        }
+        policy = model.pruner.policy
+        inputs = policy.embed_inputs(
+            batch["latents"], model.get_input_embeddings()(batch["question_ids"]), batch["question_mask"]
+        )
+        budget = model.num_kept_tokens(keep_ratio=min(self.args.keep_ratios))
+        return relevance_loss(policy.episode(inputs, budget).keep_logits, batch["relevant"])
 
     def ppo_loss(
         self, policy: TPRLPolicy, rollout: Rollout, rows: torch.Tensor

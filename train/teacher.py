@@ -176,16 +176,17 @@ def leave_one_in_or_cls_attention(
     batch: dict[str, torch.Tensor],
     image_features: torch.Tensor,
     budgets: list[int],
+    alone: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
     """
     For each budget k of `budgets`, `[images, tokens]` per example the ranking whose k tokens give the frozen LLaVA
     the highest answer log-likelihood among: log [CLS] attention, and leave-one-in's top k x each of
     `LEAVE_ONE_IN_SHARES` ahead of it. Leave-one-in, the costly part, does not depend on the budget: it is scored
-    once for all of them.
+    once for all of them (or given: `alone`, `leave_one_in_scores`).
     """
     every_token = torch.arange(image_features.shape[1], device=image_features.device).expand(len(image_features), -1)
     cls = cls_attention_importance(model, batch, image_features, every_token).log()
-    alone = leave_one_in_scores(model, batch, image_features)
+    alone = leave_one_in_scores(model, batch, image_features) if alone is None else alone
     rankings = []
     for num_kept in budgets:
         candidates = [cls]
@@ -233,18 +234,20 @@ def teacher_demonstrations(
     image_features: torch.Tensor,
     budgets: list[int],
     teacher: str,
+    leave_one_in: torch.Tensor | None = None,
 ) -> list[list[torch.Tensor]]:
     """
     The teacher's episode at each budget of `budgets`: for each step, `[images, k_step]` picks ordered by decreasing
     importance (the order is the Plackett-Luce action the policy imitates). Each step's picks are a subset of the
-    previous step's. Scores that do not depend on the selection are computed once for all budgets.
+    previous step's. Scores that do not depend on the selection are computed once for all budgets; a budget teacher
+    takes the `leave_one_in` scores if they are given.
     """
     if teacher not in TEACHERS:
         raise ValueError(f"Unknown teacher {teacher!r}; choose from {tuple(TEACHERS)}.")
     images, total, _ = image_features.shape
     every_token = torch.arange(total, device=image_features.device).expand(images, -1)
     if teacher in BUDGET_TEACHERS:
-        fixed_scores = TEACHERS[teacher](model, batch, image_features, budgets)
+        fixed_scores = TEACHERS[teacher](model, batch, image_features, budgets, leave_one_in)
     elif teacher in SELECTION_FREE_TEACHERS:
         fixed_scores = [TEACHERS[teacher](model, batch, image_features, every_token)] * len(budgets)
     else:

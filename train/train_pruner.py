@@ -51,7 +51,7 @@ from .model_config import TPRLModelConfig
 from .operating_points import compute_weight_grid, measure_operating_points
 from .ppo_config import TPRLPPOConfig
 from .ppo_trainer import TPRLPPOTrainer, check_budgets
-from .teacher import TEACHERS, leave_one_in_chunk_size
+from .teacher import BUDGET_TEACHERS, TEACHERS, leave_one_in_chunk_size
 
 
 logger = logging.getLogger("tprl-train")
@@ -98,6 +98,26 @@ class PrunerTrainingArguments:
         },
     )
     imitation_steps: int = field(default=900)
+    relevance_coef: float = field(
+        default=10.0,
+        metadata={
+            "help": "Weight of the relevance target in imitation and PPO: the keep logits at every step learn the "
+            "relevance_tokens tokens the teacher's leave-one-in scores most (needs a leave-one-in teacher); 0: none."
+        },
+    )
+    relevance_tokens: int = field(
+        default=4,
+        metadata={
+            "help": "Tokens of the relevance target per example at most (a digit's patches on the digit world)."
+        },
+    )
+    relevance_threshold: float = field(
+        default=0.5,
+        metadata={
+            "help": "A token of the relevance target must alone give the answer at least this probability: questions "
+            "that no token answers alone (counts) get no target."
+        },
+    )
     imitation_learning_rate: float = field(default=1e-3)
     stage_batch_size: int = field(default=64, metadata={"help": "Batch size of the autoencoder, teacher, imitation."})
     compute_weight_range: list[float] | None = field(
@@ -139,6 +159,16 @@ class PrunerTrainingArguments:
             raise ValueError(f"eval_size must not be negative, got {self.eval_size}.")
         if self.teacher not in TEACHERS:
             raise ValueError(f"Unknown teacher {self.teacher!r}; choose from {tuple(TEACHERS)}.")
+        if self.relevance_coef < 0 or self.relevance_tokens < 1 or not 0 <= self.relevance_threshold <= 1:
+            raise ValueError(
+                "relevance_coef must not be negative, relevance_tokens must be positive and relevance_threshold a "
+                f"probability, got {self.relevance_coef}, {self.relevance_tokens} and {self.relevance_threshold}."
+            )
+        if self.relevance_coef > 0 and self.teacher not in BUDGET_TEACHERS:
+            raise ValueError(
+                f"The relevance target comes from leave-one-in scores, which the teacher {self.teacher!r} does not "
+                f"compute: use one of {tuple(BUDGET_TEACHERS)}, or set relevance_coef to 0."
+            )
         weights = self.compute_weight_range
         if weights is not None and (len(weights) != 2 or min(weights) <= 0 or weights[0] > weights[1]):
             raise ValueError(f"compute_weight_range must be [smallest, largest] positive numbers, got {weights}.")
@@ -351,12 +381,16 @@ def run(script_args: PrunerTrainingArguments, model_args: TPRLModelConfig, ppo_c
         with meter.stage("imitation", examples["imitation"]):
             model = load_model(output_dir / "autoencoder" / "final", model_args, device)
             demonstrations = datasets.load_from_disk(str(demonstrations_dir))
-            inputs = encode_examples(model, demonstrated_examples(demonstrations), collator, batch_size)
             steps = script_args.imitation_steps
             batches = BudgetBatchSampler(demonstrations["keep_ratio"], weights, batch_size, steps, ppo_config.seed)
             args = stage_arguments(ppo_config, stage_dir, steps, script_args.imitation_learning_rate, batch_size)
             trainer = ImitationTrainer(
-                model, args, DemonstrationDataset(demonstrations, inputs), batches, processing_class=processor
+                model,
+                args,
+                demonstration_dataset(model, demonstrations, collator, script_args),
+                batches,
+                relevance_coef=script_args.relevance_coef,
+                processing_class=processor,
             )
             train_stage(trainer, stage_dir)
 
@@ -365,8 +399,19 @@ def run(script_args: PrunerTrainingArguments, model_args: TPRLModelConfig, ppo_c
         with meter.stage("ppo", examples["ppo"]):
             model = load_model(output_dir / "imitation" / "final", model_args, device)
             ppo_config.output_dir = str(stage_dir)
+            relevance_dataset = None
+            if script_args.relevance_coef > 0:
+                demonstrations = datasets.load_from_disk(str(demonstrations_dir))
+                relevance_dataset = demonstration_dataset(model, demonstrations, collator, script_args)
             trainer = TPRLPPOTrainer(
-                model=model, args=ppo_config, train_dataset=dataset, data_collator=collator, processing_class=processor
+                model=model,
+                args=ppo_config,
+                train_dataset=dataset,
+                data_collator=collator,
+                processing_class=processor,
+                relevance_dataset=relevance_dataset,
+                relevance_coef=script_args.relevance_coef,
+                relevance_batch_size=batch_size,
             )
             train_stage(trainer, stage_dir)
 
@@ -401,6 +446,18 @@ def run(script_args: PrunerTrainingArguments, model_args: TPRLModelConfig, ppo_c
             output_dir, ppo_config.keep_ratios, script_args.eval_size, script_args.adaptive_eval_targets
         )
     return results
+
+
+def demonstration_dataset(
+    model: TPRLForConditionalGeneration,
+    demonstrations: datasets.Dataset,
+    collator,
+    script_args: PrunerTrainingArguments,
+) -> DemonstrationDataset:
+    """The demonstrations as imitation examples, with the relevance target when `relevance_coef` is set."""
+    inputs = encode_examples(model, demonstrated_examples(demonstrations), collator, script_args.stage_batch_size)
+    relevance_tokens = script_args.relevance_tokens if script_args.relevance_coef > 0 else 0
+    return DemonstrationDataset(demonstrations, inputs, relevance_tokens, script_args.relevance_threshold)
 
 
 def add_operating_points(
