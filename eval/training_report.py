@@ -91,12 +91,19 @@ def _reachable(config, target: float) -> bool:
 
 def plot_training_curves(output_dir: Path, path: Path) -> None:
     """The stages' logged curves over their steps (from each stage's `log_history.json`): the autoencoder's relative
-    error, the imitation loss, PPO's return, kept accuracy, KL to the imitation policy and share of questions trained,
-    and the budget head's score error and the keep ratio it chooses at a compute weight of 1."""
+    error, the imitation loss and its relevance target's, PPO's return, kept accuracy, KL to the imitation policy,
+    share of questions trained and relevance target, and the budget head's score error and the keep ratio it chooses
+    at a compute weight of 1. A key a run did not log (no relevance target) has no panel."""
     curves = {
         "autoencoder": ["autoencoder/relative_error"],
-        "imitation": ["loss"],
-        "ppo": ["objective/episode_return", "objective/accuracy_kept", "objective/kl", "objective/trained_questions"],
+        "imitation": ["loss", "relevance_loss"],
+        "ppo": [
+            "objective/episode_return",
+            "objective/accuracy_kept",
+            "objective/kl",
+            "objective/trained_questions",
+            "loss/relevance",
+        ],
         "budget": ["budget/score_error", "budget/keep_ratio_at_1"],
     }
     panels = []

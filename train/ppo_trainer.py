@@ -9,7 +9,8 @@ kept, keeps `k_t` of them (an ordered Plackett-Luce pick). The reward of a step 
 where the score is the frozen LLaVA's answer correctness (or log-likelihood) on the kept tokens. Advantages come from
 RLOO's leave-one-out baseline over the `num_generations` episodes of each question or, with one episode per question,
 from GAE; the clipped policy loss is taken per pick (as TRL's PPO takes it per token), the value loss is clipped
-around the rollout's values.
+around the rollout's values. With a `relevance_dataset`, each optimiser step also keeps imitation's relevance target
+(`imitation.relevance_loss`), which PPO alone erodes.
 
 As in TRL's RLOO / GRPO trainers, the dataloader gives each rollout's questions once per optimiser step it feeds;
 `_prepare_inputs` runs the rollout at the first of those steps and hands out its minibatches, and `compute_loss` is
@@ -306,11 +307,11 @@ class TPRLPPOTrainer(PrunerStageTrainer):
     def stage_loss(self, model: TPRLForConditionalGeneration, inputs: dict) -> tuple[torch.Tensor, dict[str, float]]:
         loss, stats = self.ppo_loss(model.pruner.policy, inputs["rollout"], inputs["rows"])
         if self.relevance_coef > 0:
-            relevance = self.relevance_loss(model)
+            relevance = self.relevance_target_loss(model)
             loss, stats["loss/relevance"] = loss + self.relevance_coef * relevance, relevance.item()
         return loss, stats
 
-    def relevance_loss(self, model: TPRLForConditionalGeneration) -> torch.Tensor:
+    def relevance_target_loss(self, model: TPRLForConditionalGeneration) -> torch.Tensor:
         """Imitation's relevance target (`relevance_loss`) on `relevance_batch_size` examples of `relevance_dataset`,
         along the policy's own most likely episode at the smallest budget (the one PPO trains most)."""
         # Drawn from the step: the same examples after resuming; each process its own.
