@@ -20,6 +20,20 @@ from tprl_train.imitation import (
 from tprl_train.teacher import leave_one_in_scores, teacher_demonstrations
 
 
+def imitation_arguments(output_dir) -> TrainingArguments:
+    """30 imitation steps at a high learning rate, a log record each, a checkpoint at the end."""
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=30,
+        learning_rate=1e-2,
+        logging_steps=1,
+        save_steps=30,
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+    )
+
+
 def test_policy_reads_the_question_as_at_inference_never_the_answer(tprl_model, processor, vqa_dataset):
     examples = [vqa_dataset[i] for i in range(4)]
     training = VQACollator(processor)(examples)
@@ -208,16 +222,7 @@ def test_imitation_trainer_learns_the_teachers_picks_and_saves_a_pruner_checkpoi
     collator = VQACollator(processor)
     demonstrations = make_demonstrations(model, vqa_dataset.select(range(8)), collator, [1 / 9], 8, "gradient")
     inputs = encode_examples(model, demonstrated_examples(demonstrations), collator, batch_size=8)
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        max_steps=30,
-        learning_rate=1e-2,
-        logging_steps=1,
-        save_steps=30,
-        report_to="none",
-        disable_tqdm=True,
-        remove_unused_columns=False,
-    )
+    args = imitation_arguments(tmp_path)
     sampler = BudgetBatchSampler(demonstrations["keep_ratio"], [1], batch_size=8, num_batches=30, seed=0)
     before = {k: v.clone() for k, v in model.pruner.autoencoder.state_dict().items()}
     trainer = ImitationTrainer(
@@ -269,16 +274,7 @@ def test_the_relevance_target_is_the_top_of_the_teachers_leave_one_in_scores(
     assert torch.equal(strict.relevant, top_4 & (alone.exp() >= 0.5))
     dataset = DemonstrationDataset(demonstrations, inputs, relevance_tokens=4, relevance_threshold=0.0)
     assert torch.equal(dataset[9]["relevant"], top_4[1])  # row 9: example 1 at 1/9
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        max_steps=30,
-        learning_rate=1e-2,
-        logging_steps=1,
-        save_steps=30,
-        report_to="none",
-        disable_tqdm=True,
-        remove_unused_columns=False,
-    )
+    args = imitation_arguments(tmp_path)
     sampler = BudgetBatchSampler(demonstrations["keep_ratio"], [1, 1], batch_size=8, num_batches=30, seed=0)
     trainer = ImitationTrainer(model, args, dataset, sampler, relevance_coef=1.0, processing_class=processor)
     # The target trains each step's keep logits, which the imitated episode already computes.
