@@ -18,7 +18,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from modeling_tprl import TPRLForConditionalGeneration
+from modeling_tprl import EpisodeInputs, TPRLForConditionalGeneration
 
 from .data import prompt_attention_mask
 from .demonstrations import demonstrated_examples
@@ -129,6 +129,13 @@ def collate_demonstrations(rows: list[dict]) -> dict:
     return batch
 
 
+def frozen_episode_inputs(model: TPRLForConditionalGeneration, batch: dict) -> EpisodeInputs:
+    """The policy's inputs for collated `FrozenInputs` (`collate_demonstrations`): their latents and the base's
+    embeddings of their question ids."""
+    question_embeds = model.get_input_embeddings()(batch["question_ids"])
+    return model.pruner.policy.embed_inputs(batch["latents"], question_embeds, batch["question_mask"])
+
+
 def relevance_loss(keep_logits: list[torch.Tensor], relevant: torch.Tensor) -> torch.Tensor:
     """
     The relevance target's loss: per step of an episode, the binary cross-entropy of the keep logits (`[rows, tokens]`,
@@ -216,9 +223,7 @@ class ImitationTrainer(PrunerStageTrainer):
 
     def stage_loss(self, model: TPRLForConditionalGeneration, inputs: dict) -> tuple[torch.Tensor, dict[str, float]]:
         policy, picks = model.pruner.policy, inputs["picks"]
-        question_embeds = model.get_input_embeddings()(inputs["question_ids"])
-        episode_inputs = policy.embed_inputs(inputs["latents"], question_embeds, inputs["question_mask"])
-        episode = policy.episode(episode_inputs, picks[-1].shape[1], actions=picks)
+        episode = policy.episode(frozen_episode_inputs(model, inputs), picks[-1].shape[1], actions=picks)
         loss = -torch.stack([log_probs.mean() for log_probs in episode.log_probs]).mean()
         if self.relevance_coef == 0:
             return loss, {}

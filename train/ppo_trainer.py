@@ -29,7 +29,7 @@ from modeling_tprl.configuration_tprl import num_kept_for_ratio
 from modeling_tprl.pruning_tprl import TPRLPolicy
 
 from .data import prompt_attention_mask
-from .imitation import DemonstrationDataset, relevance_loss
+from .imitation import DemonstrationDataset, frozen_episode_inputs, relevance_loss
 from .ppo_config import TPRLPPOConfig
 from .scoring import answer_scores
 from .stage_trainer import PrunerStageTrainer
@@ -324,12 +324,9 @@ class TPRLPPOTrainer(PrunerStageTrainer):
         batch = {
             k: v.to(self.args.device) for k, v in self.relevance_dataset.relevance_batch(examples.tolist()).items()
         }
-        policy = model.pruner.policy
-        inputs = policy.embed_inputs(
-            batch["latents"], model.get_input_embeddings()(batch["question_ids"]), batch["question_mask"]
-        )
         budget = model.num_kept_tokens(keep_ratio=min(self.args.keep_ratios))
-        return relevance_loss(policy.episode(inputs, budget).keep_logits, batch["relevant"])
+        episode = model.pruner.policy.episode(frozen_episode_inputs(model, batch), budget)
+        return relevance_loss(episode.keep_logits, batch["relevant"])
 
     def ppo_loss(
         self, policy: TPRLPolicy, rollout: Rollout, rows: torch.Tensor
