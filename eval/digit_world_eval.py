@@ -78,7 +78,7 @@ def evaluate_methods(
         image_features = None
         if any(method != "full" for method, _, _ in runs):
             with torch.no_grad():
-                image_features = model.get_image_features(inputs["pixel_values"])
+                image_features = model.visual_tokens(inputs["pixel_values"])
         results = []
         for method, _, kept in runs:
             torch.manual_seed(seed + index)  # each run draws (the random method) as if it ran alone

@@ -225,7 +225,7 @@ def load_configs(name_or_path: str) -> tuple[LlavaConfig, TPRLConfig]:
     """The base's `LlavaConfig` and a TPRL config (the checkpoint's, or the defaults on that base)."""
     config = AutoConfig.from_pretrained(SHIPPED_CONFIGS.get(name_or_path, name_or_path))
     if isinstance(config, TPRLConfig):
-        return config.base_llava_config, config
+        return config.base_config, config
     if not isinstance(config, LlavaConfig):
         raise ValueError(f"{name_or_path} is a {config.model_type!r} config; tprl-flops needs a llava or tprl one.")
     return config, TPRLConfig(base_config=config.to_dict())

@@ -1,3 +1,5 @@
+# Copyright 2026 The tprl authors.
+
 """TPRL for transformers: LLaVA with a learned, question-aware visual-token pruner."""
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText

@@ -1,12 +1,13 @@
+# Copyright 2026 The tprl authors.
+
 """TPRL model configuration."""
 
 import difflib
-import json
 import math
-from functools import lru_cache
 
 from huggingface_hub.dataclasses import as_validated_field, strict
-from transformers import LlavaConfig, PreTrainedConfig
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
 
 from .pruning_methods import check_pruning_method
 
@@ -50,9 +51,11 @@ class TPRLConfig(PreTrainedConfig):
     Args:
         base_model_name_or_path (`str`, *optional*):
             Hub id or local directory of the llava-hf base model. A pruner-only checkpoint loads the base from here.
-        base_config (`dict`, *optional*):
-            The base's `LlavaConfig` as a dictionary (a copy: sharing the base's config object would let this model's
-            initialisation change the base's attention implementation).
+        base_config (`dict` or `PreTrainedConfig`, *optional*):
+            The base's config (`LlavaConfig`), a sub-config as LLaVA's `text_config` is: the model holds its base with
+            this very object, so a change to it reaches the base and stays within this config. The base's attributes
+            read and set through this config too (`config.text_config`, `config.vision_feature_layer`, ...), as on the
+            base's own config: `generate` and transformers' tests read a TPRL model's config as they read LLaVA's.
         keep_ratio (`float`, *optional*, defaults to 1/3):
             Share of each image's visual tokens kept, in (0, 1]. `1.0` turns pruning off.
         num_kept_tokens (`int`, *optional*):
@@ -102,9 +105,12 @@ class TPRLConfig(PreTrainedConfig):
     ```"""
 
     model_type = "tprl"
+    sub_configs_defaults = {
+        "base_config": SubConfigSpec(config_class=AutoConfig, model_type="llava", optional=True),
+    }
 
     base_model_name_or_path: str | None = None
-    base_config: dict | None = None
+    base_config: dict | PreTrainedConfig | None = None
     keep_ratio: float | int | None = _keep_ratio(default=1 / 3)
     num_kept_tokens: int | None = _at_least_one(default=None)
     num_pruning_steps: int = _at_least_one(default=3)
@@ -127,13 +133,48 @@ class TPRLConfig(PreTrainedConfig):
             near = difflib.get_close_matches(key, TPRLConfig.__annotations__, n=1, cutoff=0.8)
             if near and key not in TPRLConfig.__annotations__:
                 raise ValueError(f"Unknown TPRLConfig field {key!r}: did you mean {near[0]!r}?")
+        # With no attention implementation asked for, the base's config keeps its own: set to None, it would reset a
+        # loaded base's (the base then ran another attention and gave other tokens).
+        if kwargs.get("attn_implementation") is None:
+            kwargs["attn_implementation"] = {"": None}
+        super().__post_init__(**kwargs)
         if self.base_config is not None:
             self.attach_base(self.base_config)
-        super().__post_init__(**kwargs)
 
-    def attach_base(self, base_config: dict | PreTrainedConfig) -> None:
-        """Sets the base's config (a dictionary copy) and what it decides: the autoencoder's default latent width."""
-        self.base_config = base_config.to_dict() if isinstance(base_config, PreTrainedConfig) else base_config
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs) -> "TPRLConfig":
+        """A TPRL config, or, for a supported base's config, a TPRL config with a fresh pruner around that base (so
+        that `TPRLForConditionalGeneration.from_pretrained` of a base checkpoint loads the base's weights)."""
+        if config_dict.get("model_type") in SUPPORTED_BASE_MODEL_TYPES:
+            config_dict = {"base_config": config_dict, "pruner_only": False}
+        return super().from_dict(config_dict, **kwargs)
+
+    def __getattr__(self, name: str):
+        # Only for names this config does not have: the base's attributes (`image_token_id`, `vision_feature_layer`,
+        # `tie_word_embeddings`...) read through, as a model built from this config reads them.
+        base_config = self.__dict__.get("base_config")
+        if name.startswith("__") or name == "base_config" or not isinstance(base_config, PreTrainedConfig):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(base_config, name)
+
+    def __setattr__(self, name: str, value) -> None:
+        # An attribute of the base's config that this config does not have itself is set on the base's config, so
+        # that it reaches the base (e.g. `config.vision_feature_layer = [-1, -2]`, as one does on a `LlavaConfig`).
+        base_config = self.__dict__.get("base_config")
+        if (
+            isinstance(base_config, PreTrainedConfig)
+            and not name.startswith("_")
+            and name not in self.__dataclass_fields__
+            and not hasattr(type(self), name)
+            and hasattr(base_config, name)
+        ):
+            setattr(base_config, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def attach_base(self, base_config: PreTrainedConfig) -> None:
+        """Sets the base's config and what it decides: the autoencoder's default latent width."""
+        self.base_config = base_config
         if self.autoencoder_latent_size is None:
             self.autoencoder_latent_size = max(16, self.base_text_hidden_size // 16)
 
@@ -156,7 +197,7 @@ class TPRLConfig(PreTrainedConfig):
                 f"adaptive_budgets {budgets} must leave each of the num_pruning_steps={self.num_pruning_steps} steps "
                 f"a token to remove of the {self.num_visual_tokens}: lower the largest budget."
             )
-        model_type = self.base_config.get("model_type")
+        model_type = self.base_config.model_type
         if model_type not in SUPPORTED_BASE_MODEL_TYPES:
             raise ValueError(
                 f"TPRL prunes LLaVA models; the base has model_type {model_type!r}. "
@@ -209,48 +250,21 @@ class TPRLConfig(PreTrainedConfig):
         return (min(ratios), max(ratios)) if ratios else None
 
     @property
-    def base_llava_config(self) -> LlavaConfig:
-        """A fresh `LlavaConfig` of the base, built from the stored copy."""
-        if self.base_config is None:
-            raise ValueError(
-                "This TPRLConfig has no base_config; build the model with TPRLForConditionalGeneration.from_base."
-            )
-        return LlavaConfig.from_dict(self.base_config)
-
-    @property
-    def text_config(self) -> PreTrainedConfig | None:
-        """The base language model's config, which `generate` reads (cache shapes, vocabulary) as it does LLaVA's."""
-        if self.base_config is None:
-            return None
-        return _text_config(json.dumps(self.base_config, sort_keys=True))
-
-    @property
-    def vocab_size(self) -> int | None:
-        text_config = self.text_config
-        return None if text_config is None else text_config.vocab_size
-
-    @property
     def base_text_hidden_size(self) -> int:
-        return self.base_config["text_config"]["hidden_size"]
+        return self.text_config.hidden_size
 
     @property
     def num_visual_tokens(self) -> int:
         """Visual tokens per image that reach the language model (before pruning)."""
-        vision = self.base_config["vision_config"]
-        tokens = (vision["image_size"] // vision["patch_size"]) ** 2
-        return tokens + (self.base_config.get("vision_feature_select_strategy") == "full")
+        vision = self.vision_config
+        tokens = (vision.image_size // vision.patch_size) ** 2
+        return tokens + (self.base_config.vision_feature_select_strategy == "full")
 
     @property
     def visual_grid_side(self) -> int | None:
         """Side of the square grid the visual tokens form (row-major patches), or `None` if they do not form one."""
         side = round(self.num_visual_tokens**0.5)
         return side if side * side == self.num_visual_tokens else None
-
-
-@lru_cache(maxsize=8)
-def _text_config(base_config: str) -> PreTrainedConfig:
-    # Built once per base (building a LlavaConfig takes milliseconds, and generation reads it at every step).
-    return LlavaConfig.from_dict(json.loads(base_config)).text_config
 
 
 def check_keep_ratio(keep_ratio: float) -> None:

@@ -1,3 +1,5 @@
+# Copyright 2026 The tprl authors.
+
 """TPRL: LLaVA whose projected visual tokens are pruned by a learned, question-aware policy before the LM."""
 
 import copy
@@ -16,7 +18,9 @@ from transformers import (
     LlavaForConditionalGeneration,
     PreTrainedModel,
 )
-from transformers.utils import ModelOutput, cached_file, logging
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, cached_file, can_return_tuple, logging
 
 from .configuration_tprl import SUPPORTED_BASE_MODEL_TYPES, TPRLConfig, num_kept_for_ratio
 from .pruning_methods import ALL_PRUNING_METHODS, check_pruning_method
@@ -73,14 +77,43 @@ class PrunedInputs:
     image_features: torch.FloatTensor
 
 
+@dataclass
+class PrunedPrompt:
+    """
+    What a cache filled by a pruned forward holds of the prompt, kept on the cache (`cache.pruned_prompt`): the
+    prompt's length before pruning and the attention mask of the pruned prompt that the cache holds. A continuation
+    that gives the whole sequence (prompt, generated tokens, new tokens) and its mask is mapped through it.
+    """
+
+    length: int
+    attention_mask: torch.LongTensor
+
+    def cached_mask(self, attention_mask: torch.LongTensor) -> torch.LongTensor:
+        """The mask of the sequence the cache sees, for `attention_mask` of the whole (unpruned) sequence."""
+        return torch.cat([self.attention_mask, attention_mask[:, self.length :]], dim=1)
+
+
 class TPRLPreTrainedModel(PreTrainedModel):
     config: TPRLConfig
-    base_model_prefix = "tprl"
+    base_model_prefix = "base"
     input_modalities = ("image", "text")
     _supports_sdpa = True
     _supports_flash_attn = True
+    _supports_flex_attn = True
+    # The language model that runs is the base's, unchanged: what LLaVA supports, decoding with a static cache
+    # compiled included, TPRL does (tests/test_transformers_parity.py).
+    _can_compile_fullgraph = True
+    _supports_attention_backend = True
     _no_split_modules = ["TPRLPruner"]
     _skip_keys_device_placement = ["past_key_values"]
+
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        # transformers treats custom code as writing weights in place outside its guarded init functions, and then skips
+        # initialising every module without parameters of its own, in the base's towers too (their attention blocks
+        # initialise their projections). Our `_init_weights` uses transformers' and `torch.nn.init`'s functions, which
+        # it guards: initialisation from `from_pretrained` then equals `__init__`'s, as for LLaVA.
+        return False
 
     @torch.no_grad()
     def _init_weights(self, module: torch.nn.Module) -> None:
@@ -129,19 +162,20 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             )
         super().__init__(config)
         if base is None:
-            base_config = config.base_llava_config
-            base_config._attn_implementation = config._attn_implementation
-            base = LlavaForConditionalGeneration(base_config)
+            # Built from the config's own sub-config, as LLaVA builds its language model from `text_config`.
+            base = LlavaForConditionalGeneration(config.base_config)
         else:
             _check_base_fits(config, base)
+            # The config describes the base it holds, so a change to `config.text_config` reaches the base.
+            config.attach_base(base.config)
             # The given base is trained: keep post_init's weight initialisation away from it.
             for module in base.modules():
                 module._is_hf_initialized = True
         self.base = base
-        # One attention implementation, the base's, in both configs: the LM that runs is the base's.
-        self.config._attn_implementation = base.config._attn_implementation
+        # One attention implementation, the base's: the LM that runs is the base's. Set on this config alone (the
+        # setter would reset the base's sub-configs).
+        self.config._attn_implementation_internal = base.config._attn_implementation
         self.pruner = TPRLPruner(config)
-        self.base.requires_grad_(False)
         self.generation_config = copy.deepcopy(base.generation_config)
         self.post_init()
 
@@ -169,7 +203,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
                 f"Supported base model types: {SUPPORTED_BASE_MODEL_TYPES}."
             )
         config_kwargs.setdefault("base_model_name_or_path", base.config._name_or_path or None)
-        config = TPRLConfig(base_config=base.config.to_dict(), **config_kwargs)
+        config = TPRLConfig(base_config=base.config, **config_kwargs)
         model = cls(config, base=base)
         model.pruner.to(device=base.device, dtype=base.dtype)
         return model.eval()  # as from_pretrained returns models: call .train() to train the pruner
@@ -204,10 +238,8 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
                 raise OSError(f"{not_a_checkpoint} Cause: {error}") from error
         for name, value in config_overrides.items():  # each assignment is validated (@strict)
             setattr(config, name, value)
-        if not config.pruner_only:
-            model = super().from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
-            model.base.requires_grad_(False)
-            return model
+        if not config.pruner_only or pretrained_model_name_or_path is None:  # the base's weights are in the checkpoint
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, config=config, **kwargs)
 
         base_path = base_model_name_or_path or config.base_model_name_or_path
         if base_path is None:
@@ -250,16 +282,19 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
     def save_pretrained(
         self,
         save_directory: str | os.PathLike,
-        full_checkpoint: bool = False,
+        full_checkpoint: bool | None = None,
         processor=None,
         **kwargs,
     ) -> None:
         """
-        Saves the model. By default a small, adapter-like checkpoint: the config (with `base_model_name_or_path`),
-        the pruner's weights, the code files with an `auto_map`, and the processor (`processor`, else the one of the
-        checkpoint the model was loaded from or the base's, if it is on this machine).
-        `full_checkpoint=True` saves the base's weights too, for a self-contained checkpoint.
+        Saves the model. Where the config names the base (`base_model_name_or_path`), by default a small, adapter-like
+        checkpoint: the config, the pruner's weights, the code files with an `auto_map`, and the processor
+        (`processor`, else the one of the checkpoint the model was loaded from or the base's, if it is on this
+        machine). `full_checkpoint=True`, the default for a model whose base has no path (built from a config),
+        saves the base's weights too, for a self-contained checkpoint.
         """
+        if full_checkpoint is None:
+            full_checkpoint = self.config.base_model_name_or_path is None
         if not full_checkpoint and self.config.base_model_name_or_path is None:
             raise ValueError(
                 "A pruner-only checkpoint needs config.base_model_name_or_path (the base's Hub id or directory); "
@@ -340,26 +375,45 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
 
     # ---- pruning -----------------------------------------------------------------------------------------------
 
+    @property
+    def base_model(self) -> nn.Module:
+        """The base's body (`LlavaModel` for LLaVA), as `LlavaForConditionalGeneration.base_model` is."""
+        return self.base.base_model
+
+    @property
+    def model(self) -> nn.Module:
+        """The base's body, as `LlavaForConditionalGeneration.model`: code written for the base's modules (e.g.
+        `model.model.vision_tower`) runs on TPRL."""
+        return self.base.base_model
+
     def get_input_embeddings(self) -> torch.nn.Module:
         return self.base.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.base.set_input_embeddings(value)
 
     def get_output_embeddings(self) -> torch.nn.Module:
         return self.base.get_output_embeddings()
 
+    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
+        self.base.set_output_embeddings(new_embeddings)
+
     def resize_token_embeddings(self, *args, **kwargs):
         raise NotImplementedError(
-            "TPRL keeps the LLaVA base frozen and a pruner-only checkpoint does not carry its weights, so new token "
-            "embeddings would be neither trained nor saved. Resize and fine-tune the base itself "
-            "(LlavaForConditionalGeneration.resize_token_embeddings), save it, then build a pruner on it with "
-            "TPRLForConditionalGeneration.from_base."
+            "TPRL does not resize the base's token embeddings: a pruner-only checkpoint does not carry them, so new "
+            "ones would not be saved, and the pruner was trained on the base's embeddings of the question. Resize and "
+            "fine-tune the base itself (LlavaForConditionalGeneration.resize_token_embeddings), save it, then build a "
+            "pruner on it with TPRLForConditionalGeneration.from_base."
         )
 
-    def set_attn_implementation(self, attn_implementation: str | dict, **kwargs) -> None:
-        """Sets the base's attention implementation (the LM that runs is the base's) and mirrors it in the config."""
-        self.base.set_attn_implementation(attn_implementation, **kwargs)
-        self.config._attn_implementation = self.base.config._attn_implementation
-
+    @can_return_tuple
     def get_image_features(
+        self, pixel_values: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling:
+        """The base's `get_image_features`: its output, with the projected features of each image as `pooler_output`."""
+        return self.base.get_image_features(pixel_values=pixel_values, return_dict=True, **kwargs)
+
+    def visual_tokens(
         self, pixel_values: torch.FloatTensor, keep_vision_layer_input: bool = False
     ) -> torch.FloatTensor:
         """
@@ -369,7 +423,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         no second vision pass (as VisionZip reads it from the one pass).
         """
         if not keep_vision_layer_input:
-            return torch.stack(self.base.get_image_features(pixel_values=pixel_values, return_dict=True).pooler_output)
+            return torch.stack(self.get_image_features(pixel_values, return_dict=True).pooler_output)
         captured = {}
 
         def keep_input(module, args, kwargs):
@@ -377,7 +431,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
 
         handle = self.feature_vision_layer().register_forward_pre_hook(keep_input, with_kwargs=True)
         try:
-            features = self.get_image_features(pixel_values)
+            features = self.visual_tokens(pixel_values)
         finally:
             handle.remove()
         self._vision_layer_input = (pixel_values, captured["hidden_states"])
@@ -398,7 +452,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         return self.config.pruning_method if pruning_method is None else pruning_method
 
     def pop_vision_layer_input(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor | None:
-        """The hidden states `get_image_features(pixel_values, keep_vision_layer_input=True)` kept, once; `None` if
+        """The hidden states `visual_tokens(pixel_values, keep_vision_layer_input=True)` kept, once; `None` if
         it kept none for these very `pixel_values`."""
         kept = getattr(self, "_vision_layer_input", None)
         self._vision_layer_input = None
@@ -410,7 +464,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         tokens = self.num_visual_tokens
         if (per_row % tokens).any() or int(per_row.sum()) != num_images * tokens:
             raise ValueError(
-                f"Got {num_images} image(s) but the prompts hold {per_row.tolist()} image placeholder tokens per row; "
+                f"Image features and image tokens do not match: got {num_images} image(s) but the prompts hold {per_row.tolist()} image placeholder tokens per row; "
                 f"each image needs exactly {tokens}. Give one image per <image> in the text and build the inputs with "
                 "the model's processor, which expands each <image> into the right number of tokens."
             )
@@ -485,7 +539,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         """
         with torch.no_grad():
             cls_attention = self._pruning_method(pruning_method) == "cls_attention"
-            image_features = self.get_image_features(pixel_values, keep_vision_layer_input=cls_attention)
+            image_features = self.visual_tokens(pixel_values, keep_vision_layer_input=cls_attention)
             self._image_rows(input_ids, len(image_features))
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
@@ -511,12 +565,12 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         Inserts the visual tokens as LLaVA does, then removes the dropped ones (`kept_visual_indices` if given, -1
         entries being padding, else `pruning_method`'s choice of `num_kept` per image, or the policy's own for a
         `compute_weight`) and re-pads the batch on its padding side.
-        `image_features` (from [`~TPRLForConditionalGeneration.get_image_features`]) skips the vision tower, e.g.
+        `image_features` (from [`~TPRLForConditionalGeneration.visual_tokens`]) skips the vision tower, e.g.
         when training evaluates several selections of the same images.
         """
         if image_features is None:
             cls_attention = kept_visual_indices is None and self._pruning_method(pruning_method) == "cls_attention"
-            image_features = self.get_image_features(pixel_values, keep_vision_layer_input=cls_attention)
+            image_features = self.visual_tokens(pixel_values, keep_vision_layer_input=cls_attention)
         num_images, total, hidden = image_features.shape
         self._image_rows(input_ids, num_images)
         if attention_mask is None:
@@ -584,7 +638,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         target_keep_ratio: float | None = None,
         image_features: torch.FloatTensor | None = None,
         return_dict: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> TPRLCausalLMOutputWithPast | tuple:
         r"""
         LLaVA's forward on the pruned sequence. `keep_ratio` / `num_kept_tokens` and `pruning_method` override the
@@ -592,7 +646,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         selection. `keep_ratio="adaptive"` with `target_keep_ratio` (a policy trained with `adaptive_budgets`) lets
         the policy choose each image's budget, `target_keep_ratio` of the tokens on average. Logits, labels and the
         returned `attention_mask` are those of the pruned sequence, whose positions are contiguous over the kept
-        tokens (`position_ids` apply only when nothing is pruned). `image_features` ([`get_image_features`] of these
+        tokens (`position_ids` apply only when nothing is pruned). `image_features` ([`visual_tokens`] of these
         `pixel_values`) spare a pruned forward the vision tower, e.g. when comparing selections of the same images;
         unpruned, LLaVA runs its own. `generate` calls it as LLaVA's: the images and the pruning on the first step,
         the cache of the pruned prompt after it.
@@ -621,6 +675,11 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             raise ValueError("Pruning needs the prompt's input_ids and pixel_values (not inputs_embeds).")
         if past_key_values is not None and past_key_values.get_seq_length() > 0:
             raise ValueError("Pruning needs a whole prompt: the images come with the first forward, before any cache.")
+        if attention_mask is not None and attention_mask.dim() != 2:
+            raise ValueError(
+                "Pruning needs the 2-D attention mask of the prompt (batch, length): it removes tokens, so a custom "
+                "4-D mask over the unpruned sequence cannot apply. Pass a 2-D mask, or keep_ratio=1.0."
+            )
         fixed = kept_visual_indices is None and compute_weight is None
         num_kept = self.num_kept_tokens(keep_ratio, num_kept_tokens) if fixed else None
         pruned = self.prune_inputs(
@@ -645,6 +704,8 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             return_dict=True,
             **kwargs,
         )
+        if outputs.past_key_values is not None:  # so that generation can continue from this cache
+            outputs.past_key_values.pruned_prompt = PrunedPrompt(input_ids.shape[1], pruned.attention_mask)
         output = TPRLCausalLMOutputWithPast(
             loss=outputs.loss,
             logits=outputs.logits,
@@ -659,19 +720,82 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         )
         return output if return_dict else output.to_tuple()
 
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        next_sequence_length: int | None = None,
+        past_key_values=None,
+        attention_mask: torch.LongTensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        is_first_iteration: bool | None = False,
+        **kwargs,
+    ) -> dict:
+        pruned_prompt = getattr(past_key_values, "pruned_prompt", None)
+        if is_first_iteration and pruned_prompt is not None:
+            # A continuation of a pruned cache, given the whole sequence (and its mask, if any): feed what the cache
+            # lacks, with the mask and positions of the pruned sequence that the cache holds.
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            if attention_mask.dim() != 2:
+                raise ValueError(
+                    "Continuing from a pruned cache needs the 2-D attention mask of the whole sequence (prompt, "
+                    "generated and new tokens): it tells which tokens the cache already holds."
+                )
+            attention_mask = pruned_prompt.cached_mask(attention_mask)
+            next_sequence_length = attention_mask.shape[1] - past_key_values.get_seq_length()
+            if not 0 < next_sequence_length <= input_ids.shape[1]:
+                raise ValueError(
+                    f"The attention mask ({attention_mask.shape[1]} tokens once pruned) does not extend the pruned cache "
+                    f"({past_key_values.get_seq_length()} tokens) by 1 to {input_ids.shape[1]} new tokens: continue "
+                    "with the whole sequence the cache came from, followed by the new tokens, and its mask."
+                )
+            if kwargs.get("position_ids") is not None:
+                kwargs["position_ids"] = self._prepare_position_ids_for_generation(
+                    attention_mask, {"attention_mask": attention_mask}
+                )
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids,
+            next_sequence_length=next_sequence_length,
+            past_key_values=past_key_values,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            is_first_iteration=is_first_iteration,
+            **kwargs,
+        )
+        pruning = self._is_pruning(
+            model_inputs.get("pixel_values"),
+            kwargs.get("keep_ratio"),
+            kwargs.get("num_kept_tokens"),
+            kwargs.get("kept_visual_indices"),
+            kwargs.get("pruning_method"),
+        )
+        if pruning and (attention_mask is None or attention_mask.dim() == 2):
+            # The pruner reads the prompt's 2-D mask, if any (a compilable cache would have one made 4-D over the
+            # unpruned prompt); the base then makes its own 4-D mask of the pruned sequence.
+            model_inputs["attention_mask"] = attention_mask
+        return model_inputs
+
     def _update_model_kwargs_for_generation(
         self, outputs: ModelOutput, model_kwargs: dict, is_encoder_decoder: bool = False, num_new_tokens: int = 1
     ) -> dict:
-        # After a pruned prefill the cache holds the kept tokens only: the next steps continue the pruned sequence's
-        # mask and positions. `input_ids` keep the whole prompt, so outputs, logits processors and `max_length` see
-        # what they see with LLaVA.
-        pruned_mask = getattr(outputs, "attention_mask", None)
-        if pruned_mask is not None:
-            model_kwargs["attention_mask"] = pruned_mask
+        # `input_ids` keep the whole prompt, so outputs, logits processors and `max_length` see what they see with
+        # LLaVA. With a cache of a pruned prompt, the next steps continue the mask and positions of the pruned
+        # sequence it holds. Without a cache, each step runs the whole sequence again: with the first step's selection.
+        cache = getattr(outputs, "past_key_values", None)
+        pruned_prompt = getattr(cache, "pruned_prompt", None)
+        attention_mask = model_kwargs.get("attention_mask")
+        if pruned_prompt is not None and (attention_mask is None or attention_mask.shape[1] != cache.get_seq_length()):
+            if attention_mask is None:  # no padding: every token of the whole sequence so far
+                dropped = pruned_prompt.length - pruned_prompt.attention_mask.shape[1]
+                attention_mask = pruned_prompt.attention_mask.new_ones(len(pruned_prompt.attention_mask), 1)
+                attention_mask = attention_mask.expand(-1, cache.get_seq_length() + dropped)
+            attention_mask = model_kwargs["attention_mask"] = pruned_prompt.cached_mask(attention_mask)
             if model_kwargs.get("position_ids") is not None:
                 model_kwargs["position_ids"] = self._prepare_position_ids_for_generation(
-                    pruned_mask, {"attention_mask": pruned_mask}
+                    attention_mask, {"attention_mask": attention_mask}
                 )
+        if cache is None and getattr(outputs, "kept_visual_indices", None) is not None:
+            model_kwargs["kept_visual_indices"] = outputs.kept_visual_indices
         return super()._update_model_kwargs_for_generation(outputs, model_kwargs, is_encoder_decoder, num_new_tokens)
 
 
@@ -699,7 +823,7 @@ def _kept_counts(indices: torch.LongTensor) -> int | torch.LongTensor:
 
 def _check_base_fits(config: TPRLConfig, base: LlavaForConditionalGeneration) -> None:
     """The pruner reads the base's projected tokens: its autoencoder width and token count must be the base's."""
-    fitted = TPRLConfig(base_config=base.config.to_dict())
+    fitted = TPRLConfig(base_config=base.config)
     if (fitted.base_text_hidden_size, fitted.num_visual_tokens) != (
         config.base_text_hidden_size,
         config.num_visual_tokens,

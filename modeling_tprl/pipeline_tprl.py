@@ -1,3 +1,5 @@
+# Copyright 2026 The tprl authors.
+
 """The image-text-to-text pipeline with a TPRL model's per-call pruning arguments."""
 
 from transformers.pipelines.image_text_to_text import ImageTextToTextPipeline

@@ -1,3 +1,5 @@
+# Copyright 2026 The tprl authors.
+
 """The policy's distribution over selections: keep `k` of the still-kept tokens, without replacement.
 
 An action is an *ordered* pick of `k` distinct tokens drawn one by one from the softmax of the keep logits over the

@@ -1,3 +1,5 @@
+# Copyright 2026 The tprl authors.
+
 """How a `TPRLForConditionalGeneration` chooses the visual tokens each image keeps: a registry of pruning methods.
 
 As transformers dispatches attention through `ALL_ATTENTION_FUNCTIONS`, the model dispatches selection through
@@ -35,12 +37,12 @@ def cls_attention_scores(model, pixel_values: torch.Tensor) -> torch.Tensor:
     """
     `[images, patches]` attention of the [CLS] token to each patch in the vision layer whose output LLaVA reads
     (VisionZip / FasterVLM "dominant" tokens). Read from the vision pass that made the image features when it kept
-    that layer's input (`get_image_features(..., keep_vision_layer_input=True)`, as the model's forward does for
+    that layer's input (`visual_tokens(..., keep_vision_layer_input=True)`, as the model's forward does for
     this method); otherwise the vision tower runs once more.
     """
     hidden_states = model.pop_vision_layer_input(pixel_values)
     if hidden_states is None:
-        model.get_image_features(pixel_values, keep_vision_layer_input=True)
+        model.visual_tokens(pixel_values, keep_vision_layer_input=True)
         hidden_states = model.pop_vision_layer_input(pixel_values)
     layer = model.feature_vision_layer()
     normed = layer.layer_norm1(hidden_states)

@@ -1,3 +1,5 @@
+# Copyright 2026 The tprl authors.
+
 """The TPRL pruner: a state autoencoder and a question-guided policy/value transformer over visual tokens, and the
 episode they play: at each step of a fixed schedule, keep part of the tokens still kept."""
 

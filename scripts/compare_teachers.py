@@ -30,7 +30,7 @@ def teacher_selection(model, processor, examples, num_kept: int, teacher: str, b
     for start in range(0, len(examples), batch_size):
         batch = collator(examples[start : start + batch_size])
         # The teachers' [CLS]-attention scores read this same vision pass.
-        features = model.get_image_features(batch["pixel_values"], keep_vision_layer_input=True)
+        features = model.visual_tokens(batch["pixel_values"], keep_vision_layer_input=True)
         picks.append(teacher_demonstrations(model, batch, features, [num_kept], teacher)[0][-1].sort(dim=1).values)
     return torch.cat(picks)
 

@@ -74,7 +74,7 @@ def test_plackett_luce_with_a_count_per_row_against_brute_force():
 
 def test_adaptive_episode_log_prob_is_the_budget_choice_plus_each_pick(adaptive_model, batch):
     model, policy = adaptive_model, adaptive_model.pruner.policy
-    features = model.get_image_features(batch["pixel_values"])
+    features = model.visual_tokens(batch["pixel_values"])
     inputs = model.pruner.episode_inputs(
         features, *model.question_embeddings(batch["input_ids"], batch["attention_mask"], 3)
     )
@@ -174,7 +174,7 @@ def test_budget_stage_learns_each_budgets_score_and_chooses_the_best_reward(
     assert table.states.shape == (24, 64) and table.scores.shape == (24, len(BUDGETS))
     # Each column: whether the policy's most likely episode at that budget, run alone, answers right.
     batch = collator([vqa_dataset[i] for i in range(8)])
-    features = model.get_image_features(batch["pixel_values"])
+    features = model.visual_tokens(batch["pixel_values"])
     question = model.question_embeddings(batch["input_ids"], prompt_attention_mask(batch), 8)
     inputs = model.pruner.episode_inputs(features, *question)
     for column, budget in enumerate(BUDGETS):

@@ -31,7 +31,7 @@ def test_budget_larger_than_visual_tokens(tprl_model, batch):
 
 
 def test_images_not_matching_placeholders(tprl_model, batch):
-    with pytest.raises(ValueError, match=r"Got 2 image\(s\).*Give one image per <image>"):
+    with pytest.raises(ValueError, match=r"got 2 image\(s\).*Give one image per <image>"):
         tprl_model.generate(**{**batch, "pixel_values": batch["pixel_values"][:2]})
     truncated = {k: v[:, 5:] if k != "pixel_values" else v for k, v in batch.items()}
     with pytest.raises(ValueError, match="each image needs exactly 144"):
@@ -113,7 +113,10 @@ def test_policy_kernel_size_must_be_odd_and_fit_the_visual_grid(tprl_model):
     base_config = tprl_model.config.base_config
     with pytest.raises(CONFIG_ERRORS, match="field 'policy_kernel_size':\n.*must be an odd number >= 1, got 2"):
         TPRLConfig(base_config=base_config, policy_kernel_size=2)
-    with_cls = {**base_config, "vision_feature_select_strategy": "full"}  # 144 patches + [CLS]: no square grid
+    with_cls = {
+        **base_config.to_dict(),
+        "vision_feature_select_strategy": "full",
+    }  # 144 patches + [CLS]: no square grid
     with pytest.raises(CONFIG_ERRORS, match="needs the visual tokens on a square grid, but this base gives 145"):
         TPRLConfig(base_config=with_cls, policy_kernel_size=3)
     assert TPRLConfig(base_config=with_cls, policy_kernel_size=1).num_visual_tokens == 145

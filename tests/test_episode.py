@@ -77,7 +77,7 @@ def test_run_episode_follows_the_schedule_and_each_step_keeps_its_picks():
 @pytest.fixture()
 def episode_inputs(tprl_model, vqa_batch):
     with torch.no_grad():
-        features = tprl_model.get_image_features(vqa_batch["pixel_values"])
+        features = tprl_model.visual_tokens(vqa_batch["pixel_values"])
         question = tprl_model.question_embeddings(vqa_batch["input_ids"], prompt_attention_mask(vqa_batch), 8)
         return tprl_model.pruner.episode_inputs(features, *question)
 

@@ -71,7 +71,7 @@ def test_policy_reads_the_question_as_at_inference_never_the_answer(tprl_model, 
     ],
 )
 def test_teacher_episode_has_the_exact_budget_per_step_and_nests(tprl_model, vqa_batch, teacher):
-    features = tprl_model.get_image_features(vqa_batch["pixel_values"])
+    features = tprl_model.visual_tokens(vqa_batch["pixel_values"])
     steps = teacher_demonstrations(tprl_model, vqa_batch, features, [16], teacher)[0]
     assert [s.shape[1] for s in steps] == keep_schedule(144, 16, 3)
     for earlier, later in zip(steps, steps[1:]):
@@ -83,7 +83,7 @@ def test_teacher_episode_has_the_exact_budget_per_step_and_nests(tprl_model, vqa
 def test_a_selection_free_teacher_scored_once_picks_as_if_scored_at_every_step(tprl_model, vqa_batch):
     from tprl_train.teacher import cls_attention_importance
 
-    features = tprl_model.get_image_features(vqa_batch["pixel_values"])
+    features = tprl_model.visual_tokens(vqa_batch["pixel_values"])
     steps = teacher_demonstrations(tprl_model, vqa_batch, features, [16], "cls_attention")[0]
     kept = torch.arange(144).expand(len(features), -1)
     for picks, count in zip(steps, keep_schedule(144, 16, 3)):
@@ -97,7 +97,7 @@ def test_leave_one_out_importance_is_the_exact_drop(tprl_model, vqa_batch):
     from tprl_train.teacher import leave_one_out_importance
 
     batch = {key: value[:2] for key, value in vqa_batch.items()}
-    features = tprl_model.get_image_features(batch["pixel_values"])
+    features = tprl_model.visual_tokens(batch["pixel_values"])
     kept = torch.tensor([[0, 5, 9, 40], [3, 7, 100, 143]])
     importance = leave_one_out_importance(tprl_model, batch, features, kept, chunk_size=3)
     reference = answer_scores(tprl_model, batch, features, kept).log_likelihood
@@ -110,7 +110,7 @@ def test_leave_one_out_importance_is_the_exact_drop(tprl_model, vqa_batch):
 def test_cls_attention_then_leave_one_out_changes_only_the_last_step(tprl_model, vqa_batch):
     from tprl_train.teacher import leave_one_out_importance
 
-    features = tprl_model.get_image_features(vqa_batch["pixel_values"])
+    features = tprl_model.visual_tokens(vqa_batch["pixel_values"])
     hybrid = teacher_demonstrations(tprl_model, vqa_batch, features, [16], "cls_attention_then_leave_one_out")[0]
     cls = teacher_demonstrations(tprl_model, vqa_batch, features, [16], "cls_attention")[0]
     assert all(torch.equal(a, b) for a, b in zip(hybrid[:-1], cls[:-1]))
@@ -126,7 +126,7 @@ def test_leave_one_in_scores_the_answer_with_each_token_alone(tprl_model, vqa_ba
     from tprl_train.teacher import leave_one_in_scores
 
     batch = {key: value[:2] for key, value in vqa_batch.items()}
-    features = tprl_model.get_image_features(batch["pixel_values"])
+    features = tprl_model.visual_tokens(batch["pixel_values"])
     alone = leave_one_in_scores(tprl_model, batch, features, chunk_size=100)
     for token in (0, 77, 143):
         expected = answer_scores(tprl_model, batch, features, torch.tensor([[token], [token]])).log_likelihood
@@ -137,7 +137,7 @@ def test_leave_one_in_or_cls_attention_demonstrates_its_best_candidate(tprl_mode
     from tprl_train.scoring import answer_scores
     from tprl_train.teacher import cls_attention_importance, leave_one_in_scores
 
-    features = tprl_model.get_image_features(vqa_batch["pixel_values"])
+    features = tprl_model.visual_tokens(vqa_batch["pixel_values"])
     final = teacher_demonstrations(tprl_model, vqa_batch, features, [16], "leave_one_in_or_cls_attention")[0][-1]
     cls = cls_attention_importance(tprl_model, vqa_batch, features, torch.arange(144).expand(len(features), -1))
     alone = leave_one_in_scores(tprl_model, vqa_batch, features)
@@ -157,14 +157,14 @@ def test_leave_one_in_or_cls_attention_demonstrates_its_best_candidate(tprl_mode
 
 
 def test_unknown_teacher(tprl_model, vqa_batch):
-    features = tprl_model.get_image_features(vqa_batch["pixel_values"])
+    features = tprl_model.visual_tokens(vqa_batch["pixel_values"])
     with pytest.raises(ValueError, match="Unknown teacher"):
         teacher_demonstrations(tprl_model, vqa_batch, features, [16], "oracle")
 
 
 @pytest.mark.parametrize("teacher", ["leave_one_in_or_cls_attention", "cls_attention", "gradient"])
 def test_teacher_episodes_at_several_budgets_are_each_budgets_own_episode(tprl_model, vqa_batch, teacher):
-    features = tprl_model.get_image_features(vqa_batch["pixel_values"])
+    features = tprl_model.visual_tokens(vqa_batch["pixel_values"])
     together = teacher_demonstrations(tprl_model, vqa_batch, features, [48, 16], teacher)
     for budget, episode in zip([48, 16], together):
         alone = teacher_demonstrations(tprl_model, vqa_batch, features, [budget], teacher)[0]
@@ -203,7 +203,7 @@ def test_imitation_batches_hold_what_the_policy_reads_at_inference(tprl_model, p
     batch = collate_demonstrations([dataset[i] for i in [3, 0, 7]])
     expected = VQACollator(processor)([vqa_dataset[i] for i in [3, 0, 7]])
     with torch.no_grad():
-        features = tprl_model.get_image_features(expected["pixel_values"])
+        features = tprl_model.visual_tokens(expected["pixel_values"])
         torch.testing.assert_close(batch["latents"], tprl_model.pruner.autoencoder.encode(features))
         question, mask = tprl_model.question_embeddings(expected["input_ids"], prompt_attention_mask(expected), 3)
         embedded = tprl_model.get_input_embeddings()(batch["question_ids"])
@@ -266,7 +266,7 @@ def test_the_relevance_target_is_the_top_of_the_teachers_leave_one_in_scores(
     demonstrations = make_demonstrations(model, examples, collator, [1 / 3, 1 / 9], 8, teacher)
     batch = collator([examples[i] for i in range(8)])
     with torch.no_grad():
-        alone = leave_one_in_scores(model, batch, model.get_image_features(batch["pixel_values"]))
+        alone = leave_one_in_scores(model, batch, model.visual_tokens(batch["pixel_values"]))
     torch.testing.assert_close(torch.tensor(demonstrations["leave_one_in"][8:]), alone)  # per example, every budget
     inputs = encode_examples(model, demonstrated_examples(demonstrations), collator, batch_size=8)
     top_4 = torch.zeros(len(alone), alone.shape[1], dtype=torch.bool).scatter(1, alone.topk(4).indices, True)

@@ -4,7 +4,7 @@ from unittest.mock import patch
 import pytest
 import torch
 from conftest import GREEDY, assert_same_tokens, unpad_row
-from transformers import AutoModel, AutoModelForImageTextToText
+from transformers import AutoModel, AutoModelForImageTextToText, TrainingArguments
 
 from modeling_tprl import TPRLConfig, TPRLForConditionalGeneration, keep_schedule
 
@@ -62,7 +62,7 @@ def test_pruned_batch_equals_each_input_alone(tprl_model, batch):
     "selection", [{"num_kept_tokens": 16}, {"num_kept_tokens": 16, "pruning_method": "cls_attention"}]
 )
 def test_given_image_features_skip_the_vision_tower_with_the_same_outputs(tprl_model, batch, selection):
-    image_features = tprl_model.get_image_features(batch["pixel_values"])
+    image_features = tprl_model.visual_tokens(batch["pixel_values"])
     with patch.object(tprl_model.base.model, "get_image_features", side_effect=AssertionError("vision tower ran")):
         tprl_model(**batch, image_features=image_features, num_kept_tokens=16)  # the policy reads no pixels
     alone = tprl_model(**batch, **selection)
@@ -89,9 +89,14 @@ def test_multiple_images_per_prompt_are_pruned_per_image(tprl_model, processor, 
     assert outputs.attention_mask.shape[1] == inputs["input_ids"].shape[1] - 2 * (144 - 20)
 
 
-def test_backbone_is_frozen(tprl_model):
-    assert not any(p.requires_grad for p in tprl_model.base.parameters())
-    assert all(p.requires_grad for p in tprl_model.pruner.parameters())
+def test_the_trainers_freeze_the_backbone(base_dir, tmp_path):
+    from tprl_train.stage_trainer import PrunerStageTrainer
+
+    model = TPRLForConditionalGeneration.from_base(base_dir, policy_hidden_size=32)
+    assert all(p.requires_grad for p in model.parameters())  # as any transformers model: nothing frozen by loading
+    PrunerStageTrainer(model, TrainingArguments(str(tmp_path), report_to=[]), trained_module="pruner.policy")
+    assert not any(p.requires_grad for p in model.base.parameters())
+    assert all(p.requires_grad for p in model.pruner.policy.parameters())
 
 
 def test_initialisation_pruner_linears_from_pytorch_embeddings_from_transformers_base_untouched(
@@ -190,7 +195,6 @@ def test_save_load_gives_identical_tokens(tprl_model, saved, batch, kind, loader
     expected = tprl_model.generate(**batch, **GREEDY)
     loaded = loader.from_pretrained(saved / kind)
     assert isinstance(loaded, TPRLForConditionalGeneration)
-    assert not any(p.requires_grad for p in loaded.base.parameters())
     assert_same_tokens(loaded.generate(**batch, **GREEDY), expected)
 
 

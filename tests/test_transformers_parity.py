@@ -248,7 +248,7 @@ def test_config_values_are_validated_when_loaded(checkpoint, tmp_path):
         TPRLForConditionalGeneration.from_pretrained(wider)
     without_base = edited("without_base", lambda config: config.pop("base_config"))
     model = TPRLForConditionalGeneration.from_pretrained(without_base)  # the base's own config fills it in
-    assert model.config.base_config["model_type"] == "llava"
+    assert model.config.base_config is model.base.config and model.config.base_config.model_type == "llava"
 
 
 def test_a_relative_base_path_is_stored_absolute(base_dir, tmp_path, monkeypatch):
@@ -274,13 +274,13 @@ def test_gradient_checkpointing_reaches_the_base_and_resizing_is_refused(base_di
     model.gradient_checkpointing_enable()
     assert model.base.model.language_model.gradient_checkpointing
     model.train()
-    features = model.get_image_features(batch["pixel_values"]).detach().requires_grad_(True)
+    features = model.visual_tokens(batch["pixel_values"]).detach().requires_grad_(True)
     pruned = model.prune_inputs(
         batch["input_ids"], None, batch["attention_mask"], image_features=features, num_kept=16
     )
     model.base(inputs_embeds=pruned.inputs_embeds, attention_mask=pruned.attention_mask).logits.sum().backward()
     assert features.grad is not None and features.grad.abs().sum() > 0
-    with pytest.raises(NotImplementedError, match="keeps the LLaVA base frozen"):
+    with pytest.raises(NotImplementedError, match="TPRL does not resize the base.s token embeddings"):
         model.resize_token_embeddings(100)
 
 

@@ -247,7 +247,8 @@ def load_model(path: Path, model_args: TPRLModelConfig, device) -> TPRLForCondit
             f"{path} was trained for the base {config.base_model_name_or_path!r}, not --base_model_name_or_path "
             f"{model_args.base_model_name_or_path!r}: give another output_dir, or delete that run's stage folders."
         )
-    return TPRLForConditionalGeneration.from_pretrained(path, config=config, dtype=model_args.dtype).to(device)
+    model = TPRLForConditionalGeneration.from_pretrained(path, config=config, dtype=model_args.dtype).to(device)
+    return model.requires_grad_(False)  # each stage's trainer unfreezes the part it trains; the base stays frozen
 
 
 def _same_model(a: str | None, b: str) -> bool:
