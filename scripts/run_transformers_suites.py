@@ -1,0 +1,266 @@
+"""Runs transformers' own model and generation test suites against TPRL and compares the outcomes with the base's.
+
+transformers checks every model class with two shared suites, `ModelTesterMixin` (`tests/test_modeling_common.py`)
+and `GenerationTesterMixin` (`tests/generation/test_utils.py`), driven per family by a model tester that builds a tiny
+config (LLaVA's: `LlavaVisionText2TextModelTester`). This script runs the family's upstream test class three times in
+one pytest process: on the base class (`LlavaForConditionalGeneration`), and on `TPRLForConditionalGeneration` built
+from a `TPRLConfig` around the same tiny base, with pruning off (`keep_ratio=1.0`) and on (half the visual tokens).
+Only tests that pass on the base count: the upstream files may be newer or older than the installed transformers.
+
+The upstream files are not part of this project: give a transformers checkout (its `tests/` folder is enough), e.g.
+
+    git clone --depth 1 https://github.com/huggingface/transformers /tmp/transformers
+    pip install parameterized
+    python scripts/run_transformers_suites.py --transformers /tmp/transformers
+
+Tests that fail with pruning on by their nature (they compare against the unpruned sequence's length or logits, or
+use a call the pruner cannot serve) are listed in `PRUNING_ON_BY_DESIGN` with the reason; every other failure is
+printed as unexpected, and the script exits 1 when there is one.
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ElementTree
+from collections import defaultdict
+
+
+# Each family: the upstream module and classes, and the base class whose passes set the bar.
+FAMILIES = {
+    "llava": {
+        "module": "tests.models.llava.test_modeling_llava",
+        "test_class": "LlavaForConditionalGenerationModelTest",
+        "tester_class": "LlavaVisionText2TextModelTester",
+        "base_class": "LlavaForConditionalGeneration",
+    },
+}
+
+# With pruning off, the tests that cannot pass by design: how they must fail (a regular expression the failure message
+# matches, else the failure counts as unexpected), and why.
+RESIZE = (
+    "resize_token_embeddings",
+    "it raises a clear error: a pruner-only checkpoint does not carry the base's embeddings, and the pruner was trained "
+    "on them; resize the base itself, then build a pruner on it",
+)
+PRUNING_OFF_BY_DESIGN = {
+    "test_resize_tokens_embeddings": RESIZE,
+    "test_resize_embeddings_untied": RESIZE,
+    "test_training": (
+        "NoneType",
+        "the test adds labels only for transformers' own model classes (its MODEL_*_MAPPING_NAMES), so TPRL's forward "
+        "gets none and returns no loss to backpropagate (tests/test_conformance.py trains through labels)",
+    ),
+}
+
+# With pruning on, also the tests that by their nature compare against the unpruned sequence.
+SHAPES = r"(Lists|Tuples) differ|torch.Size"
+
+
+def pruned_length(what: str) -> tuple[str, str]:
+    return (
+        SHAPES,
+        f"the pruned sequence is shorter than the prompt, and the test expects {what} of the prompt's length",
+    )
+
+
+NEEDS_INPUT_IDS = (
+    "Pruning needs the prompt's input_ids",
+    "the pruner reads the question's input_ids and the pixel_values: inputs_embeds with pruning on raise a clear error",
+)
+PRUNING_ON_BY_DESIGN = {
+    **PRUNING_OFF_BY_DESIGN,
+    "test_attention_outputs": pruned_length("attentions"),
+    "test_hidden_states_output": pruned_length("hidden states"),
+    "test_forward_with_logits_to_keep": pruned_length("logits"),
+    "test_past_key_values_format": pruned_length("a cache"),
+    "test_greedy_generate_dict_outputs": pruned_length("generate's attentions and hidden states"),
+    "test_sample_generate_dict_output": pruned_length("generate's attentions and hidden states"),
+    "test_beam_search_generate_dict_output": pruned_length("generate's attentions and hidden states"),
+    "test_beam_search_generate_dict_outputs_use_cache": pruned_length("generate's attentions and hidden states"),
+    "test_beam_sample_generate_dict_output": pruned_length("generate's attentions and hidden states"),
+    "test_generate_compilation_all_outputs": pruned_length("generate's attentions and hidden states"),
+    "test_assisted_decoding_matches_greedy_search": pruned_length("attentions (checked after the sequences matched)"),
+    "test_assisted_decoding_sample": pruned_length("attentions"),
+    "test_inputs_embeds": NEEDS_INPUT_IDS,
+    "test_generate_from_inputs_embeds": NEEDS_INPUT_IDS,
+}
+
+GROUPS = ("generation", "model")
+
+MODULE_TEMPLATE = r"""
+import sys
+
+sys.path.insert(0, {checkout!r})
+
+import importlib
+import json
+import re
+import types
+
+import transformers
+
+
+def import_upstream(name):
+    # The upstream tests may import helpers that the installed transformers renamed or does not have yet: each such
+    # name becomes a stand-in that raises, so only the tests that use it fail (on the base too, so they do not count).
+    for _ in range(50):
+        try:
+            return importlib.import_module(name)
+        except ImportError as error:
+            missing = re.match(r"cannot import name '(\w+)' from '([\w.]+)'", str(error))
+            if missing is None:
+                raise
+            symbol, module = missing.groups()
+
+            def stand_in(*args, _symbol=symbol, _module=module, **kwargs):
+                raise NotImplementedError(f"{{_module}}.{{_symbol}} is not in the installed transformers")
+
+            setattr(importlib.import_module(module), symbol, stand_in)
+            print(f"upstream drift: {{module}}.{{symbol}} is missing; a stand-in raises where it is used")
+    raise ImportError(f"too many missing names importing {{name}}")
+
+
+# The pipeline suite is not compared here, and its module imports the checkout's own transformers source: an empty
+# stand-in takes its place.
+pipeline_mixin = types.ModuleType("tests.test_pipeline_mixin")
+pipeline_mixin.PipelineTesterMixin = type("PipelineTesterMixin", (), {{}})
+sys.modules["tests.test_pipeline_mixin"] = pipeline_mixin
+
+upstream = import_upstream("{module}")
+UpstreamTest, UpstreamTester = upstream.{test_class}, upstream.{tester_class}
+generation_tests = import_upstream("tests.generation.test_utils").GenerationTesterMixin
+with open({groups_path!r}, "w") as file:
+    json.dump({{name: "generation" if hasattr(generation_tests, name) else "model" for name in dir(UpstreamTest)}}, file)
+
+from modeling_tprl import TPRLConfig, TPRLForConditionalGeneration
+
+
+class BaseSuite(UpstreamTest):
+    all_model_classes = (transformers.{base_class},)
+    pipeline_model_mapping = {{}}
+
+
+def tprl_tester(keep_ratio):
+    class TPRLTester(UpstreamTester):
+        def prepare_config_and_inputs_for_common(self):
+            # The tester's inputs for its base, and a small pruner around that base's config.
+            base_config, inputs = super().prepare_config_and_inputs_for_common()
+            config = TPRLConfig(
+                base_config=base_config, keep_ratio=keep_ratio, policy_hidden_size=16, policy_num_heads=2,
+                policy_num_layers=1,
+            )
+            return config, inputs
+
+    return TPRLTester
+
+
+class TPRLPruningOffSuite(BaseSuite):
+    all_model_classes = (TPRLForConditionalGeneration,)
+
+    def setUp(self):
+        super().setUp()
+        self.model_tester = tprl_tester(1.0)(self)
+
+
+class TPRLPruningOnSuite(TPRLPruningOffSuite):
+    def setUp(self):
+        super().setUp()
+        self.model_tester = tprl_tester({keep_ratio_on})(self)
+"""
+
+
+def read_outcomes(junit_path: str) -> dict[str, dict[str, tuple[str, str]]]:
+    """`{suite class: {test: (outcome, message)}}` from pytest's JUnit XML."""
+    outcomes = defaultdict(dict)
+    for case in ElementTree.parse(junit_path).getroot().iter("testcase"):
+        suite = case.get("classname").rsplit(".", 1)[-1]
+        outcome, message = "passed", ""
+        for child in case:
+            if child.tag in ("failure", "error", "skipped"):
+                outcome = {"failure": "failed", "error": "failed", "skipped": "skipped"}[child.tag]
+                message = (child.get("message") or "").splitlines()[0][:160] if child.get("message") else ""
+                break
+        outcomes[suite][case.get("name")] = (outcome, message)
+    return outcomes
+
+
+def compare(outcomes: dict, groups: dict[str, str], suite: str, by_design: dict[str, str], title: str) -> int:
+    """Prints, per group, how many of the base's passes pass on `suite`; returns the number of unexpected failures."""
+    base, tprl = outcomes["BaseSuite"], outcomes[suite]
+    unexpected = 0
+    print(f"\n## {title}")
+    for group in GROUPS:
+        passed_on_base = sorted(
+            name for name, (outcome, _) in base.items() if outcome == "passed" and groups.get(name) == group
+        )
+        if not passed_on_base:
+            continue
+        passing = [name for name in passed_on_base if tprl.get(name, ("missing", ""))[0] == "passed"]
+        print(f"- {group}: {len(passing)} of the base's {len(passed_on_base)} passes pass")
+        for name in passed_on_base:
+            outcome, message = tprl.get(name, ("missing", ""))
+            if outcome == "passed":
+                continue
+            design_name = next((key for key in by_design if name == key or name.startswith(key + "_")), None)
+            if design_name is not None and re.search(by_design[design_name][0], message):
+                print(f"    by design  {name} ({outcome}): {by_design[design_name][1]}")
+            else:
+                unexpected += 1
+                print(f"    UNEXPECTED {name} ({outcome}): {message}")
+    return unexpected
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--transformers", required=True, help="a transformers checkout (the folder holding tests/)")
+    parser.add_argument("--family", default="llava", choices=sorted(FAMILIES))
+    parser.add_argument("--keep_ratio_on", type=float, default=0.5, help="the pruning-on variant's keep ratio")
+    parser.add_argument("-k", default=None, help="pytest -k expression, to run part of the suites")
+    parser.add_argument("--junit", default=None, help="where to keep pytest's JUnit XML (default: a temporary file)")
+    args = parser.parse_args()
+    checkout = os.path.abspath(args.transformers)
+    if not os.path.isfile(os.path.join(checkout, "tests", "test_modeling_common.py")):
+        print(f"error: {checkout} holds no tests/test_modeling_common.py: give a transformers checkout")
+        return 2
+
+    family = FAMILIES[args.family]
+    with tempfile.TemporaryDirectory() as workdir:
+        module_path = os.path.join(workdir, f"test_tprl_{args.family}_suites.py")
+        groups_path = os.path.join(workdir, "groups.json")
+        with open(module_path, "w") as file:
+            module = MODULE_TEMPLATE.format(
+                checkout=checkout, keep_ratio_on=args.keep_ratio_on, groups_path=groups_path, **family
+            )
+            file.write(module)
+        junit = args.junit or os.path.join(workdir, "junit.xml")
+        command = [sys.executable, "-m", "pytest", module_path, "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"]
+        command += ["-o", "junit_family=xunit1", "--rootdir", workdir, "-W", "ignore::DeprecationWarning"]
+        if args.k:
+            command += ["-k", args.k]
+        # From the temporary folder, so that this project's own tests/ folder does not shadow transformers' `tests`.
+        result = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
+        summary = result.stdout.strip().splitlines()
+        if not os.path.isfile(groups_path) or not os.path.isfile(junit):
+            print(f"error: the upstream suites did not load:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+            return 2
+        with open(groups_path) as file:
+            groups = json.load(file)
+        outcomes = read_outcomes(junit)
+
+    print(f"# transformers' suites ({args.family}): TPRLForConditionalGeneration against {family['base_class']}")
+    print(f"pytest: {summary[-1] if summary else ''}")
+    unexpected = compare(
+        outcomes, groups, "TPRLPruningOffSuite", PRUNING_OFF_BY_DESIGN, "Pruning off (keep_ratio=1.0)"
+    )
+    title = f"Pruning on (keep_ratio={args.keep_ratio_on})"
+    unexpected += compare(outcomes, groups, "TPRLPruningOnSuite", PRUNING_ON_BY_DESIGN, title)
+    print(f"\n{unexpected} unexpected failure(s)")
+    return 1 if unexpected else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
