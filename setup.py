@@ -42,6 +42,8 @@ setup(
         # What lmms-eval 0.7.3 needs to load and run tasks; lmms-eval itself installs with --no-deps (README), since
         # its full dependency list pulls a newer torch with CUDA packages.
         "lmms": ["loguru>=0.7", "sacrebleu>=2.4", "pytz", "tenacity>=8.3", "filelock>=3.10,<4", "pytablewriter"],
+        # What transformers' own test suites import, for scripts/run_transformers_suites.py.
+        "suites": ["parameterized>=0.9", "httpx>=0.27"],
     },
     entry_points={
         "console_scripts": [

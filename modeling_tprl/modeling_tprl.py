@@ -88,9 +88,17 @@ class PrunedPrompt:
     length: int
     attention_mask: torch.LongTensor
 
-    def cached_mask(self, attention_mask: torch.LongTensor) -> torch.LongTensor:
-        """The mask of the sequence the cache sees, for `attention_mask` of the whole (unpruned) sequence."""
+    def cached_mask(self, attention_mask: torch.LongTensor | None, length: int) -> torch.LongTensor:
+        """The mask of the sequence the cache sees, for `attention_mask` of the whole (unpruned) sequence of `length`
+        tokens (`None`: no padding)."""
+        if attention_mask is None:
+            attention_mask = self.attention_mask.new_ones(len(self.attention_mask), length)
         return torch.cat([self.attention_mask, attention_mask[:, self.length :]], dim=1)
+
+    @property
+    def num_dropped(self) -> int:
+        """Positions of the whole sequence that the cache does not hold."""
+        return self.length - self.attention_mask.shape[1]
 
 
 class TPRLPreTrainedModel(PreTrainedModel):
@@ -464,8 +472,9 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         tokens = self.num_visual_tokens
         if (per_row % tokens).any() or int(per_row.sum()) != num_images * tokens:
             raise ValueError(
-                f"Image features and image tokens do not match: got {num_images} image(s) but the prompts hold {per_row.tolist()} image placeholder tokens per row; "
-                f"each image needs exactly {tokens}. Give one image per <image> in the text and build the inputs with "
+                f"Image features and image tokens do not match: got {num_images} image(s) but the prompts hold "
+                f"{per_row.tolist()} image placeholder tokens per row; each image needs exactly {tokens}. Give one "
+                "image per <image> in the text and build the inputs with "
                 "the model's processor, which expands each <image> into the right number of tokens."
             )
         return torch.repeat_interleave(torch.arange(len(per_row), device=input_ids.device), per_row // tokens)
@@ -734,14 +743,12 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         if is_first_iteration and pruned_prompt is not None:
             # A continuation of a pruned cache, given the whole sequence (and its mask, if any): feed what the cache
             # lacks, with the mask and positions of the pruned sequence that the cache holds.
-            if attention_mask is None:
-                attention_mask = torch.ones_like(input_ids)
-            if attention_mask.dim() != 2:
+            if attention_mask is not None and attention_mask.dim() != 2:
                 raise ValueError(
                     "Continuing from a pruned cache needs the 2-D attention mask of the whole sequence (prompt, "
                     "generated and new tokens): it tells which tokens the cache already holds."
                 )
-            attention_mask = pruned_prompt.cached_mask(attention_mask)
+            attention_mask = pruned_prompt.cached_mask(attention_mask, input_ids.shape[1])
             next_sequence_length = attention_mask.shape[1] - past_key_values.get_seq_length()
             if not 0 < next_sequence_length <= input_ids.shape[1]:
                 raise ValueError(
@@ -785,11 +792,8 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         pruned_prompt = getattr(cache, "pruned_prompt", None)
         attention_mask = model_kwargs.get("attention_mask")
         if pruned_prompt is not None and (attention_mask is None or attention_mask.shape[1] != cache.get_seq_length()):
-            if attention_mask is None:  # no padding: every token of the whole sequence so far
-                dropped = pruned_prompt.length - pruned_prompt.attention_mask.shape[1]
-                attention_mask = pruned_prompt.attention_mask.new_ones(len(pruned_prompt.attention_mask), 1)
-                attention_mask = attention_mask.expand(-1, cache.get_seq_length() + dropped)
-            attention_mask = model_kwargs["attention_mask"] = pruned_prompt.cached_mask(attention_mask)
+            length = cache.get_seq_length() + pruned_prompt.num_dropped
+            attention_mask = model_kwargs["attention_mask"] = pruned_prompt.cached_mask(attention_mask, length)
             if model_kwargs.get("position_ids") is not None:
                 model_kwargs["position_ids"] = self._prepare_position_ids_for_generation(
                     attention_mask, {"attention_mask": attention_mask}

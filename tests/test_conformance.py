@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import GREEDY, assert_same_tokens
+from conftest import GREEDY, assert_same_tokens, unpad_row
 from safetensors.torch import load_file
 from transformers import (
     AttentionInterface,
@@ -249,12 +249,32 @@ def test_compiled_decoding_with_a_static_cache_gives_the_same_tokens(tprl_model,
         assert_same_tokens(tokens, expected)
 
 
+@pytest.mark.slow
+def test_flex_attention_gives_the_same_tokens(base_dir, batch):
+    model = TPRLForConditionalGeneration.from_base(base_dir, policy_hidden_size=32).eval()
+    expected = [model.generate(**batch, **GREEDY, **pruning) for pruning in ({"keep_ratio": 1.0}, PRUNED)]
+    model.set_attn_implementation("flex_attention")
+    assert model.base.config.text_config._attn_implementation == "flex_attention"
+    for pruning, tokens in zip(({"keep_ratio": 1.0}, PRUNED), expected):
+        assert_same_tokens(model.generate(**batch, **GREEDY, **pruning), tokens)
+
+
 @pytest.mark.parametrize("pruning", [{"keep_ratio": 1.0}, PRUNED])
 def test_a_language_modelling_loss_trains_the_base_through_labels(base_dir, batch, pruning):
     model = TPRLForConditionalGeneration.from_base(base_dir, policy_hidden_size=32).train()
     loss = model(**batch, labels=batch["input_ids"], **pruning).loss
     loss.backward()
     assert torch.isfinite(loss) and model.get_input_embeddings().weight.grad.abs().sum() > 0
+
+
+def test_a_custom_4d_mask_reaches_the_base_when_nothing_is_pruned(tprl_model, random_base, batch):
+    inputs = unpad_row(batch, 0)
+    length = inputs["input_ids"].shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool).tril()[None, None]
+    with torch.no_grad():
+        expected = random_base(**{**inputs, "attention_mask": causal}).logits
+        logits = tprl_model(**{**inputs, "attention_mask": causal}, keep_ratio=1.0).logits
+    assert torch.equal(logits, expected)
 
 
 def test_what_pruning_cannot_take_is_refused_clearly(tprl_model, batch):
