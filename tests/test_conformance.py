@@ -229,10 +229,11 @@ def test_an_attention_function_registered_with_transformers_runs_the_base(base_d
     AttentionInterface.register("counted_sdpa", counted_sdpa)
     AttentionMaskInterface.register("counted_sdpa", sdpa_mask)
     model = TPRLForConditionalGeneration.from_base(base_dir, policy_hidden_size=32).eval()
-    expected = [model.generate(**batch, **GREEDY, **pruning) for pruning in ({"keep_ratio": 1.0}, PRUNED)]
+    runs = ({"keep_ratio": 1.0}, PRUNED)
+    expected = [model.generate(**batch, **GREEDY, **pruning) for pruning in runs]
     model.set_attn_implementation("counted_sdpa")
     assert model.base.config.text_config._attn_implementation == "counted_sdpa"
-    for pruning, tokens in zip(({"keep_ratio": 1.0}, PRUNED), expected):
+    for pruning, tokens in zip(runs, expected):
         assert_same_tokens(model.generate(**batch, **GREEDY, **pruning), tokens)
     assert calls
 
@@ -247,16 +248,6 @@ def test_compiled_decoding_with_a_static_cache_gives_the_same_tokens(tprl_model,
             **batch, **GREEDY, **pruning, cache_implementation="static", compile_config=compiled
         )
         assert_same_tokens(tokens, expected)
-
-
-@pytest.mark.slow
-def test_flex_attention_gives_the_same_tokens(base_dir, batch):
-    model = TPRLForConditionalGeneration.from_base(base_dir, policy_hidden_size=32).eval()
-    expected = [model.generate(**batch, **GREEDY, **pruning) for pruning in ({"keep_ratio": 1.0}, PRUNED)]
-    model.set_attn_implementation("flex_attention")
-    assert model.base.config.text_config._attn_implementation == "flex_attention"
-    for pruning, tokens in zip(({"keep_ratio": 1.0}, PRUNED), expected):
-        assert_same_tokens(model.generate(**batch, **GREEDY, **pruning), tokens)
 
 
 @pytest.mark.parametrize("pruning", [{"keep_ratio": 1.0}, PRUNED])

@@ -1,6 +1,7 @@
 """On a CUDA device (skipped without one; `scripts/gpu_check.sh` runs them): TPRL with pruning off gives exactly
-`LlavaForConditionalGeneration`'s tokens, pruned batched generation gives one-at-a-time's, in fp32 and bf16, and the
-digit-world evaluation of a GPU model gives the CPU's figures."""
+`LlavaForConditionalGeneration`'s tokens, pruned batched generation gives one-at-a-time's, in fp32 and bf16, flex attention (whose inductor code does not
+compile on our CPU machines) gives SDPA's tokens, and the digit-world evaluation of a GPU model gives the CPU's
+figures."""
 
 import copy
 
@@ -45,3 +46,14 @@ def test_digit_world_evaluation_of_a_gpu_model_matches_the_cpu(tprl_model, proce
     for cpu_row, gpu_row in zip(on_cpu["rows"], on_gpu["rows"]):  # a near-tie may flip between the devices
         for key in ("accuracy", "named_target_coverage"):
             assert abs(gpu_row[key] - cpu_row[key]) <= 0.05, (cpu_row["method"], key)
+
+
+def test_flex_attention_gives_sdpa_s_tokens_on_cuda(tprl_model, batch):
+    model = copy.deepcopy(tprl_model).to("cuda")
+    inputs = {name: tensor.to("cuda") for name, tensor in batch.items()}
+    runs = ({"keep_ratio": 1.0}, {"keep_ratio": 1 / 9})
+    expected = [model.generate(**inputs, **GREEDY, **pruning) for pruning in runs]
+    model.set_attn_implementation("flex_attention")
+    assert model.base.config.text_config._attn_implementation == "flex_attention"
+    for pruning, tokens in zip(runs, expected):
+        assert_same_tokens(model.generate(**inputs, **GREEDY, **pruning), tokens)
