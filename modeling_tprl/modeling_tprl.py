@@ -474,8 +474,8 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             raise ValueError(
                 f"Image features and image tokens do not match: got {num_images} image(s) but the prompts hold "
                 f"{per_row.tolist()} image placeholder tokens per row; each image needs exactly {tokens}. Give one "
-                "image per <image> in the text and build the inputs with "
-                "the model's processor, which expands each <image> into the right number of tokens."
+                "image per <image> in the text and build the inputs with the model's processor, which expands each "
+                "<image> into the right number of tokens."
             )
         return torch.repeat_interleave(torch.arange(len(per_row), device=input_ids.device), per_row // tokens)
 

@@ -9,6 +9,7 @@ from tprl_digit_world.batching import DigitWorldCollator
 
 
 GREEDY = {"max_new_tokens": 4, "do_sample": False}
+BUDGETS = [4, 8, 16, 32]  # the adaptive budgets of `adaptive_model`
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +42,25 @@ def tprl_model(base_dir):
 def examples():
     world = DigitWorld("test")
     return [world.sample(np.random.default_rng(i), question_type=t) for i, t in enumerate(["color", "digit", "count"])]
+
+
+@pytest.fixture(scope="module")
+def adaptive_model(base_dir, processor, examples):
+    """A pruner with adaptive budgets (`BUDGETS`) and operating points, whose images choose different budgets."""
+    torch.manual_seed(3)
+    model = TPRLForConditionalGeneration.from_base(base_dir, policy_hidden_size=32, adaptive_budgets=BUDGETS).eval()
+    model.config.adaptive_operating_points = [[0.01, 0.2], [1.0, 0.1], [100.0, 0.03]]  # target 0.1: weight 1.0
+    # A random policy's budget head hardly tells images apart: centred on these images' mean state and sharpened,
+    # it makes them choose different budgets.
+    head, states = model.pruner.policy.budget_head.mlp[-1], []
+    handle = head.register_forward_hook(lambda module, args, output: states.append(args[0]))
+    inputs = DigitWorldCollator(processor)(examples)
+    with torch.no_grad():
+        model(**inputs, keep_ratio="adaptive", target_keep_ratio=0.1)
+        handle.remove()
+        head.weight.mul_(500)
+        head.bias.copy_(-head.weight @ states[0].mean(0))
+    return model
 
 
 @pytest.fixture()

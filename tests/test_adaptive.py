@@ -5,38 +5,16 @@ import math
 
 import pytest
 import torch
-from conftest import GREEDY, assert_same_tokens, unpad_row
+from conftest import BUDGETS, GREEDY, assert_same_tokens, unpad_row
 from huggingface_hub.errors import StrictDataclassError
 from transformers import TrainingArguments
 
 from modeling_tprl import PlackettLuce, TPRLConfig, TPRLForConditionalGeneration
-from tprl_digit_world.batching import DigitWorldCollator
 from tprl_train.budget import BudgetDataset, BudgetTrainer, budget_table
 from tprl_train.data import VQACollator, prompt_attention_mask
 from tprl_train.operating_points import compute_weight_grid, measure_operating_points
 from tprl_train.scoring import answer_scores
 from tprl_train.train_pruner import PrunerTrainingArguments, main
-
-
-BUDGETS = [4, 8, 16, 32]
-
-
-@pytest.fixture(scope="module")
-def adaptive_model(base_dir, processor, examples):
-    torch.manual_seed(3)
-    model = TPRLForConditionalGeneration.from_base(base_dir, policy_hidden_size=32, adaptive_budgets=BUDGETS).eval()
-    model.config.adaptive_operating_points = [[0.01, 0.2], [1.0, 0.1], [100.0, 0.03]]  # target 0.1: weight 1.0
-    # A random policy's budget head hardly tells images apart: centred on these images' mean state and sharpened,
-    # it makes them choose different budgets.
-    head, states = model.pruner.policy.budget_head.mlp[-1], []
-    handle = head.register_forward_hook(lambda module, args, output: states.append(args[0]))
-    inputs = DigitWorldCollator(processor)(examples)
-    with torch.no_grad():
-        model(**inputs, keep_ratio="adaptive", target_keep_ratio=0.1)
-        handle.remove()
-        head.weight.mul_(500)
-        head.bias.copy_(-head.weight @ states[0].mean(0))
-    return model
 
 
 def brute_force_log_prob(logits: torch.Tensor, picks: list[int]) -> float:

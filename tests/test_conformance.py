@@ -174,20 +174,12 @@ def test_a_model_built_from_a_config_saves_a_full_checkpoint(random_base, batch,
 
 
 @pytest.mark.parametrize("pruning", [PRUNED, {"keep_ratio": "adaptive", "target_keep_ratio": 0.1}])
-def test_generate_without_a_cache_keeps_the_first_step_s_selection(tprl_model, adaptive_pruner, batch, pruning):
-    model = adaptive_pruner if pruning["keep_ratio"] == "adaptive" else tprl_model
+def test_generate_without_a_cache_keeps_the_first_step_s_selection(tprl_model, adaptive_model, batch, pruning):
+    model = adaptive_model if pruning["keep_ratio"] == "adaptive" else tprl_model
     # A random LM may answer with the image placeholder, which a whole-sequence step would read as a 145th image token
     # (LLaVA's `use_cache=False` too): transformers' tests forbid it likewise.
     options = {**GREEDY, **pruning, "suppress_tokens": [model.config.image_token_id]}
     assert_same_tokens(model.generate(**batch, **options, use_cache=False), model.generate(**batch, **options))
-
-
-@pytest.fixture(scope="module")
-def adaptive_pruner(base_dir):
-    torch.manual_seed(3)
-    model = TPRLForConditionalGeneration.from_base(base_dir, policy_hidden_size=32, adaptive_budgets=[4, 8, 16, 32])
-    model.config.adaptive_operating_points = [[0.01, 0.2], [1.0, 0.1], [100.0, 0.03]]
-    return model.eval()
 
 
 @pytest.mark.parametrize("pruning", [{"keep_ratio": 1.0}, PRUNED])
