@@ -9,10 +9,8 @@ from huggingface_hub.dataclasses import as_validated_field, strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from .families import SUPPORTED_BASE_MODEL_TYPES, family_of
 from .pruning_methods import check_pruning_method
-
-
-SUPPORTED_BASE_MODEL_TYPES = ("llava",)
 
 
 @as_validated_field
@@ -45,21 +43,26 @@ _known_pruning_method = as_validated_field(check_pruning_method)
 @strict
 class TPRLConfig(PreTrainedConfig):
     r"""
-    Configuration of a [`TPRLForConditionalGeneration`]: a LLaVA base model and the learned pruner that drops its
-    projected visual tokens before the language model.
+    Configuration of a [`TPRLForConditionalGeneration`]: an image-text-to-text base model (LLaVA, Qwen2.5-VL; see
+    `modeling_tprl.families`) and the learned pruner that drops its projected visual tokens before the language model.
 
     Args:
         base_model_name_or_path (`str`, *optional*):
-            Hub id or local directory of the llava-hf base model. A pruner-only checkpoint loads the base from here.
+            Hub id or local directory of the base model. A pruner-only checkpoint loads the base from here.
         base_config (`dict` or `PreTrainedConfig`, *optional*):
-            The base's config (`LlavaConfig`), a sub-config as LLaVA's `text_config` is: the model holds its base with
+            The base's config (`LlavaConfig`, `Qwen2_5_VLConfig`), a sub-config as LLaVA's `text_config` is: the model holds its base with
             this very object, so a change to it reaches the base and stays within this config. The base's attributes
             read and set through this config too (`config.text_config`, `config.vision_feature_layer`, ...), as on the
             base's own config: `generate` and transformers' tests read a TPRL model's config as they read LLaVA's.
         keep_ratio (`float`, *optional*, defaults to 1/3):
-            Share of each image's visual tokens kept, in (0, 1]. `1.0` turns pruning off.
+            Share of each image's own visual tokens kept, in (0, 1]. `1.0` turns pruning off.
         num_kept_tokens (`int`, *optional*):
-            Visual tokens kept per image; takes the place of `keep_ratio` when set.
+            Visual tokens kept per image (at most the image's own count); takes the place of `keep_ratio` when set.
+        visual_grid (`list[int]`, *optional*):
+            `[rows, columns]` of the visual-token grid of the images the learned policy reads. Fixed by the base for
+            families whose images all give the same tokens (LLaVA: derived, leave it unset); for families whose token
+            count follows the image size (Qwen2.5-VL) the grid the policy is trained on (default `[16, 16]`, 448x448
+            pixels). The training-free methods take images of any size.
         num_pruning_steps (`int`, *optional*, defaults to 3):
             Decisions per episode: each step keeps part of the tokens still kept, down to the budget.
         autoencoder_latent_size (`int`, *optional*):
@@ -113,6 +116,7 @@ class TPRLConfig(PreTrainedConfig):
     base_config: dict | PreTrainedConfig | None = None
     keep_ratio: float | int | None = _keep_ratio(default=1 / 3)
     num_kept_tokens: int | None = _at_least_one(default=None)
+    visual_grid: list[int] | None = None
     num_pruning_steps: int = _at_least_one(default=3)
     autoencoder_latent_size: int | None = _at_least_one(default=None)
     policy_hidden_size: int = _at_least_one(default=256)
@@ -197,13 +201,17 @@ class TPRLConfig(PreTrainedConfig):
                 f"adaptive_budgets {budgets} must leave each of the num_pruning_steps={self.num_pruning_steps} steps "
                 f"a token to remove of the {self.num_visual_tokens}: lower the largest budget."
             )
-        model_type = self.base_config.model_type
-        if model_type not in SUPPORTED_BASE_MODEL_TYPES:
+        family_of(self.base_config)  # a clear error for an unsupported family
+        grid = self.visual_grid
+        if grid is not None and (len(grid) != 2 or min(grid) < 1):
+            raise ValueError(f"visual_grid must be [rows, columns] of whole numbers >= 1, got {grid}.")
+        fixed = family_of(self.base_config).default_visual_grid(self.base_config)
+        if grid is not None and fixed is not None and tuple(grid) != tuple(fixed):
             raise ValueError(
-                f"TPRL prunes LLaVA models; the base has model_type {model_type!r}. "
-                f"Supported base model types: {SUPPORTED_BASE_MODEL_TYPES}."
+                f"visual_grid {grid} does not match this base, whose images all give a {fixed[0]}x{fixed[1]} grid: "
+                "leave visual_grid unset."
             )
-        if self.policy_kernel_size > 1 and self.visual_grid_side is None:
+        if self.policy_kernel_size > 1 and self.policy_grid[0] == 1:
             raise ValueError(
                 f"policy_kernel_size {self.policy_kernel_size} needs the visual tokens on a square grid, but this "
                 f"base gives {self.num_visual_tokens} per image (vision_feature_select_strategy 'full' adds the "
@@ -254,17 +262,23 @@ class TPRLConfig(PreTrainedConfig):
         return self.text_config.hidden_size
 
     @property
+    def policy_grid(self) -> tuple[int, int]:
+        """`(rows, columns)` of the visual tokens of each image the policy reads: the base's fixed grid, else
+        `visual_grid` (default 16x16)."""
+        fixed = family_of(self.base_config).default_visual_grid(self.base_config)
+        return tuple(fixed or self.visual_grid or (16, 16))
+
+    @property
     def num_visual_tokens(self) -> int:
-        """Visual tokens per image that reach the language model (before pruning)."""
-        vision = self.vision_config
-        tokens = (vision.image_size // vision.patch_size) ** 2
-        return tokens + (self.base_config.vision_feature_select_strategy == "full")
+        """Visual tokens per image that reach the language model (before pruning), for images of the policy's grid."""
+        rows, columns = self.policy_grid
+        return rows * columns
 
     @property
     def visual_grid_side(self) -> int | None:
         """Side of the square grid the visual tokens form (row-major patches), or `None` if they do not form one."""
-        side = round(self.num_visual_tokens**0.5)
-        return side if side * side == self.num_visual_tokens else None
+        rows, columns = self.policy_grid
+        return rows if rows == columns else None
 
 
 def check_keep_ratio(keep_ratio: float) -> None:

@@ -15,15 +15,15 @@ from transformers import (
     AutoProcessor,
     GenerationConfig,
     GenerationMixin,
-    LlavaForConditionalGeneration,
     PreTrainedModel,
 )
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs, cached_file, can_return_tuple, logging
 
-from .configuration_tprl import SUPPORTED_BASE_MODEL_TYPES, TPRLConfig, num_kept_for_ratio
-from .pruning_methods import ALL_PRUNING_METHODS, check_pruning_method
+from .configuration_tprl import TPRLConfig, num_kept_for_ratio
+from .families import ALL_FAMILIES, SUPPORTED_BASE_MODEL_TYPES, VisualTokens, family_of
+from .pruning_methods import ALL_PRUNING_METHODS, as_visual_tokens, check_pruning_method
 from .pruning_tprl import TPRLPruner, kept_mask_of, sorted_kept
 
 
@@ -75,18 +75,21 @@ class PrunedInputs:
     labels: torch.LongTensor | None
     kept_visual_indices: torch.LongTensor
     image_features: torch.FloatTensor
+    mm_token_type_ids: torch.Tensor | None = None
 
 
 @dataclass
 class PrunedPrompt:
     """
     What a cache filled by a pruned forward holds of the prompt, kept on the cache (`cache.pruned_prompt`): the
-    prompt's length before pruning and the attention mask of the pruned prompt that the cache holds. A continuation
-    that gives the whole sequence (prompt, generated tokens, new tokens) and its mask is mapped through it.
+    prompt's length before pruning, and the attention mask and positions of the pruned prompt that the cache holds.
+    A continuation that gives the whole sequence (prompt, generated tokens, new tokens) and its mask is mapped
+    through it.
     """
 
     length: int
     attention_mask: torch.LongTensor
+    position_ids: torch.LongTensor
 
     def cached_mask(self, attention_mask: torch.LongTensor | None, length: int) -> torch.LongTensor:
         """The mask of the sequence the cache sees, for `attention_mask` of the whole (unpruned) sequence of `length`
@@ -94,6 +97,11 @@ class PrunedPrompt:
         if attention_mask is None:
             attention_mask = self.attention_mask.new_ones(len(self.attention_mask), length)
         return torch.cat([self.attention_mask, attention_mask[:, self.length :]], dim=1)
+
+    def cached_positions(self, family, position_ids: torch.LongTensor, attention_mask: torch.LongTensor):
+        """The positions of the sequence the cache sees (mask `attention_mask`), for `generate`'s `position_ids` of
+        the whole unpruned sequence."""
+        return family.continue_positions(self.position_ids, position_ids, attention_mask, self.length)
 
     @property
     def num_dropped(self) -> int:
@@ -138,13 +146,15 @@ class TPRLPreTrainedModel(PreTrainedModel):
 
 class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
     r"""
-    A LLaVA model with a TPRL pruner. The pruner drops projected visual tokens after the projector and before the
-    language model, guided by the question, so the language model runs unmodified (SDPA / FlashAttention kept) on a
-    shorter sequence. The base is frozen. With `keep_ratio=1.0` the model is exactly its base.
+    An image-text-to-text model (LLaVA, Qwen2.5-VL: `modeling_tprl.families`) with a TPRL pruner. The pruner drops
+    projected visual tokens after the projector and before the language model, guided by the question, so the
+    language model runs unmodified (SDPA / FlashAttention kept) on a shorter sequence, with the base's own positions
+    of the kept tokens. The base is frozen. With `keep_ratio=1.0` the model is exactly its base.
 
     Args:
         config ([`TPRLConfig`]): the model configuration.
-        base (`LlavaForConditionalGeneration`, *optional*): an already-loaded base; built from `config` otherwise.
+        base (`LlavaForConditionalGeneration`, `Qwen2_5_VLForConditionalGeneration`, *optional*): an already-loaded
+            base; built from `config` otherwise.
 
     Example:
 
@@ -162,16 +172,18 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
 
     supports_gradient_checkpointing = True  # of the frozen base, when a loss backpropagates through it
 
-    def __init__(self, config: TPRLConfig, base: LlavaForConditionalGeneration | None = None):
+    def __init__(self, config: TPRLConfig, base: PreTrainedModel | None = None):
         if config.base_config is None and base is None:
             raise ValueError(
-                "This TPRLConfig has no base_config (the base LLaVA's config): build the model with "
+                "This TPRLConfig has no base_config (the base model's config): build the model with "
                 "TPRLForConditionalGeneration.from_base, or load a checkpoint with from_pretrained."
             )
         super().__init__(config)
+        # What differs per family (image features, token grids, positions, attention scores), and only that.
+        self.family = family_of(config.base_config if base is None else base.config)
         if base is None:
             # Built from the config's own sub-config, as LLaVA builds its language model from `text_config`.
-            base = LlavaForConditionalGeneration(config.base_config)
+            base = self.family.model_class(config.base_config)
         else:
             _check_base_fits(config, base)
             # The config describes the base it holds, so a change to `config.text_config` reaches the base.
@@ -192,23 +204,24 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
     @classmethod
     def from_base(
         cls,
-        base: "str | os.PathLike | LlavaForConditionalGeneration",
+        base: "str | os.PathLike | PreTrainedModel",
         base_model_kwargs: dict | None = None,
         **config_kwargs,
     ) -> "TPRLForConditionalGeneration":
         """
-        A TPRL model with a fresh pruner on top of `base`: a Hub id, a local llava-hf directory or a loaded
-        `LlavaForConditionalGeneration`. `base_model_kwargs` (e.g. `dtype`, `device_map`) reach the base's
+        A TPRL model with a fresh pruner on top of `base`: a Hub id, a local directory or a loaded model of a supported
+        family (`LlavaForConditionalGeneration`, `Qwen2_5_VLForConditionalGeneration`). `base_model_kwargs` (e.g. `dtype`, `device_map`) reach the base's
         `from_pretrained`; `config_kwargs` set [`TPRLConfig`] fields.
         """
         if isinstance(base, (str, os.PathLike)):
             # A local directory is stored absolute, so that the saved checkpoint loads from anywhere.
             base = str(base)
             base = load_base_model(os.path.abspath(base) if os.path.isdir(base) else base, **(base_model_kwargs or {}))
-        elif not isinstance(base, LlavaForConditionalGeneration):
+        elif not isinstance(base, tuple(family.model_class for family in ALL_FAMILIES.values())):
+            classes = ", ".join(family.model_class.__name__ for family in ALL_FAMILIES.values())
             raise TypeError(
-                f"base must be a LlavaForConditionalGeneration, a Hub id or a local directory, got {type(base).__name__}. "
-                f"Supported base model types: {SUPPORTED_BASE_MODEL_TYPES}."
+                f"base must be a model of a supported family ({classes}), a Hub id or a local directory, got "
+                f"{type(base).__name__}. Supported base model types: {SUPPORTED_BASE_MODEL_TYPES}."
             )
         config_kwargs.setdefault("base_model_name_or_path", base.config._name_or_path or None)
         config = TPRLConfig(base_config=base.config, **config_kwargs)
@@ -343,28 +356,31 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
 
     @property
     def num_visual_tokens(self) -> int:
-        """Visual tokens per image before pruning."""
+        """Visual tokens per image of the grid the policy reads (every image's count, for LLaVA)."""
         return self.config.num_visual_tokens
 
     def num_kept_tokens(self, keep_ratio: float | None = None, num_kept_tokens: int | None = None) -> int:
-        """Visual tokens kept per image for a per-call budget (or the config's when none is given)."""
+        """Visual tokens kept of an image of the policy's grid for a per-call budget (or the config's)."""
+        counts = torch.tensor([self.num_visual_tokens])
+        return int(self.visual_budgets(counts, keep_ratio, num_kept_tokens)[0])
+
+    def visual_budgets(
+        self, counts: torch.LongTensor, keep_ratio: float | None = None, num_kept_tokens: int | None = None
+    ) -> torch.LongTensor:
+        """`[images]` visual tokens each image keeps, of its own `counts[image]`: `keep_ratio` of them (at least one),
+        or `num_kept_tokens` capped by the count (the config's budget when neither is given)."""
         if keep_ratio is not None and num_kept_tokens is not None:
             raise ValueError("Give either keep_ratio or num_kept_tokens, not both.")
         if keep_ratio is None and num_kept_tokens is None:
             keep_ratio, num_kept_tokens = self.config.keep_ratio, self.config.num_kept_tokens
-        total = self.num_visual_tokens
         if num_kept_tokens is not None:
-            if (
-                isinstance(num_kept_tokens, bool)
-                or not isinstance(num_kept_tokens, int)
-                or not 1 <= num_kept_tokens <= total
-            ):
+            if isinstance(num_kept_tokens, bool) or not isinstance(num_kept_tokens, int) or num_kept_tokens < 1:
                 raise ValueError(
-                    f"num_kept_tokens must be an integer in [1, {total}] (the visual tokens per image), "
-                    f"got {num_kept_tokens!r}."
+                    f"num_kept_tokens must be a whole number >= 1 (visual tokens kept per image, at most each image's "
+                    f"own count), got {num_kept_tokens!r}."
                 )
-            return num_kept_tokens
-        return num_kept_for_ratio(total, keep_ratio)
+            return counts.clamp(max=num_kept_tokens)
+        return torch.tensor([num_kept_for_ratio(int(count), keep_ratio) for count in counts], device=counts.device)
 
     def adaptive_compute_weight(self, keep_ratio: float | str | None, target_keep_ratio: float | None) -> float | None:
         """
@@ -421,116 +437,162 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         """The base's `get_image_features`: its output, with the projected features of each image as `pooler_output`."""
         return self.base.get_image_features(pixel_values=pixel_values, return_dict=True, **kwargs)
 
-    def visual_tokens(
-        self, pixel_values: torch.FloatTensor, keep_vision_layer_input: bool = False
-    ) -> torch.FloatTensor:
+    def image_inputs_of(self, pixel_values: torch.FloatTensor | None, kwargs: dict) -> dict:
+        """The family's image inputs among a call's arguments (`pixel_values`, and e.g. `image_grid_thw`)."""
+        names = self.family.image_input_names[1:]
+        return {"pixel_values": pixel_values, **{name: kwargs[name] for name in names if kwargs.get(name) is not None}}
+
+    def encode_images(self, keep_vision_layer_input: bool = False, **image_inputs) -> VisualTokens:
         """
-        Projected visual tokens, `[num_images, num_visual_tokens, hidden]`, as LLaVA inserts them.
-        `keep_vision_layer_input` keeps, for these `pixel_values`, the hidden states entering the vision layer whose
-        output LLaVA reads: the `cls_attention` method computes that layer's [CLS] attention from them, so it needs
-        no second vision pass (as VisionZip reads it from the one pass).
+        The images' projected visual tokens as the base inserts them ([`VisualTokens`]: features right-padded per
+        image, counts, grids). `keep_vision_layer_input` keeps what the vision layer that attention scores read
+        received, so that `cls_attention` / `vision_attention` need no second vision pass (as VisionZip reads the one).
         """
-        if not keep_vision_layer_input:
-            return torch.stack(self.get_image_features(pixel_values, return_dict=True).pooler_output)
+        missing = [name for name in self.family.image_input_names if image_inputs.get(name) is None]
+        if missing:
+            raise ValueError(f"{self.family.model_type} images need {', '.join(missing)} (as its processor returns).")
         captured = {}
 
         def keep_input(module, args, kwargs):
-            captured["hidden_states"] = args[0] if args else kwargs["hidden_states"]
+            captured["input"] = (args, kwargs)
 
-        handle = self.feature_vision_layer().register_forward_pre_hook(keep_input, with_kwargs=True)
+        handle = (
+            self.family.vision_score_layer(self.base).register_forward_pre_hook(keep_input, with_kwargs=True)
+            if keep_vision_layer_input
+            else None
+        )
         try:
-            features = self.visual_tokens(pixel_values)
+            features = self.family.image_features(self.base, image_inputs)
         finally:
-            handle.remove()
-        self._vision_layer_input = (pixel_values, captured["hidden_states"])
-        return features
+            if handle is not None:
+                handle.remove()
+        config = self.base.config
+        return VisualTokens(
+            features=nn.utils.rnn.pad_sequence(features, batch_first=True),
+            counts=self.family.token_counts(config, image_inputs).to(features[0].device),
+            grids=self.family.grids(config, image_inputs).to(features[0].device),
+            image_inputs=image_inputs,
+            vision_layer_input=captured.get("input"),
+        )
+
+    def visual_tokens(
+        self, pixel_values: torch.FloatTensor, keep_vision_layer_input: bool = False, **image_inputs
+    ) -> torch.FloatTensor:
+        """
+        Projected visual tokens of images that all give as many, `[num_images, num_visual_tokens, hidden]`, as the
+        base inserts them (what the trainers read). `keep_vision_layer_input` keeps, for these `pixel_values`, the
+        input of the vision layer the attention methods read (`pop_vision_layer_input`).
+        """
+        visual = self.encode_images(keep_vision_layer_input, pixel_values=pixel_values, **image_inputs)
+        if bool((visual.counts != visual.counts[0]).any()):
+            raise ValueError(
+                f"These images give different numbers of visual tokens ({visual.counts.tolist()}); use encode_images, "
+                "which pads them, or images of one size."
+            )
+        if keep_vision_layer_input:
+            self._vision_layer_input = (pixel_values, visual)
+        return visual.features
+
+    def pop_vision_layer_input(self, pixel_values: torch.FloatTensor) -> VisualTokens | None:
+        """The `VisualTokens` (with their vision layer's input) `visual_tokens(pixel_values, keep_vision_layer_input=True)`
+        kept, once; `None` if it kept none for these very `pixel_values`."""
+        kept = getattr(self, "_vision_layer_input", None)
+        self._vision_layer_input = None
+        return kept[1] if kept is not None and kept[0] is pixel_values else None
 
     def feature_vision_layer(self) -> nn.Module:
-        """The vision encoder layer whose output LLaVA reads (the last of `vision_feature_layer`)."""
-        layers = self.base.model.vision_tower.encoder.layers
-        feature_layer = self.base.config.vision_feature_layer
-        feature_layer = feature_layer[-1] if isinstance(feature_layer, (list, tuple)) else feature_layer
-        index = feature_layer if feature_layer >= 0 else len(layers) + 1 + feature_layer
-        if index < 1:
-            raise ValueError("cls_attention needs a vision feature layer after at least one transformer layer.")
-        return layers[index - 1]
+        """The vision layer whose input the attention methods read (for LLaVA, the layer whose output it reads)."""
+        return self.family.vision_score_layer(self.base)
 
     def _pruning_method(self, pruning_method: str | None) -> str:
         """This call's pruning method: `pruning_method`, else the config's."""
         return self.config.pruning_method if pruning_method is None else pruning_method
 
-    def pop_vision_layer_input(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor | None:
-        """The hidden states `visual_tokens(pixel_values, keep_vision_layer_input=True)` kept, once; `None` if
-        it kept none for these very `pixel_values`."""
-        kept = getattr(self, "_vision_layer_input", None)
-        self._vision_layer_input = None
-        return kept[1] if kept is not None and kept[0] is pixel_values else None
-
-    def _image_rows(self, input_ids: torch.LongTensor, num_images: int) -> torch.LongTensor:
-        """The batch row of each image, checking that images and `<image>` placeholders match."""
-        per_row = (input_ids == self.base.config.image_token_id).sum(1)
-        tokens = self.num_visual_tokens
-        if (per_row % tokens).any() or int(per_row.sum()) != num_images * tokens:
+    def check_policy_grid(self, visual: VisualTokens) -> None:
+        """The learned policy reads images of the grid it was built for: a clear error for others."""
+        grid = torch.tensor(self.config.policy_grid, device=visual.grids.device)
+        if not bool((visual.grids == grid).all()):
             raise ValueError(
-                f"Image features and image tokens do not match: got {num_images} image(s) but the prompts hold "
-                f"{per_row.tolist()} image placeholder tokens per row; each image needs exactly {tokens}. Give one "
-                "image per <image> in the text and build the inputs with the model's processor, which expands each "
-                "<image> into the right number of tokens."
+                f"The learned pruner reads images of a {grid[0]}x{grid[1]} visual-token grid (config.visual_grid), but "
+                f"these give {visual.grids.tolist()}: resize the images to that grid, choose a training-free "
+                "pruning_method ('uniform', 'fastv', 'vision_attention', 'random'), or train a pruner for this size."
             )
-        return torch.repeat_interleave(torch.arange(len(per_row), device=input_ids.device), per_row // tokens)
+
+    def _image_rows(self, input_ids: torch.LongTensor, counts: torch.LongTensor) -> torch.LongTensor:
+        """The batch row of each image, checking that images and image placeholders match."""
+        per_row = (input_ids == self.config.image_token_id).sum(1)
+        # Images fill the rows in order: each row's placeholders must end exactly where one of the images ends.
+        image_ends, row_ends = counts.cumsum(0), per_row.cumsum(0).to(counts.device)
+        if int(per_row.sum()) != int(counts.sum()) or not set(row_ends[per_row > 0].tolist()) <= set(
+            image_ends.tolist()
+        ):
+            raise ValueError(
+                f"Image features and image tokens do not match: got {len(counts)} image(s) giving "
+                f"{counts.tolist()} visual tokens, but the prompts hold {per_row.tolist()} image placeholder tokens per "
+                "row. Give one image per image placeholder (<image>, <|image_pad|>...) in the text and build the inputs "
+                "with the model's processor, which expands each into the right number of tokens."
+            )
+        return torch.searchsorted(row_ends, image_ends)
 
     def question_token_ids(
         self, input_ids: torch.LongTensor, attention_mask: torch.LongTensor
     ) -> tuple[torch.LongTensor, torch.BoolTensor]:
         """Each row's text tokens (the prompt without its image placeholders), right-padded, and their mask."""
-        is_text = attention_mask.bool() & (input_ids != self.base.config.image_token_id)
+        is_text = attention_mask.bool() & (input_ids != self.config.image_token_id)
         length = max(1, int(is_text.sum(1).max()))
         order = torch.sort(is_text.int(), dim=1, descending=True, stable=True).indices[:, :length]
         return input_ids.gather(1, order), is_text.gather(1, order)
 
-    def _question(
-        self, input_ids: torch.LongTensor, attention_mask: torch.LongTensor, image_rows: torch.LongTensor
+    def insert_visual_tokens(
+        self, input_ids: torch.LongTensor, image_features: "torch.FloatTensor | VisualTokens"
     ) -> tuple[torch.FloatTensor, torch.BoolTensor]:
-        """Each image's question: the base LM's embeddings of its row's text tokens, right-padded."""
+        """The LM's input embeddings with every visual token in its placeholder, as the base inserts them."""
+        features = (
+            image_features.features[image_features.valid]
+            if isinstance(image_features, VisualTokens)
+            else image_features
+        )
+        image_mask = input_ids == self.config.image_token_id
+        embeds = self.get_input_embeddings()(input_ids)
+        return embeds.masked_scatter(image_mask.unsqueeze(-1), features.to(embeds.dtype)), image_mask
+
+    def question_embeddings(
+        self, input_ids: torch.LongTensor, attention_mask: torch.LongTensor, images: "int | VisualTokens"
+    ) -> tuple[torch.FloatTensor, torch.BoolTensor]:
+        """The pruner's question input for each image (`images`: their `VisualTokens`, or how many images of the
+        policy's grid): `[num_images, text_len, hidden]` embeddings of its row's text tokens and their mask."""
+        counts = images.counts if isinstance(images, VisualTokens) else torch.full((images,), self.num_visual_tokens)
+        image_rows = self._image_rows(input_ids, counts.to(input_ids.device))
         question_ids, question_mask = self.question_token_ids(input_ids, attention_mask)
         return self.get_input_embeddings()(question_ids)[image_rows], question_mask[image_rows]
 
-    def insert_visual_tokens(
-        self, input_ids: torch.LongTensor, image_features: torch.FloatTensor
-    ) -> tuple[torch.FloatTensor, torch.BoolTensor]:
-        """The LM's input embeddings with every visual token in its placeholder, as LLaVA inserts them."""
-        image_mask = input_ids == self.base.config.image_token_id
-        embeds = self.get_input_embeddings()(input_ids)
-        return embeds.masked_scatter(image_mask.unsqueeze(-1), image_features.to(embeds.dtype)), image_mask
-
-    def question_embeddings(
-        self, input_ids: torch.LongTensor, attention_mask: torch.LongTensor, num_images: int
-    ) -> tuple[torch.FloatTensor, torch.BoolTensor]:
-        """The pruner's question input for each image: `[num_images, text_len, hidden]` embeddings and their mask."""
-        return self._question(input_ids, attention_mask, self._image_rows(input_ids, num_images))
-
     def select_visual_tokens(
         self,
-        image_features: torch.FloatTensor,
+        visual: VisualTokens,
         input_ids: torch.LongTensor,
         attention_mask: torch.LongTensor,
-        num_kept: int | None,
-        pixel_values: torch.FloatTensor | None = None,
+        num_kept: torch.LongTensor | None,
         pruning_method: str | None = None,
         compute_weight: float | None = None,
     ) -> torch.LongTensor:
         """
-        Indices of the visual tokens each image keeps under `pruning_method` (the config's by default), increasing:
-        `num_kept` per image, or with `compute_weight` as many as the learned policy chooses (right-padded with -1).
+        Indices of the visual tokens each image keeps under `pruning_method` (the config's by default), increasing,
+        right-padded with -1: `num_kept[image]` per image, or with `compute_weight` as many as the learned policy
+        chooses.
         """
         method = self._pruning_method(pruning_method)
         check_pruning_method(method)
         if compute_weight is not None:
             if method != "tprl":
                 raise ValueError(f"Adaptive budgets are the learned policy's (pruning_method 'tprl'), not {method!r}.")
-            question_embeds, question_mask = self.question_embeddings(input_ids, attention_mask, len(image_features))
-            return self.pruner.select(image_features, question_embeds, question_mask, None, compute_weight)
-        return ALL_PRUNING_METHODS[method](self, image_features, input_ids, attention_mask, pixel_values, num_kept)
+            self.check_policy_grid(visual)
+            question_embeds, question_mask = self.question_embeddings(input_ids, attention_mask, visual)
+            return self.pruner.select(visual.features, question_embeds, question_mask, None, compute_weight)
+        return ALL_PRUNING_METHODS[method](self, visual, input_ids, attention_mask, num_kept)
+
+    def _visual_tokens_for(self, pruning_method: str | None, image_inputs: dict) -> VisualTokens:
+        attention = self._pruning_method(pruning_method) in ("cls_attention", "vision_attention")
+        return self.encode_images(keep_vision_layer_input=attention, **image_inputs)
 
     def kept_visual_indices(
         self,
@@ -541,60 +603,73 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         num_kept_tokens: int | None = None,
         pruning_method: str | None = None,
         target_keep_ratio: float | None = None,
+        **image_inputs,
     ) -> torch.LongTensor:
         """
-        The visual tokens each image keeps for these inputs, `[num_images, num_kept]` indices into the
-        row-major patch grid (for analysis and plots); right-padded with -1 for adaptive budgets.
+        The visual tokens each image keeps for these inputs, `[num_images, num_kept]` indices into its row-major
+        token grid (for analysis and plots), right-padded with -1 where images keep fewer. `image_inputs`: the
+        family's other image inputs (`image_grid_thw` for Qwen2.5-VL).
         """
         with torch.no_grad():
-            cls_attention = self._pruning_method(pruning_method) == "cls_attention"
-            image_features = self.visual_tokens(pixel_values, keep_vision_layer_input=cls_attention)
-            self._image_rows(input_ids, len(image_features))
+            visual = self._visual_tokens_for(pruning_method, self.image_inputs_of(pixel_values, image_inputs))
+            self._image_rows(input_ids, visual.counts)
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
             compute_weight = self.adaptive_compute_weight(keep_ratio, target_keep_ratio)
-            num_kept = None if compute_weight is not None else self.num_kept_tokens(keep_ratio, num_kept_tokens)
+            budgets = (
+                None if compute_weight is not None else self.visual_budgets(visual.counts, keep_ratio, num_kept_tokens)
+            )
             return self.select_visual_tokens(
-                image_features, input_ids, attention_mask, num_kept, pixel_values, pruning_method, compute_weight
+                visual, input_ids, attention_mask, budgets, pruning_method, compute_weight
             )
 
     def prune_inputs(
         self,
         input_ids: torch.LongTensor,
-        pixel_values: torch.FloatTensor,
+        pixel_values: torch.FloatTensor | None,
         attention_mask: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
-        num_kept: int | None = None,
+        num_kept: int | torch.LongTensor | None = None,
         kept_visual_indices: torch.LongTensor | None = None,
-        image_features: torch.FloatTensor | None = None,
+        image_features: "torch.FloatTensor | VisualTokens | None" = None,
         pruning_method: str | None = None,
         compute_weight: float | None = None,
+        position_ids: torch.LongTensor | None = None,
+        mm_token_type_ids: torch.Tensor | None = None,
+        **image_inputs,
     ) -> PrunedInputs:
         """
-        Inserts the visual tokens as LLaVA does, then removes the dropped ones (`kept_visual_indices` if given, -1
-        entries being padding, else `pruning_method`'s choice of `num_kept` per image, or the policy's own for a
-        `compute_weight`) and re-pads the batch on its padding side.
-        `image_features` (from [`~TPRLForConditionalGeneration.visual_tokens`]) skips the vision tower, e.g.
-        when training evaluates several selections of the same images.
+        Inserts the visual tokens as the base does, then removes the dropped ones (`kept_visual_indices` if given, -1
+        entries being padding, else `pruning_method`'s choice of `num_kept` per image (an int, or one per image), or
+        the policy's own for a `compute_weight`) and re-pads the batch on its padding side. The kept tokens get the
+        base's positions: contiguous for LLaVA, their own 3-D positions for mRoPE families (from `position_ids` of
+        the whole prompt if given, else computed). `image_features` (from [`~TPRLForConditionalGeneration.encode_images`]
+        or `visual_tokens`) skip the vision tower, e.g. when training evaluates several selections of the same images.
         """
+        image_inputs = self.image_inputs_of(pixel_values, image_inputs)
         if image_features is None:
-            cls_attention = kept_visual_indices is None and self._pruning_method(pruning_method) == "cls_attention"
-            image_features = self.visual_tokens(pixel_values, keep_vision_layer_input=cls_attention)
-        num_images, total, hidden = image_features.shape
-        self._image_rows(input_ids, num_images)
+            method = pruning_method if kept_visual_indices is None else "tprl"
+            visual = self._visual_tokens_for(method, image_inputs)
+        else:
+            visual = as_visual_tokens(self, image_features, image_inputs)
+        self._image_rows(input_ids, visual.counts)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if kept_visual_indices is None:
+            budgets = num_kept
+            if isinstance(num_kept, int):
+                budgets = visual.counts.clamp(max=num_kept)
             kept_visual_indices = self.select_visual_tokens(
-                image_features, input_ids, attention_mask, num_kept, pixel_values, pruning_method, compute_weight
+                visual, input_ids, attention_mask, budgets, pruning_method, compute_weight
             )
-        kept_visual_indices = _check_indices(kept_visual_indices, num_images, total).to(input_ids.device)
+        kept_visual_indices = _check_indices(kept_visual_indices, visual.counts).to(input_ids.device)
 
         # Only the kept tokens are embedded and moved, each once: inserting every visual token first and removing the
         # dropped ones cost the teacher, which scores thousands of one-token selections per batch, half its time.
-        image_mask = input_ids == self.base.config.image_token_id
+        image_mask = input_ids == self.config.image_token_id
+        valid = visual.valid.to(input_ids.device)
         keep = ~image_mask
-        keep[image_mask] = kept_mask_of(kept_visual_indices, total).flatten()
+        keep[image_mask] = kept_mask_of(kept_visual_indices, valid.shape[1])[valid]
         keep &= attention_mask.bool()
         lengths = keep.sum(1)
         length = int(lengths.max())
@@ -603,29 +678,43 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         start = length - lengths if left_padded else torch.zeros_like(lengths)
         destination = start[rows] + keep.cumsum(1)[rows, columns] - 1
         embeds = self.get_input_embeddings()(input_ids[rows, columns])
-        visual = image_features.reshape(-1, hidden)[keep[image_mask]].to(embeds.dtype)
+        hidden = visual.features.shape[-1]
+        visual_kept = visual.features[visual.valid][keep[image_mask]].to(embeds.dtype)
         # Out of place: with gradient checkpointing the embeddings are a leaf that requires grad.
-        embeds = embeds.index_put((image_mask[rows, columns],), visual)
+        embeds = embeds.index_put((image_mask[rows, columns],), visual_kept)
         batch = len(input_ids)
         new_embeds = embeds.new_zeros(batch, length, hidden).index_put((rows, destination), embeds)
         new_mask = attention_mask.new_zeros(batch, length)
         new_mask[rows, destination] = 1
-        new_labels = None
-        if labels is not None:
-            new_labels = labels.new_full((batch, length), -100)
-            new_labels[rows, destination] = labels[rows, columns]
-        # Positions as generate derives them: contiguous over the kept tokens.
-        position_ids = (new_mask.cumsum(1) - 1).clamp(min=0)
-        return PrunedInputs(new_embeds, new_mask, position_ids, new_labels, kept_visual_indices, image_features)
 
-    def _is_pruning(self, pixel_values, keep_ratio, num_kept_tokens, kept_visual_indices, pruning_method) -> bool:
+        def pruned(tensor: torch.Tensor, fill: int) -> torch.Tensor:
+            new = tensor.new_full((batch, length), fill)
+            new[rows, destination] = tensor[rows, columns]
+            return new
+
+        new_labels = None if labels is None else pruned(labels, -100)
+        new_token_types = None if mm_token_type_ids is None else pruned(mm_token_type_ids, 0)
+        if position_ids is None or position_ids.dim() != self.family.position_ndim:
+            position_ids = self.family.prompt_positions(
+                self.base, input_ids, attention_mask, image_inputs, mm_token_type_ids
+            )
+        new_positions = self.family.pruned_positions(position_ids, (rows, columns, destination), new_mask)
+        return PrunedInputs(
+            new_embeds, new_mask, new_positions, new_labels, kept_visual_indices, visual.features, new_token_types
+        )
+
+    def _is_pruning(
+        self, pixel_values, keep_ratio, num_kept_tokens, kept_visual_indices, pruning_method, image_inputs=None
+    ) -> bool:
         if pruning_method is not None:  # checked even when nothing is pruned, so a typo never passes silently
             check_pruning_method(pruning_method)
         if pixel_values is None:
             return False
         if kept_visual_indices is not None or keep_ratio == "adaptive":
             return True
-        return self.num_kept_tokens(keep_ratio, num_kept_tokens) < self.num_visual_tokens
+        image_inputs = self.image_inputs_of(pixel_values, image_inputs or {})
+        counts = self.family.token_counts(self.config.base_config, image_inputs)
+        return bool((self.visual_budgets(counts, keep_ratio, num_kept_tokens) < counts).any())
 
     # ---- forward and generate ----------------------------------------------------------------------------------
 
@@ -650,19 +739,24 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         **kwargs: Unpack[TransformersKwargs],
     ) -> TPRLCausalLMOutputWithPast | tuple:
         r"""
-        LLaVA's forward on the pruned sequence. `keep_ratio` / `num_kept_tokens` and `pruning_method` override the
-        configured budget and method for this call; `kept_visual_indices` (`[num_images, num_kept]`) imposes a
-        selection. `keep_ratio="adaptive"` with `target_keep_ratio` (a policy trained with `adaptive_budgets`) lets
-        the policy choose each image's budget, `target_keep_ratio` of the tokens on average. Logits, labels and the
-        returned `attention_mask` are those of the pruned sequence, whose positions are contiguous over the kept
-        tokens (`position_ids` apply only when nothing is pruned). `image_features` ([`visual_tokens`] of these
-        `pixel_values`) spare a pruned forward the vision tower, e.g. when comparing selections of the same images;
-        unpruned, LLaVA runs its own. `generate` calls it as LLaVA's: the images and the pruning on the first step,
-        the cache of the pruned prompt after it.
+        The base's forward on the pruned sequence. `keep_ratio` / `num_kept_tokens` (of each image's own tokens) and
+        `pruning_method` override the configured budget and method for this call; `kept_visual_indices`
+        (`[num_images, num_kept]`, right-padded with -1) imposes a selection. `keep_ratio="adaptive"` with
+        `target_keep_ratio` (a policy trained with `adaptive_budgets`) lets the policy choose each image's budget,
+        `target_keep_ratio` of the tokens on average. Logits, labels and the returned `attention_mask` are those of
+        the pruned sequence. Its positions are the base's: contiguous over the kept tokens for LLaVA, each kept
+        token's own 3-D position for mRoPE families (Qwen2.5-VL; from `position_ids` of the whole prompt when given).
+        Other keyword arguments (`image_grid_thw`, `mm_token_type_ids`, ...) are the base's. `image_features`
+        ([`visual_tokens`] of these `pixel_values`) spare a pruned forward the vision tower, e.g. when comparing
+        selections of the same images; unpruned, the base runs its own. `generate` calls it as the base's: the images
+        and the pruning on the first step, the cache of the pruned prompt after it.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         compute_weight = self.adaptive_compute_weight(keep_ratio, target_keep_ratio)
-        pruning = self._is_pruning(pixel_values, keep_ratio, num_kept_tokens, kept_visual_indices, pruning_method)
+        image_inputs = self.image_inputs_of(pixel_values, kwargs)
+        pruning = self._is_pruning(
+            pixel_values, keep_ratio, num_kept_tokens, kept_visual_indices, pruning_method, image_inputs
+        )
         if not pruning:
             outputs = self.base(
                 input_ids=input_ids,
@@ -677,7 +771,10 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
                 return_dict=True,
                 **kwargs,
             )
-            kept = self.num_visual_tokens if pixel_values is not None else None
+            kept = None
+            if pixel_values is not None:
+                counts = self.family.token_counts(self.config.base_config, image_inputs)
+                kept = int(counts[0]) if bool((counts == counts[0]).all()) else counts
             output = TPRLCausalLMOutputWithPast(**outputs, num_visual_tokens_kept=kept)
             return output if return_dict else output.to_tuple()
         if input_ids is None or inputs_embeds is not None:
@@ -689,19 +786,28 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
                 "Pruning needs the 2-D attention mask of the prompt (batch, length): it removes tokens, so a custom "
                 "4-D mask over the unpruned sequence cannot apply. Pass a 2-D mask, or keep_ratio=1.0."
             )
+        for name in self.family.image_input_names[1:]:
+            kwargs.pop(name, None)
+        mm_token_type_ids = kwargs.pop("mm_token_type_ids", None)
         fixed = kept_visual_indices is None and compute_weight is None
-        num_kept = self.num_kept_tokens(keep_ratio, num_kept_tokens) if fixed else None
+        if fixed:
+            counts = self.family.token_counts(self.config.base_config, image_inputs)
+            num_kept = self.visual_budgets(counts, keep_ratio, num_kept_tokens)
         pruned = self.prune_inputs(
             input_ids,
-            pixel_values,
-            attention_mask,
-            labels,
-            num_kept,
-            kept_visual_indices,
-            image_features,
+            attention_mask=attention_mask,
+            labels=labels,
+            num_kept=num_kept if fixed else None,
+            kept_visual_indices=kept_visual_indices,
+            image_features=image_features,
             pruning_method=pruning_method,
             compute_weight=compute_weight,
+            position_ids=position_ids,
+            mm_token_type_ids=mm_token_type_ids,
+            **image_inputs,
         )
+        if pruned.mm_token_type_ids is not None:
+            kwargs["mm_token_type_ids"] = pruned.mm_token_type_ids
         outputs = self.base(
             inputs_embeds=pruned.inputs_embeds,
             attention_mask=pruned.attention_mask,
@@ -713,8 +819,11 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             return_dict=True,
             **kwargs,
         )
+        self.family.after_pruned_prefill(self.base, pruned.position_ids, pruned.attention_mask)
         if outputs.past_key_values is not None:  # so that generation can continue from this cache
-            outputs.past_key_values.pruned_prompt = PrunedPrompt(input_ids.shape[1], pruned.attention_mask)
+            outputs.past_key_values.pruned_prompt = PrunedPrompt(
+                input_ids.shape[1], pruned.attention_mask, pruned.position_ids
+            )
         output = TPRLCausalLMOutputWithPast(
             loss=outputs.loss,
             logits=outputs.logits,
@@ -728,6 +837,37 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             labels=pruned.labels,
         )
         return output if return_dict else output.to_tuple()
+
+    def _prepare_position_ids_for_generation(self, inputs_tensor: torch.Tensor, model_kwargs: dict) -> torch.Tensor:
+        # The base's own positions of the whole prompt (3-D ones for mRoPE families); pruning maps them.
+        return self.base._prepare_position_ids_for_generation(inputs_tensor, model_kwargs)
+
+    def _expand_inputs_for_generation(
+        self, expand_size: int = 1, is_encoder_decoder: bool = False, input_ids=None, **model_kwargs
+    ) -> tuple[torch.LongTensor, dict]:
+        # Beams and `num_return_sequences` repeat each row; its images must be repeated with it, as a group ([A, B] ->
+        # [A, B, A, B]), not tensor row by tensor row (for Qwen2.5-VL a row of `pixel_values` is a patch).
+        image_inputs = self.image_inputs_of(model_kwargs.get("pixel_values"), model_kwargs)
+        if expand_size == 1 or image_inputs["pixel_values"] is None or input_ids is None:
+            return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
+        for name in image_inputs:
+            model_kwargs.pop(name)
+        input_ids_before = input_ids
+        input_ids, model_kwargs = super()._expand_inputs_for_generation(
+            expand_size, is_encoder_decoder, input_ids, **model_kwargs
+        )
+        config = self.config.base_config
+        images = self.family.split_images(config, image_inputs)
+        image_rows = self._image_rows(input_ids_before, self.family.token_counts(config, image_inputs)).tolist()
+        expanded = [
+            image
+            for row in range(len(input_ids_before))
+            for _ in range(expand_size)
+            for image, image_row in zip(images, image_rows)
+            if image_row == row
+        ]
+        model_kwargs.update(self.family.join_images(expanded))
+        return input_ids, model_kwargs
 
     def prepare_inputs_for_generation(
         self,
@@ -757,8 +897,8 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
                     "with the whole sequence the cache came from, followed by the new tokens, and its mask."
                 )
             if kwargs.get("position_ids") is not None:
-                kwargs["position_ids"] = self._prepare_position_ids_for_generation(
-                    attention_mask, {"attention_mask": attention_mask}
+                kwargs["position_ids"] = pruned_prompt.cached_positions(
+                    self.family, kwargs["position_ids"], attention_mask
                 )
         model_inputs = super().prepare_inputs_for_generation(
             input_ids,
@@ -775,6 +915,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             kwargs.get("num_kept_tokens"),
             kwargs.get("kept_visual_indices"),
             kwargs.get("pruning_method"),
+            model_inputs,
         )
         if pruning and (attention_mask is None or attention_mask.dim() == 2):
             # The pruner reads the prompt's 2-D mask, if any (a compilable cache would have one made 4-D over the
@@ -786,7 +927,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         self, outputs: ModelOutput, model_kwargs: dict, is_encoder_decoder: bool = False, num_new_tokens: int = 1
     ) -> dict:
         # `input_ids` keep the whole prompt, so outputs, logits processors and `max_length` see what they see with
-        # LLaVA. With a cache of a pruned prompt, the next steps continue the mask and positions of the pruned
+        # the base. With a cache of a pruned prompt, the next steps continue the mask and positions of the pruned
         # sequence it holds. Without a cache, each step runs the whole sequence again: with the first step's selection.
         cache = getattr(outputs, "past_key_values", None)
         pruned_prompt = getattr(cache, "pruned_prompt", None)
@@ -795,20 +936,21 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             length = cache.get_seq_length() + pruned_prompt.num_dropped
             attention_mask = model_kwargs["attention_mask"] = pruned_prompt.cached_mask(attention_mask, length)
             if model_kwargs.get("position_ids") is not None:
-                model_kwargs["position_ids"] = self._prepare_position_ids_for_generation(
-                    attention_mask, {"attention_mask": attention_mask}
+                model_kwargs["position_ids"] = pruned_prompt.cached_positions(
+                    self.family, model_kwargs["position_ids"], attention_mask
                 )
         if cache is None and getattr(outputs, "kept_visual_indices", None) is not None:
             model_kwargs["kept_visual_indices"] = outputs.kept_visual_indices
         return super()._update_model_kwargs_for_generation(outputs, model_kwargs, is_encoder_decoder, num_new_tokens)
 
 
-def _check_indices(indices: torch.LongTensor, num_images: int, total: int) -> torch.LongTensor:
-    if indices.dim() != 2 or indices.shape[0] != num_images:
+def _check_indices(indices: torch.LongTensor, counts: torch.LongTensor) -> torch.LongTensor:
+    if indices.dim() != 2 or indices.shape[0] != len(counts):
         raise ValueError(
-            f"kept_visual_indices must have shape [num_images={num_images}, num_kept], got {tuple(indices.shape)}."
+            f"kept_visual_indices must have shape [num_images={len(counts)}, num_kept], got {tuple(indices.shape)}."
         )
-    if indices.numel() and (indices.min() < -1 or indices.max() >= total):
+    if indices.numel() and (indices.min() < -1 or bool((indices >= counts[:, None].to(indices.device)).any())):
+        total = int(counts[0]) if bool((counts == counts[0]).all()) else f"each image's count {counts.tolist()}"
         raise ValueError(f"kept_visual_indices must lie in [0, {total}) (-1: padding of a row that keeps fewer).")
     indices = sorted_kept(indices)  # kept tokens stay in their original order, padding last
     valid = indices >= 0
@@ -825,9 +967,9 @@ def _kept_counts(indices: torch.LongTensor) -> int | torch.LongTensor:
     return indices.shape[1] if bool((counts == indices.shape[1]).all()) else counts
 
 
-def _check_base_fits(config: TPRLConfig, base: LlavaForConditionalGeneration) -> None:
+def _check_base_fits(config: TPRLConfig, base: PreTrainedModel) -> None:
     """The pruner reads the base's projected tokens: its autoencoder width and token count must be the base's."""
-    fitted = TPRLConfig(base_config=base.config)
+    fitted = TPRLConfig(base_config=base.config, visual_grid=config.visual_grid)
     if (fitted.base_text_hidden_size, fitted.num_visual_tokens) != (
         config.base_text_hidden_size,
         config.num_visual_tokens,
@@ -840,22 +982,22 @@ def _check_base_fits(config: TPRLConfig, base: LlavaForConditionalGeneration) ->
         )
 
 
-def load_base_model(name_or_path: str, **kwargs) -> LlavaForConditionalGeneration:
-    """Loads a llava-hf base, with clear errors for a missing or non-LLaVA model."""
+def load_base_model(name_or_path: str, **kwargs) -> PreTrainedModel:
+    """Loads a base of a supported family, with clear errors for a missing or unsupported model."""
     hub_kwargs = {k: kwargs[k] for k in ("token", "cache_dir", "local_files_only", "revision") if k in kwargs}
     try:
         config = AutoConfig.from_pretrained(name_or_path, **hub_kwargs)
     except (OSError, ValueError) as error:
         raise OSError(
-            f"Cannot load the base model {name_or_path!r}: give a Hub id or a local llava-hf directory that exists "
+            f"Cannot load the base model {name_or_path!r}: give a Hub id or a local model directory that exists "
             f"(when loading a TPRL checkpoint, override it with base_model_name_or_path=...). Cause: {error}"
         ) from error
     if config.model_type not in SUPPORTED_BASE_MODEL_TYPES:
         raise ValueError(
             f"The base model {name_or_path!r} has model_type {config.model_type!r}; TPRL supports "
-            f"{SUPPORTED_BASE_MODEL_TYPES} (LlavaForConditionalGeneration checkpoints)."
+            f"{SUPPORTED_BASE_MODEL_TYPES} (modeling_tprl.families)."
         )
-    return LlavaForConditionalGeneration.from_pretrained(name_or_path, **kwargs)
+    return family_of(config).model_class.from_pretrained(name_or_path, **kwargs)
 
 
 def load_pruner_weights(name_or_path: str | os.PathLike, hub_kwargs: dict) -> dict[str, torch.Tensor]:

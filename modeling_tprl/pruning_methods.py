@@ -4,63 +4,79 @@
 
 As transformers dispatches attention through `ALL_ATTENTION_FUNCTIONS`, the model dispatches selection through
 `ALL_PRUNING_METHODS`: `"tprl"` (the learned policy) and the training-free baselines `"random"`, `"uniform"`,
-`"cls_attention"` and `"fastv"`. A method is a function
+`"cls_attention"` (families with a [CLS] token), `"vision_attention"` (VisionZip-style, any family) and `"fastv"`.
+A method is a function
 
-    method(model, image_features, input_ids, attention_mask, pixel_values, num_kept) -> [images, num_kept] indices
+    method(model, visual, input_ids, attention_mask, num_kept) -> [images, max(num_kept)] indices
 
-(increasing), and `ALL_PRUNING_METHODS.register("name", method)` adds one; `pruning_method="name"` then selects it
-per call or in the config.
+where `visual` is the images' `VisualTokens` (features, per-image counts and grids) and `num_kept` a `[images]`
+tensor of budgets; it returns each image's kept tokens, increasing, right-padded with -1. `ALL_PRUNING_METHODS.register(
+"name", method)` adds one; `pruning_method="name"` then selects it per call or in the config.
 """
 
 import math
+import sys
 from collections.abc import Callable
 
 import torch
 from torch import nn
 from transformers.utils.generic import GeneralInterface
 
+from .families import VisualTokens
 
-def _attention_row(query: torch.Tensor, keys: torch.Tensor, num_heads: int, mask: torch.Tensor | None = None):
-    """Softmax attention of one query per row over `keys` (`[rows, length, width]`), averaged over heads."""
-    rows, length, width = keys.shape
-    head_dim = width // num_heads
-    query = query.view(rows, num_heads, 1, head_dim)
-    keys = keys.view(rows, length, num_heads, head_dim).transpose(1, 2)
-    logits = (query @ keys.transpose(-1, -2)).squeeze(2).float() / math.sqrt(head_dim)
-    if mask is not None:
-        logits = logits.masked_fill(~mask[:, None, :], -math.inf)
-    return logits.softmax(-1).mean(1)
+
+def as_visual_tokens(
+    model, image_features: "torch.Tensor | VisualTokens", image_inputs: dict | None = None
+) -> VisualTokens:
+    """`VisualTokens` of a stacked `[images, tokens, hidden]` tensor of images that all have the policy's grid."""
+    if isinstance(image_features, VisualTokens):
+        return image_features
+    images, tokens, _ = image_features.shape
+    device = image_features.device
+    grids = torch.tensor(model.config.policy_grid, device=device).expand(images, 2)
+    return VisualTokens(image_features, torch.full((images,), tokens, device=device), grids, image_inputs or {})
 
 
 @torch.no_grad()
+def vision_attention_scores(model, pixel_values: torch.Tensor | None = None, visual: VisualTokens | None = None):
+    """
+    `[images, tokens]` attention scores from the vision pass (VisionZip): the [CLS] token's attention in the layer
+    LLaVA reads, or for a tower without [CLS] (Qwen2.5-VL) the attention each token receives in a full-attention
+    block. Read from the vision pass that made the features when it kept that layer's input (as the model's forward
+    does for these methods); otherwise the vision tower runs once more.
+    """
+    if visual is None or visual.vision_layer_input is None:
+        kept = model.pop_vision_layer_input(pixel_values) if visual is None else None
+        if kept is None:
+            image_inputs = visual.image_inputs if visual is not None else {"pixel_values": pixel_values}
+            kept = model.encode_images(keep_vision_layer_input=True, **image_inputs)
+        visual = kept
+    return model.family.vision_attention_scores(model.base, visual)
+
+
 def cls_attention_scores(model, pixel_values: torch.Tensor) -> torch.Tensor:
-    """
-    `[images, patches]` attention of the [CLS] token to each patch in the vision layer whose output LLaVA reads
-    (VisionZip / FasterVLM "dominant" tokens). Read from the vision pass that made the image features when it kept
-    that layer's input (`visual_tokens(..., keep_vision_layer_input=True)`, as the model's forward does for
-    this method); otherwise the vision tower runs once more.
-    """
-    hidden_states = model.pop_vision_layer_input(pixel_values)
-    if hidden_states is None:
-        model.visual_tokens(pixel_values, keep_vision_layer_input=True)
-        hidden_states = model.pop_vision_layer_input(pixel_values)
-    layer = model.feature_vision_layer()
-    normed = layer.layer_norm1(hidden_states)
-    query = layer.self_attn.q_proj(normed[:, 0])
-    keys = layer.self_attn.k_proj(normed)
-    return _attention_row(query, keys, model.base.model.vision_tower.config.num_attention_heads)[:, 1:]
+    """`[images, patches]` attention of the [CLS] token to each patch in the vision layer LLaVA reads."""
+    if not model.family.has_cls_token:
+        raise ValueError(
+            f"pruning_method 'cls_attention' reads the vision tower's [CLS] token, and {model.family.model_type} has "
+            "none: use 'vision_attention' (VisionZip-style attention received in a full-attention vision block), "
+            "'fastv', 'uniform' or 'random'."
+        )
+    return vision_attention_scores(model, pixel_values)
 
 
 class _LayerReached(Exception):
     pass
 
 
-def _input_of_layer(model: nn.Module, layer: nn.Module, **inputs) -> torch.Tensor:
-    """The hidden states entering `layer` when `model` runs on `inputs`; the layers from `layer` on never run."""
+def _input_of_layer(model: nn.Module, layer: nn.Module, **inputs) -> tuple[torch.Tensor, dict]:
+    """The hidden states and keyword arguments entering `layer` when `model` runs on `inputs`; the layers from `layer`
+    on never run."""
     captured = {}
 
     def stop(module, args, kwargs):
         captured["hidden"] = args[0] if args else kwargs["hidden_states"]
+        captured["kwargs"] = kwargs
         raise _LayerReached
 
     handle = layer.register_forward_pre_hook(stop, with_kwargs=True)
@@ -70,74 +86,82 @@ def _input_of_layer(model: nn.Module, layer: nn.Module, **inputs) -> torch.Tenso
         pass
     finally:
         handle.remove()
-    return captured["hidden"]
+    return captured["hidden"], captured["kwargs"]
 
 
 @torch.no_grad()
 def fastv_scores(
-    model, image_features: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    model,
+    image_features: "torch.Tensor | VisualTokens",
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
 ) -> torch.Tensor:
     """
     `[images, visual tokens]` FastV-style scores: the attention of each row's last token to its visual tokens in
-    LM layer `config.fastv_layer`, averaged over heads, on the full (unpruned) sequence. Runs only the layers before
-    it. With the answer in `input_ids`, the teachers read where the answer looks.
+    LM layer `config.fastv_layer`, averaged over heads, on the full (unpruned) sequence with the base's own positions
+    (3-D for mRoPE families). Runs only the layers before it. With the answer in `input_ids`, the teachers read where
+    the answer looks.
     """
-    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
-    inputs_embeds, image_mask = model.insert_visual_tokens(input_ids, image_features)
-    language_model, num_images = model.base.model.language_model, len(image_features)
+    visual = as_visual_tokens(model, image_features)
+    inputs_embeds, image_mask = model.insert_visual_tokens(input_ids, visual)
+    language_model = model.base.model.language_model
     layer_index = min(model.config.fastv_layer, len(language_model.layers) - 1)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    position_ids = model.family.prompt_positions(model.base, input_ids, attention_mask, visual.image_inputs)
     layer = language_model.layers[layer_index]
-    hidden = _input_of_layer(
+    hidden, layer_kwargs = _input_of_layer(
         language_model, layer, inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids
     )
     attention, config = layer.self_attn, language_model.config
+    apply_rotary_pos_emb = sys.modules[type(attention).__module__].apply_rotary_pos_emb
     normed = layer.input_layernorm(hidden)
     rows, length, _ = normed.shape
     head_dim, kv_heads = attention.head_dim, config.num_key_value_heads
     query = attention.q_proj(normed).view(rows, length, -1, head_dim).transpose(1, 2)
     keys = attention.k_proj(normed).view(rows, length, kv_heads, head_dim).transpose(1, 2)
-    cos, sin = language_model.rotary_emb(normed, position_ids)
-    query, keys = apply_rotary_pos_emb(query, keys, cos, sin)
+    query, keys = apply_rotary_pos_emb(query, keys, *layer_kwargs["position_embeddings"])
     keys = keys.repeat_interleave(query.shape[1] // kv_heads, dim=1)
-    heads = query.shape[1]
-    query = query[:, :, -1].reshape(rows, heads * head_dim)
-    keys = keys.transpose(1, 2).reshape(rows, length, heads * head_dim)
-    scores = _attention_row(query, keys, heads, attention_mask.bool())
-    return scores[image_mask].view(num_images, -1)  # placeholders are in image order, row by row
+    logits = (query[:, :, -1:] @ keys.transpose(-1, -2)).squeeze(2).float() / math.sqrt(head_dim)
+    scores = logits.masked_fill(~attention_mask.bool()[:, None], -torch.inf).softmax(-1).mean(1)
+    padded = torch.zeros(visual.valid.shape, device=scores.device)
+    padded[visual.valid] = scores[image_mask]  # placeholders are in image order, row by row
+    return padded
 
 
-def tprl_selection(model, image_features, input_ids, attention_mask, pixel_values, num_kept):
+def tprl_selection(model, visual, input_ids, attention_mask, num_kept):
     """The learned policy's most likely episode, reading each image's question."""
-    question_embeds, question_mask = model.question_embeddings(input_ids, attention_mask, len(image_features))
-    return model.pruner.select(image_features, question_embeds, question_mask, num_kept)
+    model.check_policy_grid(visual)
+    question_embeds, question_mask = model.question_embeddings(input_ids, attention_mask, visual)
+    budget = int(num_kept[0]) if bool((num_kept == num_kept[0]).all()) else num_kept
+    return model.pruner.select(visual.features, question_embeds, question_mask, budget)
 
 
-def random_selection(model, image_features, input_ids, attention_mask, pixel_values, num_kept):
+def random_selection(model, visual, input_ids, attention_mask, num_kept):
     """`num_kept` tokens drawn uniformly without replacement (torch's global RNG)."""
-    scores = torch.rand(image_features.shape[:2], device=image_features.device)
-    return scores.topk(num_kept, dim=1).indices.sort(dim=1).values
+    return visual.top_k(torch.rand(visual.valid.shape, device=visual.features.device), num_kept)
 
 
-def uniform_selection(model, image_features, input_ids, attention_mask, pixel_values, num_kept):
-    """A centred stride over the row-major patch grid."""
-    images, total, _ = image_features.shape
-    indices = ((torch.arange(num_kept, device=image_features.device) + 0.5) * total / num_kept).long()
-    return indices.expand(images, -1)
+def uniform_selection(model, visual, input_ids, attention_mask, num_kept):
+    """A centred stride over each image's row-major token grid."""
+    steps = torch.arange(int(num_kept.max()), device=num_kept.device)
+    indices = ((steps + 0.5) * visual.counts[:, None] / num_kept[:, None]).long()
+    return indices.masked_fill(steps >= num_kept[:, None], -1)
 
 
-def cls_attention_selection(model, image_features, input_ids, attention_mask, pixel_values, num_kept):
+def cls_attention_selection(model, visual, input_ids, attention_mask, num_kept):
     """The patches the vision tower's [CLS] token attends to most (VisionZip / FasterVLM "dominant" tokens)."""
-    if pixel_values is None:
-        raise ValueError("pruning_method 'cls_attention' needs the images' pixel_values.")
-    return cls_attention_scores(model, pixel_values).topk(num_kept, dim=1).indices.sort(dim=1).values
+    if not model.family.has_cls_token:
+        cls_attention_scores(model, None)  # its clear error
+    return visual.top_k(vision_attention_scores(model, visual=visual), num_kept)
 
 
-def fastv_selection(model, image_features, input_ids, attention_mask, pixel_values, num_kept):
+def vision_attention_selection(model, visual, input_ids, attention_mask, num_kept):
+    """The tokens with most attention in the vision pass: [CLS] attention, or attention received (VisionZip)."""
+    return visual.top_k(vision_attention_scores(model, visual=visual), num_kept)
+
+
+def fastv_selection(model, visual, input_ids, attention_mask, num_kept):
     """The visual tokens the last prompt token attends to most in an early LM layer (FastV)."""
-    scores = fastv_scores(model, image_features, input_ids, attention_mask)
-    return scores.topk(num_kept, dim=1).indices.sort(dim=1).values
+    return visual.top_k(fastv_scores(model, visual, input_ids, attention_mask), num_kept)
 
 
 class PruningMethods(GeneralInterface):
@@ -148,6 +172,7 @@ class PruningMethods(GeneralInterface):
         "random": random_selection,
         "uniform": uniform_selection,
         "cls_attention": cls_attention_selection,
+        "vision_attention": vision_attention_selection,
         "fastv": fastv_selection,
     }
 

@@ -13,6 +13,7 @@ from torch import nn
 from torch.distributions import Categorical
 
 from .configuration_tprl import TPRLConfig
+from .families import sorted_kept
 from .plackett_luce import PlackettLuce
 
 
@@ -153,14 +154,6 @@ class PolicyEpisode:
         return sorted_kept(self.picks[-1])
 
 
-def sorted_kept(picks: torch.Tensor) -> torch.Tensor:
-    """Picks in increasing order, their -1 padding last."""
-    padding = picks < 0
-    return (
-        picks.masked_fill(padding, torch.iinfo(picks.dtype).max).sort(dim=1).values.masked_fill(padding.sort(1)[0], -1)
-    )
-
-
 class TPRLBudgetHead(nn.Module):
     """
     An adaptive policy's choice of budget among `adaptive_budgets`. From the policy's state before the first step
@@ -209,7 +202,7 @@ class TPRLPolicy(nn.Module):
         # Each visual token is read with its neighbours on the patch grid, normalised together: an object spans
         # several patches, and from one patch alone the policy hardly tells which digit or object it belongs to.
         self.kernel_size = config.policy_kernel_size
-        self.visual_grid = (config.visual_grid_side,) * 2 if self.kernel_size > 1 else (1, config.num_visual_tokens)
+        self.visual_grid = config.policy_grid if self.kernel_size > 1 else (1, config.num_visual_tokens)
         neighbourhood = config.autoencoder_latent_size * self.kernel_size**2
         self.visual_norm = nn.LayerNorm(neighbourhood)
         self.visual_in = nn.Linear(neighbourhood, hidden)

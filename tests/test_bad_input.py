@@ -23,18 +23,20 @@ def test_keep_ratio_outside_unit_interval(tprl_model, batch, keep_ratio):
         TPRLConfig(base_config=tprl_model.config.base_config, keep_ratio=keep_ratio)
 
 
-def test_budget_larger_than_visual_tokens(tprl_model, batch):
-    with pytest.raises(ValueError, match=r"num_kept_tokens must be an integer in \[1, 144\]"):
-        tprl_model(**batch, num_kept_tokens=145)
+def test_a_budget_is_capped_by_each_images_tokens_and_must_be_positive(tprl_model, batch):
+    capped = tprl_model(**batch, num_kept_tokens=145)  # keeps every token: nothing is pruned
+    assert capped.kept_visual_indices is None and capped.num_visual_tokens_kept == 144
+    with pytest.raises(ValueError, match=r"num_kept_tokens must be a whole number >= 1"):
+        tprl_model(**batch, num_kept_tokens=0)
     with pytest.raises(ValueError, match="either keep_ratio or num_kept_tokens"):
         tprl_model(**batch, keep_ratio=0.5, num_kept_tokens=10)
 
 
 def test_images_not_matching_placeholders(tprl_model, batch):
-    with pytest.raises(ValueError, match=r"got 2 image\(s\).*Give one image per <image>"):
+    with pytest.raises(ValueError, match=r"got 2 image\(s\).*Give one image per image placeholder \(<image>"):
         tprl_model.generate(**{**batch, "pixel_values": batch["pixel_values"][:2]})
     truncated = {k: v[:, 5:] if k != "pixel_values" else v for k, v in batch.items()}
-    with pytest.raises(ValueError, match="each image needs exactly 144"):
+    with pytest.raises(ValueError, match=r"giving \[144, 144, 144\] visual tokens"):
         tprl_model(**truncated, keep_ratio=0.5)
 
 
@@ -47,14 +49,14 @@ def test_imposed_indices_are_checked(tprl_model, batch):
         tprl_model(**batch, kept_visual_indices=torch.zeros(3, 4, dtype=torch.long))
 
 
-def test_base_that_is_not_llava(tmp_path):
+def test_base_of_an_unsupported_family(tmp_path):
     model = CLIPVisionModel(
         CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
     )
     model.save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match=r"model_type 'clip_vision_model'.*supports \('llava',\)"):
+    with pytest.raises(ValueError, match=r"model_type 'clip_vision_model'.*supports \('llava', 'qwen2_5_vl'\)"):
         TPRLForConditionalGeneration.from_base(str(tmp_path))
-    with pytest.raises(TypeError, match="must be a LlavaForConditionalGeneration"):
+    with pytest.raises(TypeError, match="must be a model of a supported family \\(LlavaForConditionalGeneration, Qwen2_5_VL"):
         TPRLForConditionalGeneration.from_base(model)
 
 

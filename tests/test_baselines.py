@@ -73,8 +73,8 @@ def test_baselines_keep_the_budget_and_batch_like_single_inputs(tprl_model, batc
 
 
 def test_a_registered_pruning_method_is_selected_per_call_and_the_config_default_stays(tprl_model, batch):
-    def first_tokens(model, image_features, input_ids, attention_mask, pixel_values, num_kept):
-        return torch.arange(num_kept).expand(len(image_features), -1)
+    def first_tokens(model, visual, input_ids, attention_mask, num_kept):
+        return visual.top_k(-torch.arange(visual.features.shape[1]).expand(len(visual), -1), num_kept)
 
     ALL_PRUNING_METHODS.register("first_tokens", first_tokens)
     try:

@@ -1,0 +1,334 @@
+# Copyright 2026 The tprl authors.
+
+"""What differs between the image-text-to-text families TPRL prunes, and only that.
+
+`TPRLForConditionalGeneration` is one class for every base. What depends on the family (how images become visual
+tokens, how many each image gives and on which grid, the positions the language model reads, where attention-based
+baselines read their scores) sits behind the small interface of `ImageTextFamily`, one subclass per family,
+registered by the base's `model_type` in `ALL_FAMILIES`, as PEFT keeps per-architecture tables and transformers keeps
+`ALL_ATTENTION_FUNCTIONS`. Adding a family is a subclass here and a row in the README's family table.
+"""
+
+import math
+import sys
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from transformers import (
+    LlavaForConditionalGeneration,
+    PreTrainedConfig,
+    PreTrainedModel,
+    Qwen2_5_VLForConditionalGeneration,
+)
+
+
+@dataclass
+class VisualTokens:
+    """
+    The projected visual tokens of a batch of images, as the language model would receive them.
+
+    Args:
+        features: `[images, max_tokens, hidden]`, each image's tokens in the base's order, right-padded with zeros.
+        counts: `[images]` tokens of each image.
+        grids: `[images, 2]` (rows, columns) of each image's token grid, row-major (`rows * columns == counts`).
+        image_inputs: the family's image inputs these came from (`pixel_values`, `image_grid_thw`, ...).
+        vision_layer_input: what the vision layer that attention-based scores read received on this pass (its
+            positional and keyword arguments), when it was asked to keep it.
+    """
+
+    features: torch.Tensor
+    counts: torch.LongTensor
+    grids: torch.LongTensor
+    image_inputs: dict = field(default_factory=dict)
+    vision_layer_input: tuple | None = None
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    @property
+    def valid(self) -> torch.BoolTensor:
+        """`[images, max_tokens]` True at real (not padding) tokens."""
+        return torch.arange(self.features.shape[1], device=self.counts.device) < self.counts[:, None]
+
+    def top_k(self, scores: torch.Tensor, num_kept: torch.LongTensor) -> torch.LongTensor:
+        """Each image's `num_kept[image]` highest-scoring real tokens, increasing, right-padded with -1."""
+        scores = scores.float().masked_fill(~self.valid, -math.inf)
+        order = scores.argsort(dim=1, descending=True, stable=True)[:, : int(num_kept.max())]
+        order = order.masked_fill(torch.arange(order.shape[1], device=order.device) >= num_kept[:, None], -1)
+        return sorted_kept(order)
+
+
+def sorted_kept(picks: torch.Tensor) -> torch.Tensor:
+    """Picks in increasing order, their -1 padding last."""
+    padding = picks < 0
+    kept = picks.masked_fill(padding, torch.iinfo(picks.dtype).max).sort(dim=1).values
+    return kept.masked_fill(padding.sort(1)[0], -1)
+
+
+class ImageTextFamily:
+    """
+    One image-text-to-text family: how TPRL reads and prunes its base. Subclasses set the class attributes and
+    override what their family does differently.
+
+    Attributes:
+        model_type: the base's `config.model_type`.
+        model_class: the base's class (`LlavaForConditionalGeneration`, ...).
+        image_input_names: the forward arguments that carry the images (the first is the pixels).
+        has_cls_token: whether the vision tower has a [CLS] token (for the `cls_attention` method).
+        position_ndim: dimensions of the language model's `position_ids` (2: `[batch, length]`; 3: `[4, batch,
+            length]`, the sequence positions then the 3-D positions of mRoPE).
+    """
+
+    model_type: str
+    model_class: type[PreTrainedModel]
+    image_input_names: tuple[str, ...] = ("pixel_values",)
+    has_cls_token: bool = False
+    position_ndim: int = 2
+
+    # ---- images and their tokens
+
+    def token_counts(self, config: PreTrainedConfig, image_inputs: dict) -> torch.LongTensor:
+        """`[images]` visual tokens each image gives the language model."""
+        raise NotImplementedError
+
+    def grids(self, config: PreTrainedConfig, image_inputs: dict) -> torch.LongTensor:
+        """`[images, 2]` (rows, columns) of each image's visual tokens, row-major."""
+        raise NotImplementedError
+
+    def split_images(self, config: PreTrainedConfig, image_inputs: dict) -> list[dict]:
+        """The image inputs of each image alone (`join_images` puts them back together)."""
+        raise NotImplementedError
+
+    def join_images(self, images: list[dict]) -> dict:
+        return {name: torch.cat([image[name] for image in images]) for name in images[0]}
+
+    def image_features(self, base: PreTrainedModel, image_inputs: dict) -> list[torch.Tensor]:
+        """Each image's projected visual tokens (`[tokens, hidden]`), as the base inserts them."""
+        return list(base.get_image_features(**image_inputs, return_dict=True).pooler_output)
+
+    def default_visual_grid(self, config: PreTrainedConfig) -> tuple[int, int] | None:
+        """The token grid every image has, for families whose images all give the same number of tokens."""
+        return None
+
+    # ---- positions of the language model
+
+    def prompt_positions(
+        self,
+        base: PreTrainedModel,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor,
+        image_inputs: dict,
+        mm_token_type_ids: torch.Tensor | None = None,
+    ) -> torch.LongTensor:
+        """The language model's positions of the whole (unpruned) prompt, as the base computes them."""
+        return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+    def pruned_positions(
+        self, prompt_positions: torch.LongTensor | None, gather: tuple, attention_mask: torch.LongTensor
+    ) -> torch.LongTensor:
+        """
+        The positions of the pruned sequence. 1-D families: contiguous over the kept tokens, as `generate` derives
+        them. `gather` is `(rows, columns, destination)`: token `(rows, columns)` of the prompt moved to
+        `(rows, destination)` of the pruned sequence; `attention_mask` is the pruned sequence's.
+        """
+        return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+    def continue_positions(
+        self, cached_positions: torch.LongTensor, position_ids: torch.LongTensor | None, attention_mask, prompt_length
+    ) -> torch.LongTensor:
+        """Positions of the sequence a pruned cache continues: the cached (pruned) prompt, then the new tokens.
+        `position_ids` are those `generate` holds for the whole unpruned sequence."""
+        return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+    def after_pruned_prefill(self, base: PreTrainedModel, position_ids: torch.LongTensor, attention_mask) -> None:
+        """Whatever state the base keeps for decoding after a prefill of the pruned sequence."""
+
+    # ---- where attention-based baselines read
+
+    def vision_score_layer(self, base: PreTrainedModel) -> nn.Module:
+        """The vision layer whose input the `vision_attention` score reads."""
+        raise NotImplementedError
+
+    def vision_attention_scores(self, base: PreTrainedModel, visual: VisualTokens) -> torch.Tensor:
+        """`[images, max_tokens]` VisionZip-style attention scores from the one vision pass."""
+        raise NotImplementedError
+
+
+class LlavaFamily(ImageTextFamily):
+    """LLaVA-1.5 (`llava`): a fixed square grid per image from a CLIP-like tower with a [CLS] token; 1-D positions."""
+
+    model_type = "llava"
+    model_class = LlavaForConditionalGeneration
+    has_cls_token = True
+
+    @staticmethod
+    def num_tokens(config: PreTrainedConfig) -> int:
+        vision = config.vision_config
+        return (vision.image_size // vision.patch_size) ** 2 + (config.vision_feature_select_strategy == "full")
+
+    def default_visual_grid(self, config: PreTrainedConfig) -> tuple[int, int]:
+        tokens = self.num_tokens(config)
+        side = math.isqrt(tokens)
+        return (side, side) if side * side == tokens else (1, tokens)
+
+    def token_counts(self, config, image_inputs):
+        pixel_values = image_inputs["pixel_values"]
+        return torch.full((len(pixel_values),), self.num_tokens(config), device=pixel_values.device)
+
+    def grids(self, config, image_inputs):
+        grid = torch.tensor(self.default_visual_grid(config), device=image_inputs["pixel_values"].device)
+        return grid.expand(len(image_inputs["pixel_values"]), 2)
+
+    def split_images(self, config, image_inputs):
+        return [{"pixel_values": image[None]} for image in image_inputs["pixel_values"]]
+
+    def vision_score_layer(self, base):
+        """The vision encoder layer whose output LLaVA reads (the last of `vision_feature_layer`)."""
+        layers = base.model.vision_tower.encoder.layers
+        feature_layer = base.config.vision_feature_layer
+        feature_layer = feature_layer[-1] if isinstance(feature_layer, (list, tuple)) else feature_layer
+        index = feature_layer if feature_layer >= 0 else len(layers) + 1 + feature_layer
+        if index < 1:
+            raise ValueError("cls_attention needs a vision feature layer after at least one transformer layer.")
+        return layers[index - 1]
+
+    def vision_attention_scores(self, base, visual):
+        """The [CLS] token's attention to each patch in the layer LLaVA reads (VisionZip's "dominant" score)."""
+        args, kwargs = visual.vision_layer_input
+        hidden_states = args[0] if args else kwargs["hidden_states"]
+        layer = self.vision_score_layer(base)
+        normed = layer.layer_norm1(hidden_states)
+        query = layer.self_attn.q_proj(normed[:, :1])
+        keys = layer.self_attn.k_proj(normed)
+        scores = _attention(query, keys, base.model.vision_tower.config.num_attention_heads)[:, 0]
+        return scores[:, 1:] if base.config.vision_feature_select_strategy == "default" else scores
+
+
+class Qwen2_5_VLFamily(ImageTextFamily):
+    """
+    Qwen2.5-VL (`qwen2_5_vl`): tokens per image vary with its size (`image_grid_thw`, 2x2 merge), a vision tower with
+    window attention and no [CLS] token, and 3-D (mRoPE) positions: the kept tokens keep the base's own positions
+    (`get_rope_index` of the whole prompt), and decoding continues where the unpruned prompt would.
+    """
+
+    model_type = "qwen2_5_vl"
+    model_class = Qwen2_5_VLForConditionalGeneration
+    image_input_names = ("pixel_values", "image_grid_thw")
+    position_ndim = 3
+
+    @staticmethod
+    def _merge(config) -> int:
+        return config.vision_config.spatial_merge_size
+
+    def token_counts(self, config, image_inputs):
+        return image_inputs["image_grid_thw"].prod(-1) // self._merge(config) ** 2
+
+    def grids(self, config, image_inputs):
+        grid_thw = image_inputs["image_grid_thw"]
+        return torch.stack([grid_thw[:, 0] * grid_thw[:, 1], grid_thw[:, 2]], dim=1) // self._merge(config)
+
+    def split_images(self, config, image_inputs):
+        grid_thw = image_inputs["image_grid_thw"]
+        patches = image_inputs["pixel_values"].split(grid_thw.prod(-1).tolist())
+        return [{"pixel_values": p, "image_grid_thw": g[None]} for p, g in zip(patches, grid_thw)]
+
+    def prompt_positions(self, base, input_ids, attention_mask, image_inputs, mm_token_type_ids=None):
+        """`[4, batch, length]`: the sequence positions (for the mask) and the base's 3-D positions."""
+        if mm_token_type_ids is None:  # without it, get_rope_index would silently fall back to 1-D positions
+            mm_token_type_ids = (input_ids == base.config.image_token_id).int()
+        positions, _ = base.model.get_rope_index(
+            input_ids,
+            mm_token_type_ids=mm_token_type_ids,
+            image_grid_thw=image_inputs.get("image_grid_thw"),
+            attention_mask=attention_mask,
+        )
+        text_positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        return torch.cat([text_positions[None], positions])
+
+    def pruned_positions(self, prompt_positions, gather, attention_mask):
+        rows, columns, destination = gather
+        spatial = prompt_positions.new_zeros(3, *attention_mask.shape)
+        spatial[:, rows, destination] = prompt_positions[-3:, rows, columns]
+        return torch.cat([super().pruned_positions(None, gather, attention_mask)[None], spatial])
+
+    def continue_positions(self, cached_positions, position_ids, attention_mask, prompt_length):
+        if position_ids is None or position_ids.dim() != 3:
+            raise ValueError(
+                "Continuing from a pruned Qwen2.5-VL cache needs generate's 3-D position_ids of the whole sequence."
+            )
+        spatial = torch.cat([cached_positions[1:], position_ids[-3:, :, prompt_length:]], dim=-1)
+        return torch.cat([super().continue_positions(None, None, attention_mask, prompt_length)[None], spatial])
+
+    def after_pruned_prefill(self, base, position_ids, attention_mask):
+        # Anything that infers positions from the cache (the base's forward with no position_ids) continues at the
+        # unpruned prompt's next position: rope_deltas = max position + 1 - tokens in the pruned sequence.
+        spatial = position_ids[1:].masked_fill(attention_mask[None] == 0, 0)
+        base.model.rope_deltas = (spatial.amax(dim=(0, 2)) + 1 - attention_mask.sum(-1))[:, None]
+
+    def vision_score_layer(self, base):
+        """The last full-attention block of the vision tower (window attention elsewhere)."""
+        visual = base.model.visual
+        return visual.blocks[max(visual.fullatt_block_indexes)]
+
+    def vision_attention_scores(self, base, visual_tokens):
+        """
+        The attention each merged token receives in the last full-attention vision block, averaged over heads, queries
+        and its 2x2 patches, in the base's (raster) order: the block sees patches in window order, undone here.
+        """
+        args, kwargs = visual_tokens.vision_layer_input
+        hidden_states = args[0] if args else kwargs["hidden_states"]
+        cu_seqlens, (cos, sin) = kwargs["cu_seqlens"], kwargs["position_embeddings"]
+        tower, block = base.model.visual, self.vision_score_layer(base)
+        modeling = sys.modules[type(block).__module__]
+        attention = block.attn
+        length = len(hidden_states)
+        qkv = attention.qkv(block.norm1(hidden_states)).reshape(length, 3, attention.num_heads, -1)
+        query, key = modeling.apply_rotary_pos_emb_vision(qkv[:, 0], qkv[:, 1], cos, sin)
+        received = []
+        for start, end in zip(cu_seqlens[:-1].tolist(), cu_seqlens[1:].tolist()):
+            image_keys = key[start:end].transpose(0, 1).float()
+            total = torch.zeros(end - start, device=key.device)
+            for chunk in range(start, end, 1024):  # bounded memory at large images
+                image_query = query[chunk : min(end, chunk + 1024)].transpose(0, 1).float()
+                weights = (image_query @ image_keys.transpose(1, 2) * attention.scaling).softmax(-1)
+                total += weights.sum(dim=(0, 1))
+            received.append(total / (attention.num_heads * (end - start)))
+        unit = tower.spatial_merge_unit
+        merged = torch.cat(received).view(-1, unit).mean(-1)  # per merge unit, window order
+        grid_thw = visual_tokens.image_inputs["image_grid_thw"]
+        window_index, _ = modeling.get_vision_window_index(
+            grid_thw,
+            spatial_merge_size=tower.spatial_merge_size,
+            window_size=tower.window_size,
+            patch_size=tower.patch_size,
+        )
+        merged = merged[torch.argsort(window_index.to(merged.device))]
+        scores = torch.zeros(visual_tokens.valid.shape, device=merged.device)
+        scores[visual_tokens.valid] = merged
+        return scores
+
+
+def _attention(query: torch.Tensor, keys: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """`[rows, queries, length]` softmax attention of `query` over `keys` (`[rows, length, width]`), head-averaged."""
+    rows, length, width = keys.shape
+    head_dim = width // num_heads
+    query = query.view(rows, -1, num_heads, head_dim).transpose(1, 2)
+    keys = keys.view(rows, length, num_heads, head_dim).transpose(1, 2)
+    return ((query @ keys.transpose(-1, -2)).float() / math.sqrt(head_dim)).softmax(-1).mean(1)
+
+
+ALL_FAMILIES: dict[str, ImageTextFamily] = {family.model_type: family() for family in (LlavaFamily, Qwen2_5_VLFamily)}
+
+SUPPORTED_BASE_MODEL_TYPES = tuple(ALL_FAMILIES)
+
+
+def family_of(config: PreTrainedConfig) -> ImageTextFamily:
+    """The family of a base's config, or a clear error naming the supported ones."""
+    family = ALL_FAMILIES.get(getattr(config, "model_type", None))
+    if family is None:
+        raise ValueError(
+            f"TPRL cannot prune a base with model_type {getattr(config, 'model_type', None)!r}. "
+            f"Supported base model types: {SUPPORTED_BASE_MODEL_TYPES}."
+        )
+    return family
