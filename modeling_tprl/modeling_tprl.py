@@ -3,6 +3,7 @@
 """TPRL: LLaVA whose projected visual tokens are pruned by a learned, question-aware policy before the LM."""
 
 import copy
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -837,6 +838,11 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             labels=pruned.labels,
         )
         return output if return_dict else output.to_tuple()
+
+    def _validate_model_kwargs(self, model_kwargs: dict) -> None:
+        # The base's own arguments (`image_grid_thw`, `mm_token_type_ids`, ...) reach it through forward's kwargs.
+        base_arguments = set(inspect.signature(self.base.forward).parameters)
+        super()._validate_model_kwargs({k: v for k, v in model_kwargs.items() if k not in base_arguments})
 
     def _prepare_position_ids_for_generation(self, inputs_tensor: torch.Tensor, model_kwargs: dict) -> torch.Tensor:
         # The base's own positions of the whole prompt (3-D ones for mRoPE families); pruning maps them.

@@ -56,7 +56,9 @@ def test_base_of_an_unsupported_family(tmp_path):
     model.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"model_type 'clip_vision_model'.*supports \('llava', 'qwen2_5_vl'\)"):
         TPRLForConditionalGeneration.from_base(str(tmp_path))
-    with pytest.raises(TypeError, match="must be a model of a supported family \\(LlavaForConditionalGeneration, Qwen2_5_VL"):
+    with pytest.raises(
+        TypeError, match="must be a model of a supported family \\(LlavaForConditionalGeneration, Qwen2_5_VL"
+    ):
         TPRLForConditionalGeneration.from_base(model)
 
 

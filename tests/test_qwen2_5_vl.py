@@ -1,0 +1,290 @@
+"""TPRL on Qwen2.5-VL: the family of variable token counts, window attention and 3-D (mRoPE) positions."""
+
+import pytest
+import torch
+from transformers import (
+    AttentionInterface,
+    AutoModelForImageTextToText,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    set_seed,
+)
+from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import eager_attention_forward, get_vision_window_index
+
+from modeling_tprl import TPRLForConditionalGeneration
+from tests.conftest import assert_same_tokens
+
+
+PAD, EOS, VISION_START, VISION_END, IMAGE = 0, 1, 2, 3, 4
+PATCH, MERGE, TEMPORAL = 4, 2, 2
+GREEDY = {"max_new_tokens": 5, "do_sample": False}
+
+
+def tiny_qwen_config() -> Qwen2_5_VLConfig:
+    """A Qwen2.5-VL small enough for CPU tests: windows of 2x2 merged tokens, one full-attention block of two."""
+    return Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": 64,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 512,
+            "rope_parameters": {"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 10000.0},
+            "pad_token_id": PAD,
+            "eos_token_id": EOS,
+            "bos_token_id": None,
+            "tie_word_embeddings": False,
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 4,
+            "out_hidden_size": 32,
+            "patch_size": PATCH,
+            "spatial_merge_size": MERGE,
+            "temporal_patch_size": TEMPORAL,
+            "window_size": 2 * PATCH * MERGE,
+            "fullatt_block_indexes": [1],
+            "in_channels": 3,
+        },
+        vision_start_token_id=VISION_START,
+        vision_end_token_id=VISION_END,
+        image_token_id=IMAGE,
+        video_token_id=5,
+    )
+
+
+@pytest.fixture(scope="module")
+def qwen_base():
+    set_seed(0)
+    base = Qwen2_5_VLForConditionalGeneration(tiny_qwen_config()).eval()
+    base.generation_config.pad_token_id, base.generation_config.eos_token_id = PAD, None
+    return base
+
+
+@pytest.fixture(scope="module")
+def qwen_model(qwen_base):
+    set_seed(1)
+    return TPRLForConditionalGeneration.from_base(qwen_base, policy_hidden_size=32, visual_grid=[4, 4]).eval()
+
+
+def qwen_inputs(rows: list[list], seed: int = 0) -> dict:
+    """
+    Left-padded inputs as Qwen2.5-VL's processor builds them. Each row is a list of text lengths (ints) and images
+    (`(h, w)` patch grids, even sides): an image becomes `<|vision_start|>`, one `<|image_pad|>` per merged token,
+    `<|vision_end|>`.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    sequences, grids = [], []
+    for row in rows:
+        sequence = []
+        for part in row:
+            if isinstance(part, int):
+                sequence += torch.randint(6, 64, (part,), generator=generator).tolist()
+            else:
+                sequence += [VISION_START] + [IMAGE] * (part[0] * part[1] // MERGE**2) + [VISION_END]
+                grids.append([1, *part])
+        sequences.append(sequence)
+    length = max(len(sequence) for sequence in sequences)
+    input_ids = torch.full((len(rows), length), PAD)
+    attention_mask = torch.zeros_like(input_ids)
+    for index, sequence in enumerate(sequences):
+        input_ids[index, length - len(sequence) :] = torch.tensor(sequence)
+        attention_mask[index, length - len(sequence) :] = 1
+    inputs = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "mm_token_type_ids": (input_ids == IMAGE).int(),
+    }
+    if grids:
+        grid_thw = torch.tensor(grids)
+        inputs["pixel_values"] = torch.randn(
+            int(grid_thw.prod(-1).sum()), 3 * TEMPORAL * PATCH * PATCH, generator=generator
+        )
+        inputs["image_grid_thw"] = grid_thw
+    return inputs
+
+
+def unpad(inputs: dict, row: int, rows: list[list]) -> dict:
+    """Row `row` of `qwen_inputs(rows)` alone."""
+    start = int(inputs["attention_mask"][row].nonzero().min())
+    alone = {
+        name: inputs[name][row : row + 1, start:] for name in ("input_ids", "attention_mask", "mm_token_type_ids")
+    }
+    images_before = sum(1 for part in sum(rows[:row], []) if not isinstance(part, int))
+    images = sum(1 for part in rows[row] if not isinstance(part, int))
+    if images:
+        grid_thw = inputs["image_grid_thw"]
+        offsets = torch.cat([torch.zeros(1, dtype=torch.long), grid_thw.prod(-1).cumsum(0)])
+        alone["image_grid_thw"] = grid_thw[images_before : images_before + images]
+        alone["pixel_values"] = inputs["pixel_values"][offsets[images_before] : offsets[images_before + images]]
+    return alone
+
+
+MIXED = [[3, (8, 8), 4], [(4, 6), 6], [2, (6, 4), 3, (4, 4), 2]]  # sizes differ, a row with two images
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [MIXED, [[7], [3, 4]], [[2, (8, 8), 5]]],
+    ids=["images-of-different-sizes-left-padded", "text-only", "one-image"],
+)
+def test_pruning_off_gives_the_bases_tokens(qwen_base, qwen_model, rows):
+    inputs = qwen_inputs(rows)
+    expected = qwen_base.generate(**inputs, **GREEDY)
+    assert_same_tokens(qwen_model.generate(**inputs, **GREEDY, keep_ratio=1.0), expected)
+    logits = qwen_model(**inputs, keep_ratio=1.0).logits
+    assert torch.equal(logits, qwen_base(**inputs).logits)
+
+
+def test_pruning_off_beams_and_return_sequences_give_the_bases(qwen_base, qwen_model):
+    inputs = qwen_inputs(MIXED)
+    settings = {"max_new_tokens": 4, "num_beams": 2, "num_return_sequences": 2, "do_sample": False}
+    assert_same_tokens(
+        qwen_model.generate(**inputs, **settings, keep_ratio=1.0), qwen_base.generate(**inputs, **settings)
+    )
+
+
+def test_budgets_apply_to_each_images_own_tokens(qwen_model):
+    inputs = qwen_inputs(MIXED)  # images of 16, 6, 6 and 4 merged tokens
+    output = qwen_model(**inputs, keep_ratio=0.5, pruning_method="uniform")
+    assert output.num_visual_tokens_kept.tolist() == [8, 3, 3, 2]
+    kept = output.kept_visual_indices
+    assert kept.shape == (4, 8) and (kept[1:, 3:] == -1).all() and (kept[0] >= 0).all()
+    capped = qwen_model(**inputs, num_kept_tokens=5, pruning_method="uniform").num_visual_tokens_kept
+    assert capped.tolist() == [5, 5, 5, 4]  # capped by each image's own count
+    real = inputs["attention_mask"].sum(1) - (inputs["input_ids"] == IMAGE).sum(1)
+    assert output.attention_mask.sum(1).tolist() == (real + torch.tensor([8, 3, 5])).tolist()
+
+
+@pytest.mark.parametrize("method", ["random", "uniform", "fastv", "vision_attention"])
+def test_a_batch_answers_as_each_row_alone(qwen_model, method):
+    inputs = qwen_inputs(MIXED)
+    torch.manual_seed(0)
+    batch = qwen_model.generate(**inputs, **GREEDY, keep_ratio=0.5, pruning_method=method)
+    if method == "random":
+        return  # its draws depend on the batch
+    for row in range(len(MIXED)):
+        alone = qwen_model.generate(**unpad(inputs, row, MIXED), **GREEDY, keep_ratio=0.5, pruning_method=method)
+        assert_same_tokens(batch[row : row + 1, -GREEDY["max_new_tokens"] :], alone[:, -GREEDY["max_new_tokens"] :])
+
+
+def test_the_language_model_gets_the_bases_positions_of_the_kept_tokens(qwen_base, qwen_model):
+    inputs = qwen_inputs(MIXED)
+    full_positions, _ = qwen_base.model.get_rope_index(
+        inputs["input_ids"],
+        mm_token_type_ids=inputs["mm_token_type_ids"],
+        image_grid_thw=inputs["image_grid_thw"],
+        attention_mask=inputs["attention_mask"],
+    )
+    seen = []
+    handle = qwen_base.model.language_model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append((kwargs["position_ids"], kwargs["attention_mask"])), with_kwargs=True
+    )
+    try:
+        output = qwen_model.generate(
+            **inputs, **GREEDY, keep_ratio=0.5, pruning_method="uniform", return_dict_in_generate=True
+        )
+    finally:
+        handle.remove()
+    kept = qwen_model(**inputs, keep_ratio=0.5, pruning_method="uniform").kept_visual_indices
+    prefill, _ = seen[0]
+    image_rows = [0, 1, 2, 2]
+    for row in range(len(MIXED)):
+        real = inputs["attention_mask"][row].bool()
+        is_image = inputs["input_ids"][row] == IMAGE
+        keep = real & ~is_image
+        image_columns = is_image.nonzero().flatten()
+        images = [index for index, image_row in enumerate(image_rows) if image_row == row]
+        offset = 0
+        for image in images:
+            count = int(inputs["image_grid_thw"][image].prod()) // MERGE**2
+            picks = kept[image][kept[image] >= 0]
+            keep[image_columns[offset + picks]] = True
+            offset += count
+        expected = full_positions[:, row, keep]
+        got = prefill[1:, row, -int(keep.sum()) :]
+        assert torch.equal(got, expected), row
+        assert prefill[0, row, -int(keep.sum()) :].tolist() == list(range(int(keep.sum())))
+        # Each decoding step continues where the unpruned prompt would: its largest position + 1 + step.
+        for step, (positions, _) in enumerate(seen[1:]):
+            assert positions[1:, row, -1].tolist() == [int(full_positions[:, row, real].max()) + 1 + step] * 3
+    assert output.sequences.shape[1] == inputs["input_ids"].shape[1] + GREEDY["max_new_tokens"]
+
+
+def test_beams_sampling_and_return_sequences_work_with_pruning(qwen_model):
+    inputs = qwen_inputs(MIXED)
+    beams = {"max_new_tokens": 3, "num_beams": 2, "num_return_sequences": 2, "do_sample": False}
+    pruned = qwen_model.generate(**inputs, **beams, keep_ratio=0.5, pruning_method="uniform")
+    for row in range(len(MIXED)):
+        alone = qwen_model.generate(**unpad(inputs, row, MIXED), **beams, keep_ratio=0.5, pruning_method="uniform")
+        assert_same_tokens(pruned[2 * row : 2 * row + 2, -3:], alone[:, -3:])
+    torch.manual_seed(0)
+    sampled = qwen_model.generate(
+        **inputs, max_new_tokens=3, do_sample=True, num_return_sequences=3, keep_ratio=0.5, pruning_method="fastv"
+    )
+    assert sampled.shape == (9, inputs["input_ids"].shape[1] + 3)
+
+
+def test_generation_without_a_cache_keeps_the_selection_and_positions(qwen_model):
+    inputs = qwen_inputs(MIXED)
+    cached = qwen_model.generate(**inputs, **GREEDY, keep_ratio=0.5, pruning_method="uniform")
+    uncached = qwen_model.generate(**inputs, **GREEDY, keep_ratio=0.5, pruning_method="uniform", use_cache=False)
+    assert_same_tokens(uncached, cached)
+
+
+def test_the_learned_policy_reads_images_of_its_grid(qwen_model):
+    inputs = qwen_inputs([[3, (8, 8), 4], [2, (8, 8), 6]])  # 4x4 merged tokens: the policy's grid
+    output = qwen_model(**inputs, keep_ratio=0.25)
+    assert output.num_visual_tokens_kept == 4
+    with pytest.raises(ValueError, match=r"reads images of a 4x4 visual-token grid.*training-free"):
+        qwen_model(**qwen_inputs(MIXED), keep_ratio=0.25)
+
+
+def test_cls_attention_is_refused_and_vision_attention_reads_the_full_attention_block(qwen_model):
+    inputs = qwen_inputs(MIXED)
+    with pytest.raises(ValueError, match=r"'cls_attention'.*qwen2_5_vl has none: use 'vision_attention'"):
+        qwen_model(**inputs, keep_ratio=0.5, pruning_method="cls_attention")
+    # The score of a token is the attention its 2x2 patches receive in the full-attention block, averaged, in raster
+    # order: recomputed here from the weights of the tower's own eager attention.
+    base, tower = qwen_model.base, qwen_model.base.model.visual
+    visual = qwen_model.encode_images(
+        keep_vision_layer_input=True, pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"]
+    )
+    scores = qwen_model.family.vision_attention_scores(base, visual)
+    weights = []
+
+    def recording_eager(module, *args, **kwargs):
+        output, attention = eager_attention_forward(module, *args, **kwargs)
+        weights.append(attention)
+        return output, attention
+
+    AttentionInterface.register("recording_eager", recording_eager)
+    tower.config._attn_implementation = "recording_eager"
+    try:
+        with torch.no_grad():
+            tower(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"])
+    finally:
+        tower.config._attn_implementation = "sdpa"
+    full_block = weights[-len(visual) :]  # block 0 attends within each window, block 1 (full attention) per image
+    received = torch.cat([w[0].mean(0).mean(0) for w in full_block]).view(-1, MERGE**2).mean(-1)
+    window_index, _ = get_vision_window_index(inputs["image_grid_thw"], MERGE, tower.window_size, tower.patch_size)
+    expected = received[torch.argsort(window_index)]
+    torch.testing.assert_close(scores[visual.valid], expected)
+    assert scores.shape == (4, 16) and (scores[1:, 6:] == 0).all()
+
+
+def test_a_pruner_only_checkpoint_of_a_qwen_base_loads_with_the_auto_class(qwen_model, qwen_base, tmp_path):
+    qwen_base.save_pretrained(tmp_path / "base")
+    model = TPRLForConditionalGeneration.from_base(str(tmp_path / "base"), policy_hidden_size=32, visual_grid=[4, 4])
+    model.pruner.load_state_dict(qwen_model.pruner.state_dict())
+    model.save_pretrained(tmp_path / "tprl")
+    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "tprl", trust_remote_code=True)
+    assert type(loaded.base) is Qwen2_5_VLForConditionalGeneration and loaded.config.visual_grid == [4, 4]
+    inputs = qwen_inputs([[3, (8, 8), 4]])
+    assert_same_tokens(
+        loaded.generate(**inputs, **GREEDY, keep_ratio=0.25), qwen_model.generate(**inputs, **GREEDY, keep_ratio=0.25)
+    )
