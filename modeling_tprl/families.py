@@ -134,11 +134,9 @@ class ImageTextFamily:
         """
         return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
-    def continue_positions(
-        self, cached_positions: torch.LongTensor, position_ids: torch.LongTensor | None, attention_mask, prompt_length
-    ) -> torch.LongTensor:
-        """Positions of the sequence a pruned cache continues: the cached (pruned) prompt, then the new tokens.
-        `position_ids` are those `generate` holds for the whole unpruned sequence."""
+    def continue_positions(self, prompt_positions: torch.LongTensor, attention_mask: torch.LongTensor):
+        """Positions of the sequence a pruned cache continues: the pruned prompt (whose positions were
+        `prompt_positions`), then text tokens; `attention_mask` is that sequence's."""
         return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
     def after_pruned_prefill(self, base: PreTrainedModel, position_ids: torch.LongTensor, attention_mask) -> None:
@@ -252,13 +250,12 @@ class Qwen2_5_VLFamily(ImageTextFamily):
         spatial[:, rows, destination] = prompt_positions[-3:, rows, columns]
         return torch.cat([super().pruned_positions(None, gather, attention_mask)[None], spatial])
 
-    def continue_positions(self, cached_positions, position_ids, attention_mask, prompt_length):
-        if position_ids is None or position_ids.dim() != 3:
-            raise ValueError(
-                "Continuing from a pruned Qwen2.5-VL cache needs generate's 3-D position_ids of the whole sequence."
-            )
-        spatial = torch.cat([cached_positions[1:], position_ids[-3:, :, prompt_length:]], dim=-1)
-        return torch.cat([super().continue_positions(None, None, attention_mask, prompt_length)[None], spatial])
+    def continue_positions(self, prompt_positions, attention_mask):
+        # Text after the prompt continues from the prompt's largest position, as in the unpruned sequence.
+        prompt_length = prompt_positions.shape[-1]
+        after = prompt_positions[1:].amax(dim=(0, 2))[:, None] + attention_mask[:, prompt_length:].cumsum(-1)
+        spatial = torch.cat([prompt_positions[1:], after[None].expand(3, -1, -1)], dim=-1)
+        return torch.cat([super().continue_positions(prompt_positions, attention_mask)[None], spatial])
 
     def after_pruned_prefill(self, base, position_ids, attention_mask):
         # Anything that infers positions from the cache (the base's forward with no position_ids) continues at the

@@ -99,10 +99,9 @@ class PrunedPrompt:
             attention_mask = self.attention_mask.new_ones(len(self.attention_mask), length)
         return torch.cat([self.attention_mask, attention_mask[:, self.length :]], dim=1)
 
-    def cached_positions(self, family, position_ids: torch.LongTensor, attention_mask: torch.LongTensor):
-        """The positions of the sequence the cache sees (mask `attention_mask`), for `generate`'s `position_ids` of
-        the whole unpruned sequence."""
-        return family.continue_positions(self.position_ids, position_ids, attention_mask, self.length)
+    def cached_positions(self, family, attention_mask: torch.LongTensor) -> torch.LongTensor:
+        """The positions of the sequence the cache sees, whose mask is `attention_mask` (see `cached_mask`)."""
+        return family.continue_positions(self.position_ids, attention_mask)
 
     @property
     def num_dropped(self) -> int:
@@ -903,9 +902,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
                     "with the whole sequence the cache came from, followed by the new tokens, and its mask."
                 )
             if kwargs.get("position_ids") is not None:
-                kwargs["position_ids"] = pruned_prompt.cached_positions(
-                    self.family, kwargs["position_ids"], attention_mask
-                )
+                kwargs["position_ids"] = pruned_prompt.cached_positions(self.family, attention_mask)
         model_inputs = super().prepare_inputs_for_generation(
             input_ids,
             next_sequence_length=next_sequence_length,
@@ -942,9 +939,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             length = cache.get_seq_length() + pruned_prompt.num_dropped
             attention_mask = model_kwargs["attention_mask"] = pruned_prompt.cached_mask(attention_mask, length)
             if model_kwargs.get("position_ids") is not None:
-                model_kwargs["position_ids"] = pruned_prompt.cached_positions(
-                    self.family, model_kwargs["position_ids"], attention_mask
-                )
+                model_kwargs["position_ids"] = pruned_prompt.cached_positions(self.family, attention_mask)
         if cache is None and getattr(outputs, "kept_visual_indices", None) is not None:
             model_kwargs["kept_visual_indices"] = outputs.kept_visual_indices
         return super()._update_model_kwargs_for_generation(outputs, model_kwargs, is_encoder_decoder, num_new_tokens)

@@ -3,7 +3,8 @@
 transformers checks every model class with two shared suites, `ModelTesterMixin` (`tests/test_modeling_common.py`)
 and `GenerationTesterMixin` (`tests/generation/test_utils.py`), driven per family by a model tester that builds a tiny
 config (LLaVA's: `LlavaVisionText2TextModelTester`). This script runs the family's upstream test class three times in
-one pytest process: on the base class (`LlavaForConditionalGeneration`), and on `TPRLForConditionalGeneration` built
+one pytest process: on the base class (`LlavaForConditionalGeneration`, `Qwen2_5_VLForConditionalGeneration`), and
+on `TPRLForConditionalGeneration` built
 from a `TPRLConfig` around the same tiny base, with pruning off (`keep_ratio=1.0`) and on (half the visual tokens).
 Only tests that pass on the base count: the upstream files may be newer or older than the installed transformers (a
 helper they import that it lacks becomes a stand-in that raises, so the tests using it fail on the base too). The
@@ -38,6 +39,33 @@ FAMILIES = {
         "test_class": "LlavaForConditionalGenerationModelTest",
         "tester_class": "LlavaVisionText2TextModelTester",
         "base_class": "LlavaForConditionalGeneration",
+        "tester_code": "",
+        "tprl_config": {},
+    },
+    "qwen2_5_vl": {
+        "module": "tests.models.qwen2_5_vl.test_modeling_qwen2_5_vl",
+        "test_class": "Qwen2_5_VLModelTest",
+        "tester_class": "Qwen2_5_VLVisionText2TextModelTester",
+        "base_class": "Qwen2_5_VLForConditionalGeneration",
+        # Upstream's tester gives each image one visual token (14x14 pixels, patch 14, no merge): nothing to prune.
+        # All three suites (the base's too) run on 28x28 images, 2x2 tokens each, where the tester puts one.
+        "tester_code": """
+class FamilyTester(UpstreamTester):
+    def __init__(self, parent, **kwargs):
+        super().__init__(parent, image_size=28, **kwargs)
+
+    def prepare_config_and_inputs_for_common(self):
+        config, inputs = super().prepare_config_and_inputs_for_common()
+        image = self.num_image_tokens
+        inputs["input_ids"][:, image + 1 : image + 4] = config.image_token_id
+        inputs["mm_token_type_ids"][:, image + 1 : image + 4] = 1
+        inputs["image_grid_thw"] = inputs["image_grid_thw"].new_tensor([[1, 2, 2]] * self.batch_size)
+        return config, inputs
+
+
+UpstreamTester = FamilyTester
+""",
+        "tprl_config": {"visual_grid": [2, 2]},
     },
 }
 
@@ -87,6 +115,14 @@ PRUNING_ON_BY_DESIGN = {
     "test_generate_compilation_all_outputs": pruned_length("generate's attentions and hidden states"),
     "test_assisted_decoding_matches_greedy_search": pruned_length("attentions (checked after the sequences matched)"),
     "test_assisted_decoding_sample": pruned_length("attentions"),
+    "test_eager_padding_matches_padding_free_with_position_ids": (
+        "shape of the mask",
+        "it indexes the logits with the prompt's mask, and the pruned sequence is shorter",
+    ),
+    "test_sdpa_padding_matches_padding_free_with_position_ids": (
+        "shape of the mask",
+        "it indexes the logits with the prompt's mask, and the pruned sequence is shorter",
+    ),
     "test_inputs_embeds": NEEDS_INPUT_IDS,
     "test_generate_from_inputs_embeds": NEEDS_INPUT_IDS,
 }
@@ -134,6 +170,7 @@ sys.modules["tests.test_pipeline_mixin"] = pipeline_mixin
 
 upstream = import_upstream("{module}")
 UpstreamTest, UpstreamTester = upstream.{test_class}, upstream.{tester_class}
+{tester_code}
 generation_tests = import_upstream("tests.generation.test_utils").GenerationTesterMixin
 with open({groups_path!r}, "w") as file:
     json.dump({{name: "generation" if hasattr(generation_tests, name) else "model" for name in dir(UpstreamTest)}}, file)
@@ -145,6 +182,10 @@ class BaseSuite(UpstreamTest):
     all_model_classes = (transformers.{base_class},)
     pipeline_model_mapping = {{}}
 
+    def setUp(self):
+        super().setUp()
+        self.model_tester = UpstreamTester(self)
+
 
 def tprl_tester(keep_ratio):
     class TPRLTester(UpstreamTester):
@@ -153,7 +194,7 @@ def tprl_tester(keep_ratio):
             base_config, inputs = super().prepare_config_and_inputs_for_common()
             config = TPRLConfig(
                 base_config=base_config, keep_ratio=keep_ratio, policy_hidden_size=16, policy_num_heads=2,
-                policy_num_layers=1,
+                policy_num_layers=1, **{tprl_config!r}
             )
             return config, inputs
 

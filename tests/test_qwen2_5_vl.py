@@ -288,3 +288,21 @@ def test_a_pruner_only_checkpoint_of_a_qwen_base_loads_with_the_auto_class(qwen_
     assert_same_tokens(
         loaded.generate(**inputs, **GREEDY, keep_ratio=0.25), qwen_model.generate(**inputs, **GREEDY, keep_ratio=0.25)
     )
+
+
+def test_generation_continues_from_a_pruned_cache_as_in_one_call(qwen_model):
+    inputs = qwen_inputs(MIXED)
+    options = {"keep_ratio": 0.5, "pruning_method": "uniform", "do_sample": False, "return_dict_in_generate": True}
+    whole = qwen_model.generate(**inputs, **options, max_new_tokens=4, output_scores=True)
+    first = qwen_model.generate(**inputs, **options, max_new_tokens=3)
+    rest = qwen_model.generate(
+        input_ids=first.sequences,
+        attention_mask=torch.nn.functional.pad(inputs["attention_mask"], (0, 3), value=1),
+        mm_token_type_ids=torch.nn.functional.pad(inputs["mm_token_type_ids"], (0, 3)),
+        past_key_values=first.past_key_values,
+        **options,
+        max_new_tokens=1,
+        output_scores=True,
+    )
+    assert_same_tokens(rest.sequences, whole.sequences)
+    torch.testing.assert_close(rest.scores[0], whole.scores[3])
