@@ -1,15 +1,23 @@
 """TPRL on Qwen2.5-VL: the family of variable token counts, window attention and 3-D (mRoPE) positions."""
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     AttentionInterface,
     AutoModelForImageTextToText,
+    PreTrainedTokenizerFast,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLProcessor,
+    Qwen2VLImageProcessorPil,
+    pipeline,
     set_seed,
 )
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import eager_attention_forward, get_vision_window_index
+from transformers.processing_utils import ProcessorMixin
 
 from modeling_tprl import TPRLForConditionalGeneration
 from tests.conftest import assert_same_tokens
@@ -18,6 +26,41 @@ from tests.conftest import assert_same_tokens
 PAD, EOS, VISION_START, VISION_END, IMAGE = 0, 1, 2, 3, 4
 PATCH, MERGE, TEMPORAL = 4, 2, 2
 GREEDY = {"max_new_tokens": 5, "do_sample": False}
+
+
+WORDS = ["user", "assistant", ":", "what", "is", "shown", "how", "many", "red", "blue", "a", "the"]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }} : {% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|> "
+    "{% elif item['type'] == 'text' %}{{ item['text'] }} {% endif %}{% endfor %}{% endfor %}"
+    "{% if add_generation_prompt %}assistant :{% endif %}"
+)
+
+
+class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
+    """Qwen2.5-VL's processor without its video processor, which needs torchvision (../shared/DESIGN.md)."""
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        self.image_token, self.video_token = "<|image_pad|>", "<|video_pad|>"
+        self.image_token_id, self.video_token_id = IMAGE, 5
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+
+@pytest.fixture(scope="module")
+def qwen_processor():
+    """A word-level tokenizer whose ids match `tiny_qwen_config`'s special tokens, and Qwen2-VL's PIL image processor
+    at patch 4, merge 2."""
+    special = ["<pad>", "</s>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    backend = Tokenizer(models.WordLevel({token: i for i, token in enumerate(special + WORDS)}, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", padding_side="left", model_max_length=512
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": special[2:]})
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=PATCH, merge_size=MERGE, temporal_patch_size=TEMPORAL, min_pixels=16 * 16, max_pixels=64 * 64
+    )
+    return ImageOnlyQwen2_5_VLProcessor(image_processor, tokenizer, chat_template=CHAT_TEMPLATE)
 
 
 def tiny_qwen_config() -> Qwen2_5_VLConfig:
@@ -306,3 +349,37 @@ def test_generation_continues_from_a_pruned_cache_as_in_one_call(qwen_model):
     )
     assert_same_tokens(rest.sequences, whole.sequences)
     torch.testing.assert_close(rest.scores[0], whole.scores[3])
+
+
+def test_pipeline_with_chat_messages_of_images_of_different_sizes(qwen_model, qwen_base, qwen_processor):
+    rng = np.random.default_rng(0)
+    messages = [
+        [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "image": Image.fromarray(rng.integers(0, 255, (height, width, 3), np.uint8))},
+                    {"type": "text", "text": question},
+                ],
+            }
+        ]
+        for (height, width), question in [((32, 32), "what is shown"), ((48, 32), "how many red"), ((32, 40), "a")]
+    ]
+    options = {"return_full_text": False}
+    pruning = {"keep_ratio": 0.5, "pruning_method": "uniform", "max_new_tokens": 3}
+    pruned = pipeline("image-text-to-text", model=qwen_model, processor=qwen_processor, batch_size=2)
+    alone = [pruned(text=message, generate_kwargs=pruning, **options)[0]["generated_text"] for message in messages]
+    batched = pruned(text=messages, generate_kwargs=pruning, **options)
+    assert [out[0]["generated_text"] for out in batched] == alone
+    inputs = qwen_processor.apply_chat_template(
+        messages[:1], add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    direct = qwen_model.generate(**inputs, do_sample=False, **pruning)
+    assert alone[0].strip() == qwen_processor.decode(
+        direct[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+    )
+    full = pipeline("image-text-to-text", model=qwen_model, processor=qwen_processor, batch_size=2)
+    base = pipeline("image-text-to-text", model=qwen_base, processor=qwen_processor, batch_size=2)
+    assert [
+        out[0]["generated_text"] for out in full(text=messages, generate_kwargs={"keep_ratio": 1.0}, **options)
+    ] == [out[0]["generated_text"] for out in base(text=messages, **options)]
