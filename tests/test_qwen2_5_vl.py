@@ -1,5 +1,9 @@
 """TPRL on Qwen2.5-VL: the family of variable token counts, window attention and 3-D (mRoPE) positions."""
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -320,17 +324,40 @@ def test_cls_attention_is_refused_and_vision_attention_reads_the_full_attention_
     assert scores.shape == (4, 16) and (scores[1:, 6:] == 0).all()
 
 
+REMOTE_CODE = """
+import json, sys
+sys.modules["modeling_tprl"] = None  # our package must not be importable here
+import torch
+from transformers import AutoModelForImageTextToText
+model = AutoModelForImageTextToText.from_pretrained(sys.argv[1], trust_remote_code=True)
+assert model.__class__.__module__.startswith("transformers_modules"), model.__class__.__module__
+out = model.generate(**torch.load(sys.argv[2]), max_new_tokens=5, do_sample=False, keep_ratio=0.25)
+print(json.dumps(out.tolist()))
+"""
+
+
 def test_a_pruner_only_checkpoint_of_a_qwen_base_loads_with_the_auto_class(qwen_model, qwen_base, tmp_path):
     qwen_base.save_pretrained(tmp_path / "base")
     model = TPRLForConditionalGeneration.from_base(str(tmp_path / "base"), policy_hidden_size=32, visual_grid=[4, 4])
     model.pruner.load_state_dict(qwen_model.pruner.state_dict())
     model.save_pretrained(tmp_path / "tprl")
+    assert sorted(path.name for path in (tmp_path / "tprl").glob("*.safetensors")) == ["model.safetensors"]
     loaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "tprl", trust_remote_code=True)
     assert type(loaded.base) is Qwen2_5_VLForConditionalGeneration and loaded.config.visual_grid == [4, 4]
-    inputs = qwen_inputs([[3, (8, 8), 4]])
-    assert_same_tokens(
-        loaded.generate(**inputs, **GREEDY, keep_ratio=0.25), qwen_model.generate(**inputs, **GREEDY, keep_ratio=0.25)
+    inputs = qwen_inputs([[3, (8, 8), 4], [5, (8, 8), 1]])
+    expected = qwen_model.generate(**inputs, **GREEDY, keep_ratio=0.25)
+    assert_same_tokens(loaded.generate(**inputs, **GREEDY, keep_ratio=0.25), expected)
+    # In a fresh process that cannot import this package: the checkpoint's own code.
+    torch.save(inputs, tmp_path / "inputs.pt")
+    result = subprocess.run(
+        [sys.executable, "-c", REMOTE_CODE, str(tmp_path / "tprl"), str(tmp_path / "inputs.pt")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
     )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert torch.equal(torch.tensor(json.loads(result.stdout.strip().splitlines()[-1])), expected)
 
 
 def test_generation_continues_from_a_pruned_cache_as_in_one_call(qwen_model):
