@@ -1,6 +1,8 @@
-"""Prefill FLOPs of a LLaVA with visual tokens pruned: analytic (FastV's convention) and measured; `tprl-flops`.
+"""Prefill FLOPs of a LLaVA or Qwen2.5-VL with visual tokens pruned: analytic (FastV's convention) and measured;
+`tprl-flops`.
 
     tprl-flops --model llava-1.5-7b --kept 192,128,64 --text_tokens 64 [--measure]
+    tprl-flops --model qwen2.5-vl-7b --image_size 1008 --kept 432,288,144
 
 Analytic, per transformer layer over n tokens with hidden d and FFN width m, in multiply-adds: 4nd^2 (q, k, v, o;
 less for grouped k/v) + 2n^2d (QK^T and AV) + k*ndm, with k = 3 for LLaMA's gated FFN and 2 for CLIP's MLP; FLOPs
@@ -8,8 +10,10 @@ are twice that. The prefill counts what runs: the CLIP vision tower (patch embed
 an inner layer but transformers runs them all), the projector, the pruner's extra work (TPRL's autoencoder and
 policy steps; FastV's scoring layers on the full sequence; [CLS] attention's query and keys in the layer LLaVA
 reads, from the one vision pass), the language model over kept visual + text tokens, and the LM head on the last
-position (generate's prefill). Norms, softmax, rotary and activations are left out, as
-`torch.utils.flop_counter.FlopCounterMode` leaves them out.
+position (generate's prefill). Qwen2.5-VL's vision tower runs on 14x14 patches (4 per visual token after its 2x2
+merger) with window attention (8x8 patches) in all blocks but its full-attention ones, and a gated MLP; its
+`vision_attention` score recomputes q and k of the last full-attention block. Norms, softmax, rotary and activations
+are left out, as `torch.utils.flop_counter.FlopCounterMode` leaves them out.
 """
 
 import copy
@@ -19,7 +23,7 @@ from pathlib import Path
 import torch
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import AutoConfig, HfArgumentParser, LlavaConfig
+from transformers import AutoConfig, HfArgumentParser, LlavaConfig, PreTrainedConfig
 
 from modeling_tprl import TPRLConfig, TPRLForConditionalGeneration
 from modeling_tprl.pruning_tprl import keep_schedule
@@ -37,6 +41,54 @@ def layer_flops(
     projections = 2 * linear_flops(tokens, hidden, hidden) + 2 * linear_flops(tokens, hidden, kv_width)
     attention = 2 * 2 * tokens * tokens * hidden
     return projections + attention + ffn_matrices * linear_flops(tokens, hidden, ffn)
+
+
+QWEN_IMAGE_SIZE = 1008  # Qwen2.5-VL-7B's shapes in the issue tracker: 1008x1008 pixels, 1296 visual tokens
+
+
+def num_image_tokens(config: PreTrainedConfig, image_size: int | None = None) -> int:
+    """Visual tokens one image gives the LM: LLaVA's fixed count, Qwen2.5-VL's for a square image of `image_size`."""
+    if config.model_type == "qwen2_5_vl":
+        vision = config.vision_config
+        return ((image_size or QWEN_IMAGE_SIZE) // (vision.patch_size * vision.spatial_merge_size)) ** 2
+    return config.image_seq_length
+
+
+def qwen2_5_vl_vision_flops(config: PreTrainedConfig, image_size: int | None = None) -> int:
+    """Qwen2.5-VL's vision tower and merger on one square image: patch embedding, window-attention and full-attention
+    blocks (gated MLP), then the 2x2 merger's MLP."""
+    vision = config.vision_config
+    side = (image_size or QWEN_IMAGE_SIZE) // vision.patch_size
+    patches, width = side * side, vision.hidden_size
+    window = min(side, vision.window_size // vision.patch_size) ** 2  # patches per attention window
+    embedding = linear_flops(patches, vision.in_channels * vision.temporal_patch_size * vision.patch_size**2, width)
+    block = linear_flops(patches, width, 3 * width) + linear_flops(patches, width, width)
+    block += 3 * linear_flops(patches, width, vision.intermediate_size)
+    full_blocks = len(vision.fullatt_block_indexes)
+    attention = full_blocks * 2 * 2 * patches * patches * width
+    attention += (vision.depth - full_blocks) * 2 * 2 * patches * window * width
+    merged, merge_width = patches // vision.spatial_merge_size**2, width * vision.spatial_merge_size**2
+    merger = linear_flops(merged, merge_width, merge_width) + linear_flops(merged, merge_width, vision.out_hidden_size)
+    return embedding + vision.depth * block + attention + merger
+
+
+def vision_flops(config: PreTrainedConfig, image_size: int | None = None) -> int:
+    """The vision tower and projector (or merger) on one image."""
+    if config.model_type == "qwen2_5_vl":
+        return qwen2_5_vl_vision_flops(config, image_size)
+    return vision_tower_flops(config) + projector_flops(config)
+
+
+def vision_attention_flops(config: PreTrainedConfig, image_size: int | None = None) -> int:
+    """The `vision_attention` score from the one vision pass: LLaVA's [CLS] query against every key of the layer it
+    reads; Qwen2.5-VL's q, k (and v) of the last full-attention block and every query against every key."""
+    tower = config.vision_config
+    if config.model_type == "qwen2_5_vl":
+        patches = ((image_size or QWEN_IMAGE_SIZE) // tower.patch_size) ** 2
+        width = tower.hidden_size
+        return linear_flops(patches, width, 3 * width) + 2 * patches * patches * width
+    tokens, width = (tower.image_size // tower.patch_size) ** 2 + 1, tower.hidden_size
+    return linear_flops(1, width, width) + linear_flops(tokens, width, width) + 2 * tokens * width
 
 
 def vision_tower_flops(config: LlavaConfig) -> int:
@@ -113,12 +165,14 @@ def prefill_flops(
     method: str = "tprl",
     tprl_config=None,
     fastv_layer: int = 2,
+    image_size: int | None = None,
 ) -> PrefillFlops:
-    """Analytic FLOPs of a prefill keeping `num_kept` visual tokens with `method` (`full` keeps them all)."""
-    num_visual = config.image_seq_length
+    """Analytic FLOPs of a prefill keeping `num_kept` visual tokens with `method` (`full` keeps them all); one image
+    (of `image_size` pixels square for Qwen2.5-VL)."""
+    num_visual = num_image_tokens(config, image_size)
     if not 1 <= num_kept <= num_visual:
         raise ValueError(f"num_kept must be in [1, {num_visual}], got {num_kept}.")
-    vision = vision_tower_flops(config) + projector_flops(config)
+    vision = vision_flops(config, image_size)
     selection = 0
     if method == "tprl":
         if tprl_config is None:
@@ -131,10 +185,10 @@ def prefill_flops(
         full = num_visual + num_text
         selection = language_model_flops(config, full, layers) + linear_flops(full, text.hidden_size, text.hidden_size)
         selection += linear_flops(full, text.hidden_size, kv_width)
-    elif method == "cls_attention":  # from the one vision pass: the read layer's [CLS] query against every key
-        tower = config.vision_config
-        tokens, width = (tower.image_size // tower.patch_size) ** 2 + 1, tower.hidden_size
-        selection = linear_flops(1, width, width) + linear_flops(tokens, width, width) + 2 * tokens * width
+    elif method in ("cls_attention", "vision_attention"):  # from the one vision pass
+        if method == "cls_attention" and config.model_type != "llava":
+            raise ValueError(f"cls_attention needs a vision tower with a [CLS] token; {config.model_type} has none.")
+        selection = vision_attention_flops(config, image_size)
     elif method not in ("full", "random", "uniform", "oracle"):
         raise ValueError(f"Unknown method {method!r}.")
     kept = num_visual if method == "full" else num_kept
@@ -143,9 +197,11 @@ def prefill_flops(
     return PrefillFlops(vision, selection, lm, head)
 
 
-def visual_only_reduction(config: LlavaConfig, num_kept: int) -> float:
+def visual_only_reduction(config: PreTrainedConfig, num_kept: int, image_size: int | None = None) -> float:
     """FastV's headline: the LM's FLOPs over the visual tokens alone, kept vs. all."""
-    return 1 - language_model_flops(config, num_kept) / language_model_flops(config, config.image_seq_length)
+    return 1 - language_model_flops(config, num_kept) / language_model_flops(
+        config, num_image_tokens(config, image_size)
+    )
 
 
 def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
@@ -163,29 +219,48 @@ def measured_flops(fn) -> int:
     return counter.get_total_flops()
 
 
+def dummy_image_inputs(config: PreTrainedConfig, image_size: int | None, device, dtype) -> dict:
+    """One image's inputs (zeros) as the family's processor shapes them."""
+    vision = config.vision_config
+    if config.model_type == "qwen2_5_vl":
+        side = (image_size or QWEN_IMAGE_SIZE) // vision.patch_size
+        width = vision.in_channels * vision.temporal_patch_size * vision.patch_size**2
+        return {
+            "pixel_values": torch.zeros(side * side, width, device=device, dtype=dtype),
+            "image_grid_thw": torch.tensor([[1, side, side]], device=device),
+        }
+    return {
+        "pixel_values": torch.zeros(
+            1, vision.num_channels, vision.image_size, vision.image_size, device=device, dtype=dtype
+        )
+    }
+
+
 @torch.no_grad()
-def measured_prefill_flops(model, num_kept: int, num_text: int, method: str = "tprl") -> int:
+def measured_prefill_flops(
+    model, num_kept: int, num_text: int, method: str = "tprl", image_size: int | None = None
+) -> int:
     """Counts one prefill of a `TPRLForConditionalGeneration` on a dummy one-image prompt with `FlopCounterMode`."""
     config = model.base.config
     device = model.base.device
-    ids = torch.full((1, num_text + config.image_seq_length), 1, dtype=torch.long, device=device)
-    ids[0, 1 : 1 + config.image_seq_length] = config.image_token_id
-    vision = config.vision_config
-    pixels = torch.zeros(
-        1, vision.num_channels, vision.image_size, vision.image_size, device=device, dtype=model.dtype
-    )
+    num_visual = num_image_tokens(config, image_size)
+    ids = torch.full((1, num_text + num_visual), 1, dtype=torch.long, device=device)
+    ids[0, 1 : 1 + num_visual] = config.image_token_id
+    images = dummy_image_inputs(config, image_size, device, model.dtype)
+    if config.model_type == "qwen2_5_vl":
+        images["mm_token_type_ids"] = (ids == config.image_token_id).int()
     selection = {"keep_ratio": 1.0} if method == "full" else {"pruning_method": method, "num_kept_tokens": num_kept}
     return measured_flops(
-        lambda: model(
-            input_ids=ids, pixel_values=pixels, attention_mask=torch.ones_like(ids), logits_to_keep=1, **selection
-        )
+        lambda: model(input_ids=ids, attention_mask=torch.ones_like(ids), logits_to_keep=1, **images, **selection)
     )
 
 
 SHIPPED_CONFIGS = {
     "llava-1.5-7b": str(Path(__file__).parent / "configs" / "llava-1.5-7b-hf"),
     "llava-1.5-13b": str(Path(__file__).parent / "configs" / "llava-1.5-13b-hf"),
+    "qwen2.5-vl-7b": str(Path(__file__).parent / "configs" / "qwen2.5-vl-7b-instruct"),
 }
+METHODS = ("tprl", "fastv", "cls_attention", "vision_attention", "random", "uniform")
 
 
 @dataclass
@@ -193,13 +268,21 @@ class FlopsArguments:
     model: str = field(
         default="llava-1.5-7b",
         metadata={
-            "help": f"One of {tuple(SHIPPED_CONFIGS)} (shipped configs), or any llava-hf / TPRL config (directory or "
-            "Hub id). Only shapes are read; no weights."
+            "help": f"One of {tuple(SHIPPED_CONFIGS)} (shipped configs), or any llava-hf, Qwen2.5-VL or TPRL "
+            "config (directory or Hub id). Only shapes are read; no weights."
+        },
+    )
+    image_size: int | None = field(
+        default=None,
+        metadata={
+            "help": f"Qwen2.5-VL: side of the square image in pixels (default {QWEN_IMAGE_SIZE}). LLaVA: fixed."
         },
     )
     kept: str = field(default="192,128,64", metadata={"help": "Comma-separated visual-token budgets."})
     text_tokens: int = field(default=64, metadata={"help": "Text tokens in the prompt."})
-    methods: str = field(default="tprl,fastv,cls_attention,random", metadata={"help": "Selection methods to count."})
+    methods: str = field(
+        default="tprl,fastv,vision_attention,random", metadata={"help": f"Selection methods to count: {METHODS}."}
+    )
     measure: bool = field(
         default=False,
         metadata={
@@ -214,27 +297,39 @@ class FlopsArguments:
         except ValueError as error:
             raise ValueError(f"kept must be comma-separated integers, got {self.kept!r}.") from error
         self.method_list = [m.strip() for m in self.methods.split(",") if m.strip()]
-        unknown = [m for m in self.method_list if m not in ("tprl", "fastv", "cls_attention", "random", "uniform")]
+        unknown = [m for m in self.method_list if m not in METHODS]
         if unknown:
-            raise ValueError(f"Unknown method(s) {unknown}; choose from tprl, fastv, cls_attention, random, uniform.")
+            raise ValueError(f"Unknown method(s) {unknown}; choose from {', '.join(METHODS)}.")
         if self.text_tokens < 1 or not self.kept_list:
             raise ValueError("text_tokens must be positive and kept must list at least one budget.")
 
 
-def load_configs(name_or_path: str) -> tuple[LlavaConfig, TPRLConfig]:
-    """The base's `LlavaConfig` and a TPRL config (the checkpoint's, or the defaults on that base)."""
+def load_configs(name_or_path: str, image_size: int | None = None) -> tuple[PreTrainedConfig, TPRLConfig]:
+    """The base's config and a TPRL config (the checkpoint's, or the defaults on that base, its policy reading images
+    of `image_size`)."""
     config = AutoConfig.from_pretrained(SHIPPED_CONFIGS.get(name_or_path, name_or_path))
     if isinstance(config, TPRLConfig):
         return config.base_config, config
-    if not isinstance(config, LlavaConfig):
-        raise ValueError(f"{name_or_path} is a {config.model_type!r} config; tprl-flops needs a llava or tprl one.")
-    return config, TPRLConfig(base_config=config.to_dict())
+    if config.model_type not in ("llava", "qwen2_5_vl"):
+        raise ValueError(
+            f"{name_or_path} is a {config.model_type!r} config; tprl-flops needs a llava, qwen2_5_vl or tprl one."
+        )
+    side = round(num_image_tokens(config, image_size) ** 0.5)
+    grid = {"visual_grid": [side, side]} if config.model_type == "qwen2_5_vl" else {}
+    return config, TPRLConfig(base_config=config.to_dict(), **grid)
 
 
-def shallow_config(config: LlavaConfig, num_layers: int = 2) -> LlavaConfig:
-    """`config` with `num_layers` LM and vision layers, every width and token count kept."""
+def shallow_config(config: PreTrainedConfig, num_layers: int = 2) -> PreTrainedConfig:
+    """`config` with `num_layers` LM and vision layers (Qwen2.5-VL: the last one full attention), every width and token
+    count kept."""
     proxy = copy.deepcopy(config)
-    proxy.text_config.num_hidden_layers = proxy.vision_config.num_hidden_layers = num_layers
+    proxy.text_config.num_hidden_layers = num_layers
+    if getattr(proxy.text_config, "layer_types", None):
+        proxy.text_config.layer_types = proxy.text_config.layer_types[:num_layers]
+    if config.model_type == "qwen2_5_vl":
+        proxy.vision_config.depth, proxy.vision_config.fullatt_block_indexes = num_layers, [num_layers - 1]
+    else:
+        proxy.vision_config.num_hidden_layers = num_layers
     return proxy
 
 
@@ -248,12 +343,15 @@ def proxy_configs(config: LlavaConfig, tprl_config: TPRLConfig, num_layers: int 
         "policy_num_layers",
         "policy_kernel_size",
     )
+    fields += ("visual_grid",) if config.model_type != "llava" else ()
     return proxy, TPRLConfig(base_config=proxy.to_dict(), **{name: getattr(tprl_config, name) for name in fields})
 
 
 def flops_table(args: FlopsArguments) -> str:
-    config, tprl_config = load_configs(args.model)
-    full = prefill_flops(config, config.image_seq_length, args.text_tokens, method="full", tprl_config=tprl_config)
+    config, tprl_config = load_configs(args.model, args.image_size)
+    size = {"image_size": args.image_size}
+    num_visual = num_image_tokens(config, args.image_size)
+    full = prefill_flops(config, num_visual, args.text_tokens, method="full", tprl_config=tprl_config, **size)
     header = "| kept | method | visual-only reduction | vision GFLOPs | selection GFLOPs | LM GFLOPs | total GFLOPs "
     header += "| full-prefill reduction |"
     if args.measure:
@@ -261,8 +359,8 @@ def flops_table(args: FlopsArguments) -> str:
         proxy = TPRLForConditionalGeneration(proxy_tprl).to(torch.bfloat16).eval()
         header += " proxy analytic GFLOPs | proxy measured GFLOPs | difference |"
     lines = [
-        f"{args.model}: {config.image_seq_length} visual tokens, {args.text_tokens} text tokens, one image. Analytic "
-        "FLOPs (FastV convention, LLaMA's 3-matrix FFN)."
+        f"{args.model}: {num_visual} visual tokens, {args.text_tokens} text tokens, one image. Analytic "
+        "FLOPs (FastV convention, the LM's 3-matrix FFN)."
         + (
             " Proxy: the same widths with 2 LM and 2 vision layers, counted by FlopCounterMode."
             if args.measure
@@ -272,17 +370,20 @@ def flops_table(args: FlopsArguments) -> str:
         header,
         "|---" * (header.count("|") - 1) + "|",
     ]
-    rows = [("full", config.image_seq_length)] + [(m, k) for k in args.kept_list for m in args.method_list]
+    rows = [("full", num_visual)] + [(m, k) for k in args.kept_list for m in args.method_list]
     for method, kept in rows:
-        flops = prefill_flops(config, kept, args.text_tokens, method=method, tprl_config=tprl_config)
+        flops = prefill_flops(config, kept, args.text_tokens, method=method, tprl_config=tprl_config, **size)
+        reduction = visual_only_reduction(config, kept, args.image_size)
         line = (
-            f"| {kept} | {method} | {100 * visual_only_reduction(config, kept):.1f}% | {flops.vision / 1e9:.1f} | "
+            f"| {kept} | {method} | {100 * reduction:.1f}% | {flops.vision / 1e9:.1f} | "
             f"{flops.selection / 1e9:.2f} | {flops.language_model / 1e9:.1f} | {flops.total / 1e9:.1f} | "
             f"{100 * (1 - flops.total / full.total):.1f}% |"
         )
         if args.measure:
-            analytic = prefill_flops(proxy_config, kept, args.text_tokens, method=method, tprl_config=proxy_tprl)
-            measured = measured_prefill_flops(proxy, kept, args.text_tokens, method)
+            analytic = prefill_flops(
+                proxy_config, kept, args.text_tokens, method=method, tprl_config=proxy_tprl, **size
+            )
+            measured = measured_prefill_flops(proxy, kept, args.text_tokens, method, args.image_size)
             line += (
                 f" {analytic.total / 1e9:.1f} | {measured / 1e9:.1f} | "
                 f"{100 * (analytic.total - measured) / measured:+.2f}% |"

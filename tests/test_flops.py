@@ -1,8 +1,10 @@
 """Analytic prefill FLOPs against DESIGN's anchors and against FlopCounterMode on the tiny model; tprl-flops."""
 
 import pytest
+from transformers import Qwen2_5_VLForConditionalGeneration
 
 from modeling_tprl import TPRLForConditionalGeneration
+from tests.test_qwen2_5_vl import tiny_qwen_config
 from tprl_eval.flops import (
     FlopsArguments,
     flops_table,
@@ -38,6 +40,29 @@ def test_analytic_matches_flop_counter_on_the_tiny_model(base_dir, method):
     assert analytic.total == pytest.approx(measured, rel=0.02)
 
 
+@pytest.mark.parametrize("method", ["full", "tprl", "uniform", "fastv", "vision_attention"])
+def test_analytic_matches_flop_counter_on_a_tiny_qwen2_5_vl(method):
+    # Window attention in one block, full attention in the other: 48x48 pixels, 12x12 patches, 36 visual tokens.
+    model = TPRLForConditionalGeneration.from_base(
+        Qwen2_5_VLForConditionalGeneration(tiny_qwen_config()), policy_hidden_size=32, visual_grid=[6, 6]
+    ).eval()
+    config = model.base.config
+    analytic = prefill_flops(config, 12, 20, method=method, tprl_config=model.config, fastv_layer=1, image_size=48)
+    model.config.fastv_layer = 1
+    measured = measured_prefill_flops(model, 12, 20, method, image_size=48)
+    assert analytic.total == pytest.approx(measured, rel=0.02)
+
+
+def test_qwen2_5_vl_7b_at_1008_pixels_has_1296_visual_tokens_and_cls_attention_is_refused():
+    config, tprl_config = load_configs("qwen2.5-vl-7b", image_size=1008)
+    assert tprl_config.num_visual_tokens == 1296
+    full = prefill_flops(config, 1296, 64, method="full", image_size=1008)
+    kept = prefill_flops(config, 144, 64, method="tprl", tprl_config=tprl_config, image_size=1008)
+    assert kept.selection < 0.001 * full.total and kept.vision == full.vision
+    with pytest.raises(ValueError, match=r"\[CLS\] token; qwen2_5_vl has none"):
+        prefill_flops(config, 144, 64, method="cls_attention", image_size=1008)
+
+
 def test_tprl_flops_prints_the_13b_table(capsys):
     table = flops_table(FlopsArguments(model="llava-1.5-13b", kept="192,64", methods="tprl,fastv"))
     assert "| 576 | full | 0.0% |" in table
@@ -58,5 +83,5 @@ def test_budget_out_of_range_and_non_llava_config(tmp_path):
     with pytest.raises(ValueError, match=r"num_kept must be in \[1, 576\]"):
         prefill_flops(config, 600, 64, tprl_config=tprl_config)
     config.text_config.save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="needs a llava or tprl one"):
+    with pytest.raises(ValueError, match="needs a llava, qwen2_5_vl or tprl one"):
         load_configs(str(tmp_path))
