@@ -20,6 +20,7 @@ from transformers import (
     PreTrainedConfig,
     PreTrainedModel,
     Qwen2_5_VLForConditionalGeneration,
+    Qwen2VLForConditionalGeneration,
 )
 
 
@@ -203,15 +204,15 @@ class LlavaFamily(ImageTextFamily):
         return scores[:, 1:] if base.config.vision_feature_select_strategy == "default" else scores
 
 
-class Qwen2_5_VLFamily(ImageTextFamily):
+class Qwen2VLFamily(ImageTextFamily):
     """
-    Qwen2.5-VL (`qwen2_5_vl`): tokens per image vary with its size (`image_grid_thw`, 2x2 merge), a vision tower with
-    window attention and no [CLS] token, and 3-D (mRoPE) positions: the kept tokens keep the base's own positions
-    (`get_rope_index` of the whole prompt), and decoding continues where the unpruned prompt would.
+    Qwen2-VL (`qwen2_vl`): tokens per image vary with its size (`image_grid_thw`, 2x2 merge), a vision tower with no
+    [CLS] token, and 3-D (mRoPE) positions: the kept tokens keep the base's own positions (`get_rope_index` of the
+    whole prompt), and decoding continues where the unpruned prompt would.
     """
 
-    model_type = "qwen2_5_vl"
-    model_class = Qwen2_5_VLForConditionalGeneration
+    model_type = "qwen2_vl"
+    model_class = Qwen2VLForConditionalGeneration
     image_input_names = ("pixel_values", "image_grid_thw")
     position_ndim = 3
 
@@ -264,14 +265,17 @@ class Qwen2_5_VLFamily(ImageTextFamily):
         base.model.rope_deltas = (spatial.amax(dim=(0, 2)) + 1 - attention_mask.sum(-1))[:, None]
 
     def vision_score_layer(self, base):
-        """The last full-attention block of the vision tower (window attention elsewhere)."""
-        visual = base.model.visual
-        return visual.blocks[max(visual.fullatt_block_indexes)]
+        """The last block of the vision tower (every block attends over the whole image)."""
+        return base.model.visual.blocks[-1]
+
+    def raster_order(self, tower: nn.Module, grid_thw: torch.LongTensor) -> torch.LongTensor | None:
+        """Where each merged token of the vision blocks' order sits in the base's (raster) order; `None`: the same."""
+        return None
 
     def vision_attention_scores(self, base, visual_tokens):
         """
         The attention each merged token receives in the last full-attention vision block, averaged over heads, queries
-        and its 2x2 patches, in the base's (raster) order: the block sees patches in window order, undone here.
+        and its 2x2 patches, in the base's (raster) order.
         """
         args, kwargs = visual_tokens.vision_layer_input
         hidden_states = args[0] if args else kwargs["hidden_states"]
@@ -291,19 +295,35 @@ class Qwen2_5_VLFamily(ImageTextFamily):
                 weights = (image_query @ image_keys.transpose(1, 2) * attention.scaling).softmax(-1)
                 total += weights.sum(dim=(0, 1))
             received.append(total / (attention.num_heads * (end - start)))
-        unit = tower.spatial_merge_unit
-        merged = torch.cat(received).view(-1, unit).mean(-1)  # per merge unit, window order
-        grid_thw = visual_tokens.image_inputs["image_grid_thw"]
+        merged = torch.cat(received).view(-1, self._merge(base.config) ** 2).mean(-1)  # per merge unit
+        order = self.raster_order(tower, visual_tokens.image_inputs["image_grid_thw"])
+        merged = merged if order is None else merged[order.to(merged.device)]
+        scores = torch.zeros(visual_tokens.valid.shape, device=merged.device)
+        scores[visual_tokens.valid] = merged
+        return scores
+
+
+class Qwen2_5_VLFamily(Qwen2VLFamily):
+    """Qwen2.5-VL (`qwen2_5_vl`): Qwen2-VL's tokens and positions; its vision tower attends within windows but in its
+    full-attention blocks, and sees the patches in window order."""
+
+    model_type = "qwen2_5_vl"
+    model_class = Qwen2_5_VLForConditionalGeneration
+
+    def vision_score_layer(self, base):
+        """The last full-attention block of the vision tower (window attention elsewhere)."""
+        visual = base.model.visual
+        return visual.blocks[max(visual.fullatt_block_indexes)]
+
+    def raster_order(self, tower, grid_thw):
+        modeling = sys.modules[type(tower).__module__]
         window_index, _ = modeling.get_vision_window_index(
             grid_thw,
             spatial_merge_size=tower.spatial_merge_size,
             window_size=tower.window_size,
             patch_size=tower.patch_size,
         )
-        merged = merged[torch.argsort(window_index.to(merged.device))]
-        scores = torch.zeros(visual_tokens.valid.shape, device=merged.device)
-        scores[visual_tokens.valid] = merged
-        return scores
+        return torch.argsort(window_index)
 
 
 def _attention(query: torch.Tensor, keys: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -315,7 +335,9 @@ def _attention(query: torch.Tensor, keys: torch.Tensor, num_heads: int) -> torch
     return ((query @ keys.transpose(-1, -2)).float() / math.sqrt(head_dim)).softmax(-1).mean(1)
 
 
-ALL_FAMILIES: dict[str, ImageTextFamily] = {family.model_type: family() for family in (LlavaFamily, Qwen2_5_VLFamily)}
+ALL_FAMILIES: dict[str, ImageTextFamily] = {
+    family.model_type: family() for family in (LlavaFamily, Qwen2VLFamily, Qwen2_5_VLFamily)
+}
 
 SUPPORTED_BASE_MODEL_TYPES = tuple(ALL_FAMILIES)
 

@@ -32,6 +32,25 @@ import xml.etree.ElementTree as ElementTree
 from collections import defaultdict
 
 
+# Upstream's Qwen-VL testers give each image one visual token (14x14 pixels, patch 14, no merge): nothing to prune.
+# All three suites (the base's too) run on 28x28 images, 2x2 tokens each, where the tester puts one.
+QWEN_TESTER = """
+class FamilyTester(UpstreamTester):
+    def __init__(self, parent, **kwargs):
+        super().__init__(parent, image_size=28, **kwargs)
+
+    def prepare_config_and_inputs_for_common(self):
+        config, inputs = super().prepare_config_and_inputs_for_common()
+        image = self.num_image_tokens
+        inputs["input_ids"][:, image + 1 : image + 4] = config.image_token_id
+        inputs["mm_token_type_ids"][:, image + 1 : image + 4] = 1
+        inputs["image_grid_thw"] = inputs["image_grid_thw"].new_tensor([[1, 2, 2]] * self.batch_size)
+        return config, inputs
+
+
+UpstreamTester = FamilyTester
+"""
+
 # Each family: the upstream module and classes, and the base class whose passes set the bar.
 FAMILIES = {
     "llava": {
@@ -47,24 +66,15 @@ FAMILIES = {
         "test_class": "Qwen2_5_VLModelTest",
         "tester_class": "Qwen2_5_VLVisionText2TextModelTester",
         "base_class": "Qwen2_5_VLForConditionalGeneration",
-        # Upstream's tester gives each image one visual token (14x14 pixels, patch 14, no merge): nothing to prune.
-        # All three suites (the base's too) run on 28x28 images, 2x2 tokens each, where the tester puts one.
-        "tester_code": """
-class FamilyTester(UpstreamTester):
-    def __init__(self, parent, **kwargs):
-        super().__init__(parent, image_size=28, **kwargs)
-
-    def prepare_config_and_inputs_for_common(self):
-        config, inputs = super().prepare_config_and_inputs_for_common()
-        image = self.num_image_tokens
-        inputs["input_ids"][:, image + 1 : image + 4] = config.image_token_id
-        inputs["mm_token_type_ids"][:, image + 1 : image + 4] = 1
-        inputs["image_grid_thw"] = inputs["image_grid_thw"].new_tensor([[1, 2, 2]] * self.batch_size)
-        return config, inputs
-
-
-UpstreamTester = FamilyTester
-""",
+        "tester_code": QWEN_TESTER,
+        "tprl_config": {"visual_grid": [2, 2]},
+    },
+    "qwen2_vl": {
+        "module": "tests.models.qwen2_vl.test_modeling_qwen2_vl",
+        "test_class": "Qwen2VLModelTest",
+        "tester_class": "Qwen2VLVisionText2TextModelTester",
+        "base_class": "Qwen2VLForConditionalGeneration",
+        "tester_code": QWEN_TESTER,
         "tprl_config": {"visual_grid": [2, 2]},
     },
 }

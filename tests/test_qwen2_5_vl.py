@@ -16,6 +16,8 @@ from transformers import (
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
     Qwen2_5_VLProcessor,
+    Qwen2VLConfig,
+    Qwen2VLForConditionalGeneration,
     Qwen2VLImageProcessorPil,
     pipeline,
     set_seed,
@@ -410,3 +412,27 @@ def test_pipeline_with_chat_messages_of_images_of_different_sizes(qwen_model, qw
     assert [
         out[0]["generated_text"] for out in full(text=messages, generate_kwargs={"keep_ratio": 1.0}, **options)
     ] == [out[0]["generated_text"] for out in base(text=messages, **options)]
+
+
+@pytest.fixture(scope="module")
+def qwen2_vl_base():
+    """Qwen2-VL: the same tokens and positions as Qwen2.5-VL, full attention in every vision block."""
+    config = tiny_qwen_config().to_dict()
+    vision = {"depth": 2, "embed_dim": 32, "hidden_size": 32, "mlp_ratio": 2, "num_heads": 4, "in_channels": 3}
+    vision |= {"patch_size": PATCH, "spatial_merge_size": MERGE, "temporal_patch_size": TEMPORAL}
+    config = Qwen2VLConfig(**{**config, "vision_config": vision, "model_type": "qwen2_vl"})
+    set_seed(0)
+    base = Qwen2VLForConditionalGeneration(config).eval()
+    base.generation_config.pad_token_id, base.generation_config.eos_token_id = PAD, None
+    return base
+
+
+def test_qwen2_vl_pruning_off_gives_the_bases_tokens_and_a_batch_answers_as_each_row_alone(qwen2_vl_base):
+    model = TPRLForConditionalGeneration.from_base(qwen2_vl_base, policy_hidden_size=32, visual_grid=[4, 4]).eval()
+    inputs = qwen_inputs(MIXED)
+    assert_same_tokens(model.generate(**inputs, **GREEDY, keep_ratio=1.0), qwen2_vl_base.generate(**inputs, **GREEDY))
+    pruning = {"keep_ratio": 0.5, "pruning_method": "vision_attention"}
+    batch = model.generate(**inputs, **GREEDY, **pruning)
+    for row in range(len(MIXED)):
+        alone = model.generate(**unpad(inputs, row, MIXED), **GREEDY, **pruning)
+        assert_same_tokens(batch[row : row + 1, -GREEDY["max_new_tokens"] :], alone[:, -GREEDY["max_new_tokens"] :])
