@@ -13,7 +13,6 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import (
     AutoConfig,
-    AutoProcessor,
     GenerationConfig,
     GenerationMixin,
     PreTrainedModel,
@@ -24,6 +23,7 @@ from transformers.utils import ModelOutput, TransformersKwargs, cached_file, can
 
 from .configuration_tprl import TPRLConfig, num_kept_for_ratio
 from .families import ALL_FAMILIES, SUPPORTED_BASE_MODEL_TYPES, VisualTokens, family_of
+from .processing_tprl import load_processor
 from .pruning_methods import ALL_PRUNING_METHODS, as_visual_tokens, check_pruning_method
 from .pruning_tprl import TPRLPruner, kept_mask_of, sorted_kept
 
@@ -340,7 +340,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         sources = [self.name_or_path, self.config.base_model_name_or_path] if processor is None else []
         for source in dict.fromkeys(source for source in sources if source):
             try:
-                processor = AutoProcessor.from_pretrained(source, local_files_only=True)
+                processor = load_processor(source, local_files_only=True)
                 break
             except (OSError, ValueError):
                 continue

@@ -15,7 +15,6 @@ from transformers import (
     PreTrainedTokenizerFast,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
-    Qwen2_5_VLProcessor,
     Qwen2VLConfig,
     Qwen2VLForConditionalGeneration,
     Qwen2VLImageProcessorPil,
@@ -23,9 +22,9 @@ from transformers import (
     set_seed,
 )
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import eager_attention_forward, get_vision_window_index
-from transformers.processing_utils import ProcessorMixin
 
 from modeling_tprl import TPRLForConditionalGeneration
+from modeling_tprl.processing_tprl import ImageOnlyQwenVLProcessor, load_processor
 from tests.conftest import assert_same_tokens
 
 
@@ -43,15 +42,6 @@ CHAT_TEMPLATE = (
 )
 
 
-class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
-    """Qwen2.5-VL's processor without its video processor, which needs torchvision (../shared/DESIGN.md)."""
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        self.image_token, self.video_token = "<|image_pad|>", "<|video_pad|>"
-        self.image_token_id, self.video_token_id = IMAGE, 5
-        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
-
-
 @pytest.fixture(scope="module")
 def qwen_processor():
     """A word-level tokenizer whose ids match `tiny_qwen_config`'s special tokens, and Qwen2-VL's PIL image processor
@@ -66,7 +56,7 @@ def qwen_processor():
     image_processor = Qwen2VLImageProcessorPil(
         patch_size=PATCH, merge_size=MERGE, temporal_patch_size=TEMPORAL, min_pixels=16 * 16, max_pixels=64 * 64
     )
-    return ImageOnlyQwen2_5_VLProcessor(image_processor, tokenizer, chat_template=CHAT_TEMPLATE)
+    return ImageOnlyQwenVLProcessor(image_processor, tokenizer, chat_template=CHAT_TEMPLATE)
 
 
 def tiny_qwen_config() -> Qwen2_5_VLConfig:
@@ -338,12 +328,21 @@ print(json.dumps(out.tolist()))
 """
 
 
-def test_a_pruner_only_checkpoint_of_a_qwen_base_loads_with_the_auto_class(qwen_model, qwen_base, tmp_path):
+def test_a_pruner_only_checkpoint_of_a_qwen_base_loads_with_the_auto_class(
+    qwen_model, qwen_base, qwen_processor, tmp_path
+):
     qwen_base.save_pretrained(tmp_path / "base")
+    qwen_processor.save_pretrained(tmp_path / "base")
     model = TPRLForConditionalGeneration.from_base(str(tmp_path / "base"), policy_hidden_size=32, visual_grid=[4, 4])
     model.pruner.load_state_dict(qwen_model.pruner.state_dict())
     model.save_pretrained(tmp_path / "tprl")
     assert sorted(path.name for path in (tmp_path / "tprl").glob("*.safetensors")) == ["model.safetensors"]
+    # The base's processor went with the checkpoint; without torchvision it loads in its image-only form.
+    processor = load_processor(tmp_path / "tprl")
+    image = Image.fromarray(np.zeros((32, 48, 3), np.uint8))
+    expected_inputs = qwen_processor(images=image, text="user : <|vision_start|><|image_pad|><|vision_end|>")
+    loaded_inputs = processor(images=image, text="user : <|vision_start|><|image_pad|><|vision_end|>")
+    assert all(np.array_equal(loaded_inputs[key], value) for key, value in expected_inputs.items())
     loaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "tprl", trust_remote_code=True)
     assert type(loaded.base) is Qwen2_5_VLForConditionalGeneration and loaded.config.visual_grid == [4, 4]
     inputs = qwen_inputs([[3, (8, 8), 4], [5, (8, 8), 1]])
