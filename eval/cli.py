@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from accelerate import PartialState
-from transformers import AutoConfig, AutoProcessor, HfArgumentParser
+from transformers import AutoConfig, HfArgumentParser
 
 from modeling_tprl import ALL_PRUNING_METHODS, TPRLForConditionalGeneration
+from modeling_tprl.processing_tprl import load_processor
 from tprl_digit_world import EMBEDDED_BASE_PATH, require_embedded_base
 
 from .benchmark_eval import benchmark_scores, evaluate_benchmark, paper_table
@@ -146,7 +147,7 @@ def run(args: EvalArguments) -> dict:
     model = load_model(args.model, args.method_list).eval()
     for target in args.target_list:  # a fixed-budget pruner or an unreachable target fails before any evaluation
         model.config.compute_weight_for(target)
-    processor = AutoProcessor.from_pretrained(args.model)
+    processor = load_processor(args.model)
     results = {"model": args.model}
     count = args.num_examples if args.limit is None else min(args.num_examples, args.limit)
     for name, num_digits in DIGIT_WORLD_SPLITS.items():

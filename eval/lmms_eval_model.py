@@ -17,9 +17,10 @@ from lmms_eval import utils
 from lmms_eval.api.model import lmms
 from lmms_eval.models.registry_v2 import ModelManifest
 from PIL import Image
-from transformers import AutoConfig, AutoProcessor
+from transformers import AutoConfig
 
 from modeling_tprl import ALL_PRUNING_METHODS
+from modeling_tprl.processing_tprl import load_processor
 from tprl_digit_world import EMBEDDED_BASE_PATH
 
 from .answering import generate_answers
@@ -74,7 +75,7 @@ class TPRLLmms(lmms):
         model_kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
         model = load_model(pretrained, [method] if keep_ratio != 1.0 else [], **model_kwargs)
         self.model = model.to(device or state.device).eval()
-        self.processor = AutoProcessor.from_pretrained(pretrained)
+        self.processor = load_processor(pretrained)
         self.batch_size = int(batch_size)
         self.pruning_kwargs = {
             name: value

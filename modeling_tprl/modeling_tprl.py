@@ -437,6 +437,10 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         """The base's `get_image_features`: its output, with the projected features of each image as `pooler_output`."""
         return self.base.get_image_features(pixel_values=pixel_values, return_dict=True, **kwargs)
 
+    def image_inputs(self, batch: dict) -> dict:
+        """The family's image inputs in a batch (`pixel_values`, and e.g. `image_grid_thw`), for `visual_tokens`."""
+        return {name: batch[name] for name in self.family.image_input_names if batch.get(name) is not None}
+
     def image_inputs_of(self, pixel_values: torch.FloatTensor | None, kwargs: dict) -> dict:
         """The family's image inputs among a call's arguments (`pixel_values`, and e.g. `image_grid_thw`)."""
         names = self.family.image_input_names[1:]

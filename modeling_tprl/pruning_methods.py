@@ -38,7 +38,9 @@ def as_visual_tokens(
 
 
 @torch.no_grad()
-def vision_attention_scores(model, pixel_values: torch.Tensor | None = None, visual: VisualTokens | None = None):
+def vision_attention_scores(
+    model, pixel_values: torch.Tensor | None = None, visual: VisualTokens | None = None, **image_inputs
+) -> torch.Tensor:
     """
     `[images, tokens]` attention scores from the vision pass (VisionZip): the [CLS] token's attention in the layer
     LLaVA reads, or for a tower without [CLS] (Qwen2.5-VL) the attention each token receives in a full-attention
@@ -48,7 +50,7 @@ def vision_attention_scores(model, pixel_values: torch.Tensor | None = None, vis
     if visual is None or visual.vision_layer_input is None:
         kept = model.pop_vision_layer_input(pixel_values) if visual is None else None
         if kept is None:
-            image_inputs = visual.image_inputs if visual is not None else {"pixel_values": pixel_values}
+            image_inputs = visual.image_inputs if visual is not None else {"pixel_values": pixel_values, **image_inputs}
             kept = model.encode_images(keep_vision_layer_input=True, **image_inputs)
         visual = kept
     return model.family.vision_attention_scores(model.base, visual)

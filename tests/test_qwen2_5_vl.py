@@ -435,3 +435,51 @@ def test_qwen2_vl_pruning_off_gives_the_bases_tokens_and_a_batch_answers_as_each
     for row in range(len(MIXED)):
         alone = model.generate(**unpad(inputs, row, MIXED), **GREEDY, **pruning)
         assert_same_tokens(batch[row : row + 1, -GREEDY["max_new_tokens"] :], alone[:, -GREEDY["max_new_tokens"] :])
+
+
+@pytest.fixture(scope="module")
+def digit_world_qwen_dir(tmp_path_factory):
+    """A tiny Qwen2.5-VL (random weights) with an image-only processor for the digit world's words, on disk."""
+    from tprl_digit_world.canvas import vocabulary
+
+    special = ["<pad>", "</s>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    words = dict.fromkeys(special + WORDS + vocabulary())
+    backend = Tokenizer(models.WordLevel({token: i for i, token in enumerate(words)}, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", padding_side="left", model_max_length=512
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": special[2:]})
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=PATCH, merge_size=MERGE, temporal_patch_size=TEMPORAL, min_pixels=96 * 96, max_pixels=96 * 96
+    )
+    processor = ImageOnlyQwenVLProcessor(image_processor, tokenizer, chat_template=CHAT_TEMPLATE)
+    config = tiny_qwen_config()
+    config.text_config.vocab_size = len(tokenizer)
+    set_seed(0)
+    path = tmp_path_factory.mktemp("qwen_base")
+    Qwen2_5_VLForConditionalGeneration(config).save_pretrained(path)
+    processor.save_pretrained(path)
+    return str(path)
+
+
+def test_tprl_train_runs_every_stage_on_a_qwen2_5_vl_base(digit_world_qwen_dir, tmp_path):
+    from tprl_train.train_pruner import main
+
+    main(
+        [
+            *["--config", "train/configs/digit_world.yaml", "--base_model_name_or_path", digit_world_qwen_dir],
+            *["--visual_grid", "12", "12", "--output_dir", str(tmp_path), "--train_size", "32"],
+            *["--autoencoder_steps", "2", "--num_demonstrations", "8", "--imitation_steps", "2", "--max_steps", "4"],
+            *["--num_generations", "2", "--per_device_train_batch_size", "4", "--save_steps", "4"],
+            *["--budget_questions", "16", "--budget_steps", "2", "--eval_size", "0", "--disable_tqdm", "true"],
+        ]
+    )
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path / "budget" / "final")
+    assert type(model.base) is Qwen2_5_VLForConditionalGeneration and model.config.visual_grid == [12, 12]
+    processor = load_processor(tmp_path / "budget" / "final")
+    image = Image.fromarray(np.zeros((96, 96, 3), np.uint8))
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what color is the 7"}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    inputs = processor(images=image, text=prompt, return_tensors="pt")
+    assert model(**inputs, keep_ratio=1 / 9).num_visual_tokens_kept == 16

@@ -36,7 +36,7 @@ class StateAutoencoderTrainer(PrunerStageTrainer):
     def stage_loss(self, model: TPRLForConditionalGeneration, inputs: dict) -> tuple[torch.Tensor, dict[str, float]]:
         autoencoder = model.pruner.autoencoder
         with torch.no_grad():
-            tokens = model.visual_tokens(inputs["pixel_values"]).to(autoencoder.encoder[1].weight.dtype)
+            tokens = model.visual_tokens(**model.image_inputs(inputs)).to(autoencoder.encoder[1].weight.dtype)
         _, reconstruction = autoencoder(tokens)
         loss = torch.nn.functional.mse_loss(reconstruction, tokens)
         relative = relative_reconstruction_error(tokens, reconstruction.detach()).item()

@@ -42,7 +42,7 @@ def policy_input_batches(
     for start in tqdm(range(0, len(examples), batch_size), desc=desc):
         batch = collator([examples[i] for i in range(start, min(start + batch_size, len(examples)))])
         batch = {key: value.to(model.device) for key, value in batch.items()}
-        features = model.visual_tokens(batch["pixel_values"])
+        features = model.visual_tokens(**model.image_inputs(batch))
         question = model.question_embeddings(batch["input_ids"], prompt_attention_mask(batch), len(features))
         yield batch, features, model.pruner.episode_inputs(features, *question)
 

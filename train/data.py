@@ -68,8 +68,9 @@ class VQACollator:
 
 
 class ImageCollator:
-    """Batches the images of `{"image", ...}` examples into `pixel_values` alone, as the processor makes them: what the
-    autoencoder stage reads (it reads no text, and tokenising the prompts cost it a fifth of its time).
+    """Batches the images of `{"image", ...}` examples into the image inputs alone (`pixel_values`, and Qwen's
+    `image_grid_thw`), as the processor makes them: what the autoencoder stage reads (it reads no text, and tokenising
+    the prompts cost it a fifth of its time).
 
     Args:
         processor ([`ProcessorMixin`]): the base model's processor.
@@ -79,7 +80,10 @@ class ImageCollator:
         self.image_processor = processor.image_processor
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        return {"pixel_values": pixel_values_of([example["image"] for example in examples], self.image_processor)}
+        images = [example["image"] for example in examples]
+        if "image_grid_thw" in self.image_processor.model_input_names:
+            return dict(self.image_processor(images, return_tensors="pt"))
+        return {"pixel_values": pixel_values_of(images, self.image_processor)}
 
 
 def prompt_attention_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -35,7 +35,7 @@ def make_demonstrations(
         examples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         batch = {k: v.to(model.device) for k, v in collator(examples).items()}
         with torch.no_grad():  # the teachers' [CLS]-attention scores read this same vision pass
-            image_features = model.visual_tokens(batch["pixel_values"], keep_vision_layer_input=True)
+            image_features = model.visual_tokens(**model.image_inputs(batch), keep_vision_layer_input=True)
         alone = None
         if teacher in BUDGET_TEACHERS:
             alone = leave_one_in_scores(model, batch, image_features)

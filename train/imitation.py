@@ -43,7 +43,7 @@ def encode_examples(
     for start in tqdm(range(0, len(examples), batch_size), desc="imitation inputs (latents, questions)"):
         rows = [examples[i] for i in range(start, min(start + batch_size, len(examples)))]
         batch = {k: v.to(model.device) for k, v in collator(rows).items()}
-        latents.append(model.pruner.autoencoder.encode(model.visual_tokens(batch["pixel_values"])).cpu())
+        latents.append(model.pruner.autoencoder.encode(model.visual_tokens(**model.image_inputs(batch))).cpu())
         ids, mask = model.question_token_ids(batch["input_ids"], prompt_attention_mask(batch))
         question_ids.extend(row[keep].cpu() for row, keep in zip(ids, mask))
     return FrozenInputs(torch.cat(latents), question_ids)

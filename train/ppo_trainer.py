@@ -211,7 +211,7 @@ class TPRLPPOTrainer(PrunerStageTrainer):
         args, model = self.args, self.tprl_model
         policy = model.pruner.policy
         policy.eval()
-        image_features = model.visual_tokens(batch["pixel_values"])
+        image_features = model.visual_tokens(**model.image_inputs(batch))
         questions, total, _ = image_features.shape
         all_tokens = torch.arange(total, device=image_features.device).expand(questions, -1)
         full_score, _ = self._score(batch, image_features, all_tokens)

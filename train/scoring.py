@@ -33,6 +33,8 @@ def answer_scores(
     pruned = model.prune_inputs(
         batch["input_ids"],
         pixel_values=None,
+        # The family's other image inputs (Qwen's image_grid_thw): the kept tokens' positions are read from them.
+        **{name: value for name, value in model.image_inputs(batch).items() if name != "pixel_values"},
         attention_mask=batch["attention_mask"],
         labels=batch["labels"],
         kept_visual_indices=kept_visual_indices,

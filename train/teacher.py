@@ -30,7 +30,7 @@ from its figures (see `train/configs/digit_world.yaml`).
 import torch
 
 from modeling_tprl import TPRLForConditionalGeneration, run_episode
-from modeling_tprl.pruning_methods import cls_attention_scores, fastv_scores
+from modeling_tprl.pruning_methods import fastv_scores, vision_attention_scores
 
 from .scoring import answer_scores
 
@@ -63,7 +63,9 @@ def _log_likelihoods_of_selections(
     scores = []
     for start in range(0, len(rows), chunk_size):
         part = rows[start : start + chunk_size]
-        sub_batch = {key: batch[key][part] for key in ("input_ids", "attention_mask", "labels")}
+        # Per row: the text, and the family's other image inputs (one image per row; Qwen's image_grid_thw).
+        image_side = [name for name in model.image_inputs(batch) if name != "pixel_values"]
+        sub_batch = {key: batch[key][part] for key in ("input_ids", "attention_mask", "labels", *image_side)}
         scores.append(
             answer_scores(
                 model, sub_batch, image_features[part], selections[start : start + chunk_size]
@@ -114,8 +116,10 @@ def cls_attention_importance(
     image_features: torch.Tensor,
     kept_visual_indices: torch.Tensor,
 ) -> torch.Tensor:
-    """`[images, tokens]` the vision tower's [CLS] attention to each patch (the cls_attention method); -inf if dropped."""
-    return _mask_dropped(cls_attention_scores(model, batch["pixel_values"]).float(), kept_visual_indices)
+    """`[images, tokens]` the vision pass's attention score of each token (the vision_attention method: LLaVA's [CLS]
+    attention, what Qwen's tokens receive in a full-attention block); -inf if dropped."""
+    scores = vision_attention_scores(model, **model.image_inputs(batch))
+    return _mask_dropped(scores.float(), kept_visual_indices)
 
 
 @torch.no_grad()

@@ -25,11 +25,12 @@ from pathlib import Path
 
 import datasets
 from accelerate import PartialState
-from transformers import AutoConfig, AutoProcessor, LlavaConfig, Trainer, TrainingArguments, set_seed
+from transformers import AutoConfig, LlavaConfig, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import TrlParser
 
 from modeling_tprl import TPRLConfig, TPRLForConditionalGeneration
+from modeling_tprl.processing_tprl import load_processor
 from tprl_digit_world.builder import DigitWorldBuilder
 
 from .autoencoder import StateAutoencoderTrainer
@@ -327,7 +328,9 @@ def run(script_args: PrunerTrainingArguments, model_args: TPRLModelConfig, ppo_c
     meter = StageMeter(count_flops=script_args.dry_run)
     examples = examples_through_base(script_args, ppo_config)
     base_config = AutoConfig.from_pretrained(model_args.base_model_name_or_path)
-    num_visual_tokens = TPRLConfig(base_config=base_config.to_dict()).num_visual_tokens
+    num_visual_tokens = TPRLConfig(
+        base_config=base_config.to_dict(), visual_grid=model_args.visual_grid
+    ).num_visual_tokens
     check_budgets(num_visual_tokens, ppo_config.keep_ratios, model_args.num_pruning_steps)
     if bool(model_args.adaptive_budgets) != bool(script_args.compute_weight_range):
         raise ValueError(
@@ -343,7 +346,7 @@ def run(script_args: PrunerTrainingArguments, model_args: TPRLModelConfig, ppo_c
     set_seed(ppo_config.seed)
     output_dir = Path(ppo_config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    processor = AutoProcessor.from_pretrained(model_args.base_model_name_or_path)
+    processor = load_processor(model_args.base_model_name_or_path)
     collator = VQACollator(processor)
     distributed = PartialState()
     with distributed.main_process_first():
