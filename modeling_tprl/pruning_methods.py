@@ -50,7 +50,9 @@ def vision_attention_scores(
     if visual is None or visual.vision_layer_input is None:
         kept = model.pop_vision_layer_input(pixel_values) if visual is None else None
         if kept is None:
-            image_inputs = visual.image_inputs if visual is not None else {"pixel_values": pixel_values, **image_inputs}
+            image_inputs = (
+                visual.image_inputs if visual is not None else {"pixel_values": pixel_values, **image_inputs}
+            )
             kept = model.encode_images(keep_vision_layer_input=True, **image_inputs)
         visual = kept
     return model.family.vision_attention_scores(model.base, visual)

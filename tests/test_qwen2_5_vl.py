@@ -483,3 +483,18 @@ def test_tprl_train_runs_every_stage_on_a_qwen2_5_vl_base(digit_world_qwen_dir, 
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
     inputs = processor(images=image, text=prompt, return_tensors="pt")
     assert model(**inputs, keep_ratio=1 / 9).num_visual_tokens_kept == 16
+
+
+def test_the_dry_run_runs_every_stage_on_a_qwen2_5_vl_base_and_projects_it(digit_world_qwen_dir, tmp_path, capsys):
+    from tprl_train.train_pruner import main
+
+    recipe = ["--config", "train/configs/qwen2.5-vl-7b.yaml", "--base_model_name_or_path", digit_world_qwen_dir]
+    main([*recipe, "--visual_grid", "6", "6", "--dry_run", "--use_cpu", "true", "--output_dir", str(tmp_path)])
+    dry = tmp_path / "dry_run"
+    processor = load_processor(dry / "base")
+    image = Image.fromarray(np.zeros((96, 96, 3), np.uint8))  # resized to 48x48: 6x6 merged tokens of 2x2 patches
+    assert processor.image_processor(image)["image_grid_thw"].tolist() == [[1, 12, 12]]
+    rows = {row["stage"]: row for row in json.loads((dry / "dry_run.json").read_text())}
+    assert set(rows) == {"autoencoder", "demonstrations", "imitation", "ppo"}
+    assert all(row["dry_seconds"] > 0 and row["projected_gpu_hours"] > 0 for row in rows.values())
+    assert "Projected GPU time of the whole run" in capsys.readouterr().out

@@ -31,18 +31,27 @@ import datasets
 import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import AutoConfig, CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+from transformers import (
+    AutoConfig,
+    CLIPImageProcessorPil,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedConfig,
+    Qwen2VLImageProcessorPil,
+)
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
+from modeling_tprl.families import SUPPORTED_BASE_MODEL_TYPES, family_of
+from modeling_tprl.processing_tprl import ImageOnlyQwenVLProcessor
 from tprl_digit_world import build_processor
 from tprl_digit_world.evaluation import fixed_examples
 from tprl_eval.flops import (
     CPU_SDPA_FLOPS,
     SHIPPED_CONFIGS,
+    num_image_tokens,
     prefill_flops,
-    projector_flops,
     shallow_config,
-    vision_tower_flops,
+    vision_flops,
 )
 
 
@@ -110,8 +119,8 @@ class StageMeter:
         logger.info(f"The {name} stage took {record.seconds:.1f} s, peak memory {record.peak_bytes / 2**30:.2f} GiB.")
 
 
-def full_base_config(name_or_path: str) -> LlavaConfig:
-    """The base's config: from its directory or the Hub, else the one shipped for that llava-hf id (offline)."""
+def full_base_config(name_or_path: str) -> PreTrainedConfig:
+    """The base's config: from its directory or the Hub, else the one shipped for that id (offline)."""
     shipped = {Path(path).name: path for path in SHIPPED_CONFIGS.values()}
     try:
         config = AutoConfig.from_pretrained(name_or_path)
@@ -119,14 +128,26 @@ def full_base_config(name_or_path: str) -> LlavaConfig:
         if Path(name_or_path).name not in shipped:
             raise
         config = AutoConfig.from_pretrained(shipped[Path(name_or_path).name])
-    if not isinstance(config, LlavaConfig):
-        raise ValueError(f"The dry run needs a llava base; {name_or_path} is a {config.model_type!r} model.")
+    if config.model_type not in SUPPORTED_BASE_MODEL_TYPES:
+        raise ValueError(
+            f"The dry run needs a base of {SUPPORTED_BASE_MODEL_TYPES}; {name_or_path} is a {config.model_type!r} model."
+        )
     return config
 
 
-def build_dry_run_base(config: LlavaConfig, path: Path, dtype: str) -> LlavaConfig:
+def dry_run_image_size(config: PreTrainedConfig, visual_grid: list[int] | None) -> int:
+    """The side of the fixture's square images: the base's image size, or for Qwen-VL the policy's grid in pixels."""
+    vision = config.vision_config
+    if config.model_type == "llava":
+        return vision.image_size
+    return (visual_grid or [16, 16])[0] * vision.patch_size * vision.spatial_merge_size
+
+
+def build_dry_run_base(config: PreTrainedConfig, path: Path, dtype: str, image_size: int) -> PreTrainedConfig:
     """Saves a random-weight base of `config`'s widths and token counts with `DRY_RUN_LAYERS` layers, and a processor
-    for it (the embedded tokenizer, a CLIP image processor at the base's image size); returns its config."""
+    for it (the embedded tokenizer, the family's image processor at `image_size`); returns its config."""
+    if config.model_type != "llava":
+        return build_qwen_dry_run_base(config, path, dtype, image_size)
     embedded = build_processor()
     tokenizer = embedded.tokenizer
     tokenizer.model_max_length = 4096
@@ -155,6 +176,37 @@ def build_dry_run_base(config: LlavaConfig, path: Path, dtype: str) -> LlavaConf
     return proxy
 
 
+def build_qwen_dry_run_base(config: PreTrainedConfig, path: Path, dtype: str, image_size: int) -> PreTrainedConfig:
+    """A Qwen-VL dry-run base: the embedded tokenizer with the vision placeholders (the base's vocabulary size kept),
+    an image-only processor resizing to `image_size` squares."""
+    embedded = build_processor()
+    tokenizer = embedded.tokenizer
+    tokenizer.model_max_length = 8192
+    placeholders = ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>"]
+    tokenizer.add_special_tokens({"additional_special_tokens": placeholders})
+    tokenizer.image_token, tokenizer.video_token = "<|image_pad|>", "<|video_pad|>"  # the embedded one's is <image>
+    proxy = shallow_config(config, DRY_RUN_LAYERS)
+    start, image, end, video = tokenizer.convert_tokens_to_ids(placeholders)
+    proxy.vision_start_token_id, proxy.image_token_id, proxy.vision_end_token_id, proxy.video_token_id = (
+        start, image, end, video
+    )  # fmt: skip
+    proxy.text_config.pad_token_id = tokenizer.pad_token_id
+    torch.manual_seed(0)
+    model = family_of(config).model_class(proxy).to(getattr(torch, dtype))
+    model.save_pretrained(path)
+    vision = config.vision_config
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=vision.patch_size,
+        merge_size=vision.spatial_merge_size,
+        temporal_patch_size=vision.temporal_patch_size,
+        min_pixels=image_size**2,
+        max_pixels=image_size**2,
+    )
+    chat_template = embedded.chat_template.replace("<image> ", "<|vision_start|><|image_pad|><|vision_end|> ")
+    ImageOnlyQwenVLProcessor(image_processor, tokenizer, chat_template=chat_template).save_pretrained(path)
+    return proxy
+
+
 def write_fixture(path: Path, image_size: int) -> None:
     """Digit-world training questions, canvases resized to the base's image size, as a `save_to_disk` dataset."""
     rows = [
@@ -168,22 +220,20 @@ def write_fixture(path: Path, image_size: int) -> None:
     datasets.Dataset.from_list(rows).cast_column("image", datasets.Image()).save_to_disk(str(path))
 
 
-def parameter_bytes(config: LlavaConfig, dtype: str) -> int:
+def parameter_bytes(config: PreTrainedConfig, dtype: str) -> int:
     with torch.device("meta"):
-        model = LlavaForConditionalGeneration(config)
+        model = family_of(config).model_class(config)
     return sum(parameter.numel() for parameter in model.parameters()) * getattr(torch, dtype).itemsize
 
 
-def depth_ratio(config: LlavaConfig, proxy: LlavaConfig, stage: str) -> float:
+def depth_ratio(config: PreTrainedConfig, proxy: PreTrainedConfig, stage: str, image_size: int) -> float:
     """The base's forward FLOPs at its real depth over the dry run's, for what the stage runs."""
     if stage == "autoencoder":  # the state autoencoder reads the projected tokens: no language model
-        return (vision_tower_flops(config) + projector_flops(config)) / (
-            vision_tower_flops(proxy) + projector_flops(proxy)
-        )
-    tokens = config.image_seq_length
+        return vision_flops(config, image_size) / vision_flops(proxy, image_size)
+    tokens = num_image_tokens(config, image_size)
     return (
-        prefill_flops(config, tokens, TEXT_TOKENS, method="full").total
-        / prefill_flops(proxy, tokens, TEXT_TOKENS, method="full").total
+        prefill_flops(config, tokens, TEXT_TOKENS, method="full", image_size=image_size).total
+        / prefill_flops(proxy, tokens, TEXT_TOKENS, method="full", image_size=image_size).total
     )
 
 
@@ -191,17 +241,18 @@ def projection_table(
     records: list[StageRecord],
     real_examples: dict[str, int],
     batch_ratios: dict[str, float],
-    config: LlavaConfig,
-    proxy: LlavaConfig,
+    config: PreTrainedConfig,
+    proxy: PreTrainedConfig,
     dtype: str,
     gpu_tflops: float,
+    image_size: int,
 ) -> tuple[str, list[dict]]:
     """The measured stages and their projection to the real run (see the module's docstring), as markdown and dicts."""
     full_weights, dry_weights = parameter_bytes(config, dtype), parameter_bytes(proxy, dtype)
     device = "GPU" if torch.cuda.is_available() else "CPU"
     rows = []
     for record in records:
-        scale = real_examples[record.name] / record.examples * depth_ratio(config, proxy, record.name)
+        scale = real_examples[record.name] / record.examples * depth_ratio(config, proxy, record.name, image_size)
         rows.append(
             {
                 "stage": record.name,

@@ -25,13 +25,14 @@ from pathlib import Path
 
 import datasets
 from accelerate import PartialState
-from transformers import AutoConfig, LlavaConfig, Trainer, TrainingArguments, set_seed
+from transformers import AutoConfig, PreTrainedConfig, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import TrlParser
 
 from modeling_tprl import TPRLConfig, TPRLForConditionalGeneration
 from modeling_tprl.processing_tprl import load_processor
 from tprl_digit_world.builder import DigitWorldBuilder
+from tprl_eval.flops import num_image_tokens
 
 from .autoencoder import StateAutoencoderTrainer
 from .budget import BudgetDataset, BudgetTrainer, budget_table
@@ -42,6 +43,7 @@ from .dry_run import (
     TEXT_TOKENS,
     StageMeter,
     build_dry_run_base,
+    dry_run_image_size,
     full_base_config,
     projection_table,
     write_fixture,
@@ -298,15 +300,16 @@ def batch_ratios(
 
 def shrink_to_dry_run(
     script_args: PrunerTrainingArguments, model_args: TPRLModelConfig, ppo_config: TPRLPPOConfig
-) -> tuple[LlavaConfig, LlavaConfig]:
+) -> tuple[PreTrainedConfig, PreTrainedConfig]:
     """Points the run at a 2-layer random-weight copy of its base and a fixture, for a few steps of every stage, in
     `<output_dir>/dry_run`; returns the real and the dry base configs."""
     config = full_base_config(model_args.base_model_name_or_path)
     output_dir = Path(ppo_config.output_dir) / "dry_run"
     shutil.rmtree(output_dir, ignore_errors=True)  # a dry run starts afresh
     output_dir.mkdir(parents=True)
-    proxy = build_dry_run_base(config, output_dir / "base", model_args.dtype)
-    write_fixture(output_dir / "data", config.vision_config.image_size)
+    image_size = dry_run_image_size(config, model_args.visual_grid)
+    proxy = build_dry_run_base(config, output_dir / "base", model_args.dtype, image_size)
+    write_fixture(output_dir / "data", image_size)
     model_args.base_model_name_or_path = str(output_dir / "base")
     script_args.dataset, script_args.eval_size = str(output_dir / "data"), 0
     script_args.autoencoder_steps = script_args.imitation_steps = script_args.budget_steps = 2
@@ -324,7 +327,9 @@ def run(script_args: PrunerTrainingArguments, model_args: TPRLModelConfig, ppo_c
         real_examples = examples_through_base(script_args, ppo_config)
         real = copy.deepcopy((script_args, ppo_config))
         config, proxy = shrink_to_dry_run(script_args, model_args, ppo_config)
-        ratios = batch_ratios(real, (script_args, ppo_config), config.image_seq_length, config.text_config.hidden_size)
+        image_size = dry_run_image_size(config, model_args.visual_grid)
+        tokens = num_image_tokens(config, image_size)
+        ratios = batch_ratios(real, (script_args, ppo_config), tokens, config.text_config.hidden_size)
     meter = StageMeter(count_flops=script_args.dry_run)
     examples = examples_through_base(script_args, ppo_config)
     base_config = AutoConfig.from_pretrained(model_args.base_model_name_or_path)
@@ -438,7 +443,14 @@ def run(script_args: PrunerTrainingArguments, model_args: TPRLModelConfig, ppo_c
 
     if script_args.dry_run and distributed.is_main_process:
         table, rows = projection_table(
-            meter.records, real_examples, ratios, config, proxy, model_args.dtype, script_args.dry_run_gpu_tflops
+            meter.records,
+            real_examples,
+            ratios,
+            config,
+            proxy,
+            model_args.dtype,
+            script_args.dry_run_gpu_tflops,
+            image_size,
         )
         write_report(output_dir, table, rows)
         return {"dry_run": rows}
