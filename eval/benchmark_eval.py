@@ -5,14 +5,16 @@ from modeling_tprl import TPRLForConditionalGeneration
 
 from .answering import generate_answers
 from .benchmarks import BENCHMARKS
-from .digit_world_eval import digit_world_splits, selection_kwargs
+from .digit_world_eval import digit_world_splits
 from .sharding import map_batches
 
 
 def method_runs(
     model: TPRLForConditionalGeneration, methods: list[str], keep_ratios: list[float]
 ) -> list[tuple[str, float, int]]:
-    """(method, keep ratio, kept tokens) for every evaluated setting, `full` first (the oracle needs digit layouts)."""
+    """(method, keep ratio, kept tokens) for every evaluated setting, `full` first (the oracle needs digit layouts).
+    The kept tokens are those of an image of the policy's grid (`config.visual_grid`): where image sizes vary (Qwen-VL),
+    each image keeps the ratio of its own."""
     runs = [("full", 1.0, model.num_visual_tokens)] if "full" in methods else []
     return runs + [
         (method, ratio, model.num_kept_tokens(keep_ratio=ratio))
@@ -43,9 +45,10 @@ def evaluate_benchmark(
     results = []
     for method, ratio, kept in method_runs(model, methods, keep_ratios):
 
-        def batch_answers(batch, index, method=method, kept=kept):
+        def batch_answers(batch, index, method=method, ratio=ratio):
             prompts, images = [benchmark.prompt(row, prompt_style) for row in batch], [row["image"] for row in batch]
-            selection = selection_kwargs(method, kept, batch, patch_size=None)
+            # The keep ratio of each image's own tokens (as many as `kept` where every image has the policy's grid).
+            selection = {"keep_ratio": 1.0} if method == "full" else {"pruning_method": method, "keep_ratio": ratio}
             return generate_answers(model, processor, prompts, images, len(batch), max_new_tokens, **selection)
 
         answers = map_batches(batch_answers, rows, batch_size, seed, f"{name}: {method} at {kept}")

@@ -498,3 +498,28 @@ def test_the_dry_run_runs_every_stage_on_a_qwen2_5_vl_base_and_projects_it(digit
     assert set(rows) == {"autoencoder", "demonstrations", "imitation", "ppo"}
     assert all(row["dry_seconds"] > 0 and row["projected_gpu_hours"] > 0 for row in rows.values())
     assert "Projected GPU time of the whole run" in capsys.readouterr().out
+
+
+def test_tprl_eval_runs_the_benchmarks_on_a_qwen2_5_vl_base(digit_world_qwen_dir, tmp_path, monkeypatch):
+    import datasets
+    from lmms_fixtures import write_fixture
+
+    from tprl_eval.cli import EvalArguments, run
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets_cache")
+    paths = {name: write_fixture(tmp_path, name) for name in ("gqa", "pope")}
+    args = EvalArguments(
+        model=digit_world_qwen_dir,
+        benchmarks="gqa,pope",
+        dataset_paths=",".join(f"{name}={path}" for name, path in paths.items()),
+        methods="full,uniform,vision_attention,fastv",
+        keep_ratios="0.3333",
+        num_examples=4,
+        max_new_tokens=2,
+        batch_size=2,
+        output_dir=str(tmp_path / "eval"),
+    )
+    results = run(args)
+    methods = [row["method"] for row in results["benchmarks"]["gqa"]["rows"]]
+    assert methods == ["full", "uniform", "vision_attention", "fastv"]
+    assert "| vision_attention |" in (tmp_path / "eval" / "results.md").read_text()
