@@ -88,12 +88,13 @@ def build_model_card(
                 )
             )
     base_model = config.base_model_name_or_path
+    base_family = config.base_config.model_type
     card_data = ModelCardData(
         base_model=base_model,
         pipeline_tag="image-text-to-text",
         library_name="transformers",
         license=license,
-        tags=["tprl", "llava", "token-pruning", "custom_code"],
+        tags=["tprl", base_family, "token-pruning", "custom_code"],
         datasets=[dataset_name],
         model_name=repo_id.split("/")[-1],
         eval_results=eval_results or None,
@@ -107,6 +108,7 @@ def build_model_card(
         model_name=repo_id.split("/")[-1],
         repo_id=repo_id,
         base_model=base_model,
+        base_family=base_family,
         pruner_only=config.pruner_only,
         num_visual_tokens=total,
         default_kept=kept,

@@ -523,3 +523,18 @@ def test_tprl_eval_runs_the_benchmarks_on_a_qwen2_5_vl_base(digit_world_qwen_dir
     methods = [row["method"] for row in results["benchmarks"]["gqa"]["rows"]]
     assert methods == ["full", "uniform", "vision_attention", "fastv"]
     assert "| vision_attention |" in (tmp_path / "eval" / "results.md").read_text()
+
+
+def test_the_model_card_of_a_qwen_checkpoint_names_its_family(qwen_model, tmp_path):
+    import copy
+
+    from huggingface_hub import ModelCard
+
+    from tprl_hub_cards.model_card import build_model_card
+
+    config = copy.deepcopy(qwen_model.config)
+    config.base_model_name_or_path = "Qwen/Qwen2.5-VL-3B-Instruct"
+    build_model_card(config, "tester/tprl-qwen").save(tmp_path / "README.md")
+    card = ModelCard.load(tmp_path / "README.md")
+    assert "qwen2_5_vl" in card.data.tags and card.data.base_model == "Qwen/Qwen2.5-VL-3B-Instruct"
+    assert "LLaVA" not in card.text.split("## Usage")[0]
