@@ -131,3 +131,29 @@ def launch_two_cpu_processes(*arguments: str, timeout: int = 600):
         assert result.returncode == 0, result.stderr[-3000:]
         assert {"0", "1"} <= set(os.listdir(ranks)), "accelerate did not start two processes"
     return result
+
+
+@pytest.fixture(scope="module")
+def qwen_processor():
+    from qwen_fixtures import build_qwen_processor
+
+    return build_qwen_processor()
+
+
+@pytest.fixture(scope="module")
+def digit_world_qwen_dir(tmp_path_factory):
+    """A tiny Qwen2.5-VL (random weights) with an image-only processor for the digit world's words, on disk: 96x96
+    images give 12x12 visual tokens."""
+    from qwen_fixtures import build_qwen_processor, tiny_qwen_config
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from tprl_digit_world.canvas import vocabulary
+
+    processor = build_qwen_processor(vocabulary(), min_pixels=96 * 96, max_pixels=96 * 96)
+    config = tiny_qwen_config()
+    config.text_config.vocab_size = len(processor.tokenizer)
+    set_seed(0)
+    path = tmp_path_factory.mktemp("qwen_base")
+    Qwen2_5_VLForConditionalGeneration(config).save_pretrained(path)
+    processor.save_pretrained(path)
+    return str(path)

@@ -4,7 +4,7 @@ import pytest
 from transformers import Qwen2_5_VLForConditionalGeneration
 
 from modeling_tprl import TPRLForConditionalGeneration
-from tests.test_qwen2_5_vl import tiny_qwen_config
+from tests.qwen_fixtures import tiny_qwen_config
 from tprl_eval.flops import (
     FlopsArguments,
     flops_table,

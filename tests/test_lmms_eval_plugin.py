@@ -83,3 +83,10 @@ def test_lmms_eval_matches_tprl_eval(task_dir, tprl_checkpoint, tmp_path, pretra
 def test_bad_model_args_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TPRLLmms(pretrained=EMBEDDED_BASE_PATH, **kwargs)
+
+
+def test_lmms_eval_runs_a_qwen2_5_vl_base_with_a_training_free_method(task_dir, digit_world_qwen_dir, tmp_path):
+    accuracy = lmms_eval_accuracy(
+        task_dir, tmp_path / "out", f"pretrained={digit_world_qwen_dir},keep_ratio=0.25,pruning_method=uniform"
+    )
+    assert 0.0 <= accuracy <= 1.0  # a random tiny Qwen2.5-VL: the run, not the score, is what is tested

@@ -8,92 +8,24 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     AttentionInterface,
     AutoModelForImageTextToText,
-    PreTrainedTokenizerFast,
-    Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
     Qwen2VLConfig,
     Qwen2VLForConditionalGeneration,
-    Qwen2VLImageProcessorPil,
     pipeline,
     set_seed,
 )
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import eager_attention_forward, get_vision_window_index
 
 from modeling_tprl import TPRLForConditionalGeneration
-from modeling_tprl.processing_tprl import ImageOnlyQwenVLProcessor, load_processor
+from modeling_tprl.processing_tprl import load_processor
 from tests.conftest import assert_same_tokens
+from tests.qwen_fixtures import IMAGE, MERGE, PAD, PATCH, TEMPORAL, VISION_END, VISION_START, tiny_qwen_config
 
 
-PAD, EOS, VISION_START, VISION_END, IMAGE = 0, 1, 2, 3, 4
-PATCH, MERGE, TEMPORAL = 4, 2, 2
 GREEDY = {"max_new_tokens": 5, "do_sample": False}
-
-
-WORDS = ["user", "assistant", ":", "what", "is", "shown", "how", "many", "red", "blue", "a", "the"]
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ message['role'] }} : {% for item in message['content'] %}"
-    "{% if item['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|> "
-    "{% elif item['type'] == 'text' %}{{ item['text'] }} {% endif %}{% endfor %}{% endfor %}"
-    "{% if add_generation_prompt %}assistant :{% endif %}"
-)
-
-
-@pytest.fixture(scope="module")
-def qwen_processor():
-    """A word-level tokenizer whose ids match `tiny_qwen_config`'s special tokens, and Qwen2-VL's PIL image processor
-    at patch 4, merge 2."""
-    special = ["<pad>", "</s>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
-    backend = Tokenizer(models.WordLevel({token: i for i, token in enumerate(special + WORDS)}, unk_token="<pad>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", padding_side="left", model_max_length=512
-    )
-    tokenizer.add_special_tokens({"additional_special_tokens": special[2:]})
-    image_processor = Qwen2VLImageProcessorPil(
-        patch_size=PATCH, merge_size=MERGE, temporal_patch_size=TEMPORAL, min_pixels=16 * 16, max_pixels=64 * 64
-    )
-    return ImageOnlyQwenVLProcessor(image_processor, tokenizer, chat_template=CHAT_TEMPLATE)
-
-
-def tiny_qwen_config() -> Qwen2_5_VLConfig:
-    """A Qwen2.5-VL small enough for CPU tests: windows of 2x2 merged tokens, one full-attention block of two."""
-    return Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": 64,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 512,
-            "rope_parameters": {"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 10000.0},
-            "pad_token_id": PAD,
-            "eos_token_id": EOS,
-            "bos_token_id": None,
-            "tie_word_embeddings": False,
-        },
-        vision_config={
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 4,
-            "out_hidden_size": 32,
-            "patch_size": PATCH,
-            "spatial_merge_size": MERGE,
-            "temporal_patch_size": TEMPORAL,
-            "window_size": 2 * PATCH * MERGE,
-            "fullatt_block_indexes": [1],
-            "in_channels": 3,
-        },
-        vision_start_token_id=VISION_START,
-        vision_end_token_id=VISION_END,
-        image_token_id=IMAGE,
-        video_token_id=5,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -435,32 +367,6 @@ def test_qwen2_vl_pruning_off_gives_the_bases_tokens_and_a_batch_answers_as_each
     for row in range(len(MIXED)):
         alone = model.generate(**unpad(inputs, row, MIXED), **GREEDY, **pruning)
         assert_same_tokens(batch[row : row + 1, -GREEDY["max_new_tokens"] :], alone[:, -GREEDY["max_new_tokens"] :])
-
-
-@pytest.fixture(scope="module")
-def digit_world_qwen_dir(tmp_path_factory):
-    """A tiny Qwen2.5-VL (random weights) with an image-only processor for the digit world's words, on disk."""
-    from tprl_digit_world.canvas import vocabulary
-
-    special = ["<pad>", "</s>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
-    words = dict.fromkeys(special + WORDS + vocabulary())
-    backend = Tokenizer(models.WordLevel({token: i for i, token in enumerate(words)}, unk_token="<pad>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", padding_side="left", model_max_length=512
-    )
-    tokenizer.add_special_tokens({"additional_special_tokens": special[2:]})
-    image_processor = Qwen2VLImageProcessorPil(
-        patch_size=PATCH, merge_size=MERGE, temporal_patch_size=TEMPORAL, min_pixels=96 * 96, max_pixels=96 * 96
-    )
-    processor = ImageOnlyQwenVLProcessor(image_processor, tokenizer, chat_template=CHAT_TEMPLATE)
-    config = tiny_qwen_config()
-    config.text_config.vocab_size = len(tokenizer)
-    set_seed(0)
-    path = tmp_path_factory.mktemp("qwen_base")
-    Qwen2_5_VLForConditionalGeneration(config).save_pretrained(path)
-    processor.save_pretrained(path)
-    return str(path)
 
 
 def test_tprl_train_runs_every_stage_on_a_qwen2_5_vl_base(digit_world_qwen_dir, tmp_path):
