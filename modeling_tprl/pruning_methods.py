@@ -58,14 +58,18 @@ def vision_attention_scores(
     return model.family.vision_attention_scores(model.base, visual)
 
 
-def cls_attention_scores(model, pixel_values: torch.Tensor) -> torch.Tensor:
-    """`[images, patches]` attention of the [CLS] token to each patch in the vision layer LLaVA reads."""
+def _check_cls_token(model) -> None:
     if not model.family.has_cls_token:
         raise ValueError(
             f"pruning_method 'cls_attention' reads the vision tower's [CLS] token, and {model.family.model_type} has "
             "none: use 'vision_attention' (VisionZip-style attention received in a full-attention vision block), "
             "'fastv', 'uniform' or 'random'."
         )
+
+
+def cls_attention_scores(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """`[images, patches]` attention of the [CLS] token to each patch in the vision layer LLaVA reads."""
+    _check_cls_token(model)
     return vision_attention_scores(model, pixel_values)
 
 
@@ -153,8 +157,7 @@ def uniform_selection(model, visual, input_ids, attention_mask, num_kept):
 
 def cls_attention_selection(model, visual, input_ids, attention_mask, num_kept):
     """The patches the vision tower's [CLS] token attends to most (VisionZip / FasterVLM "dominant" tokens)."""
-    if not model.family.has_cls_token:
-        cls_attention_scores(model, None)  # its clear error
+    _check_cls_token(model)
     return visual.top_k(vision_attention_scores(model, visual=visual), num_kept)
 
 

@@ -54,10 +54,12 @@ def test_base_of_an_unsupported_family(tmp_path):
         CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
     )
     model.save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match=r"model_type 'clip_vision_model'.*supports \('llava', 'qwen2_5_vl'\)"):
+    with pytest.raises(
+        ValueError, match=r"model_type 'clip_vision_model'.*supports \('llava', 'qwen2_vl', 'qwen2_5_vl'\)"
+    ):
         TPRLForConditionalGeneration.from_base(str(tmp_path))
     with pytest.raises(
-        TypeError, match="must be a model of a supported family \\(LlavaForConditionalGeneration, Qwen2_5_VL"
+        TypeError, match="must be a model of a supported family \\(LlavaForConditionalGeneration, Qwen2VL"
     ):
         TPRLForConditionalGeneration.from_base(model)
 
