@@ -198,9 +198,9 @@ class LlavaFamily(ImageTextFamily):
         hidden_states = args[0] if args else kwargs["hidden_states"]
         layer = self.vision_score_layer(base)
         normed = layer.layer_norm1(hidden_states)
-        query = layer.self_attn.q_proj(normed[:, :1])
+        query = layer.self_attn.q_proj(normed[:, 0])
         keys = layer.self_attn.k_proj(normed)
-        scores = _attention(query, keys, base.model.vision_tower.config.num_attention_heads)[:, 0]
+        scores = attention_row(query, keys, base.model.vision_tower.config.num_attention_heads)
         return scores[:, 1:] if base.config.vision_feature_select_strategy == "default" else scores
 
 
@@ -326,13 +326,19 @@ class Qwen2_5_VLFamily(Qwen2VLFamily):
         return torch.argsort(window_index)
 
 
-def _attention(query: torch.Tensor, keys: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """`[rows, queries, length]` softmax attention of `query` over `keys` (`[rows, length, width]`), head-averaged."""
+def attention_row(
+    query: torch.Tensor, keys: torch.Tensor, num_heads: int, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Softmax attention of one query per row (`[rows, width]`) over `keys` (`[rows, length, width]`), head-averaged.
+    (Computed in other shapes, it rounds otherwise, and the teacher's near-ties pick otherwise.)"""
     rows, length, width = keys.shape
     head_dim = width // num_heads
-    query = query.view(rows, -1, num_heads, head_dim).transpose(1, 2)
+    query = query.view(rows, num_heads, 1, head_dim)
     keys = keys.view(rows, length, num_heads, head_dim).transpose(1, 2)
-    return ((query @ keys.transpose(-1, -2)).float() / math.sqrt(head_dim)).softmax(-1).mean(1)
+    logits = (query @ keys.transpose(-1, -2)).squeeze(2).float() / math.sqrt(head_dim)
+    if mask is not None:
+        logits = logits.masked_fill(~mask[:, None, :], -math.inf)
+    return logits.softmax(-1).mean(1)
 
 
 ALL_FAMILIES: dict[str, ImageTextFamily] = {

@@ -14,7 +14,6 @@ tensor of budgets; it returns each image's kept tokens, increasing, right-padded
 "name", method)` adds one; `pruning_method="name"` then selects it per call or in the config.
 """
 
-import math
 import sys
 from collections.abc import Callable
 
@@ -22,7 +21,7 @@ import torch
 from torch import nn
 from transformers.utils.generic import GeneralInterface
 
-from .families import VisualTokens
+from .families import VisualTokens, attention_row
 
 
 def as_visual_tokens(
@@ -128,8 +127,10 @@ def fastv_scores(
     keys = attention.k_proj(normed).view(rows, length, kv_heads, head_dim).transpose(1, 2)
     query, keys = apply_rotary_pos_emb(query, keys, *layer_kwargs["position_embeddings"])
     keys = keys.repeat_interleave(query.shape[1] // kv_heads, dim=1)
-    logits = (query[:, :, -1:] @ keys.transpose(-1, -2)).squeeze(2).float() / math.sqrt(head_dim)
-    scores = logits.masked_fill(~attention_mask.bool()[:, None], -torch.inf).softmax(-1).mean(1)
+    heads = query.shape[1]
+    query = query[:, :, -1].reshape(rows, heads * head_dim)
+    keys = keys.transpose(1, 2).reshape(rows, length, heads * head_dim)
+    scores = attention_row(query, keys, heads, attention_mask.bool())
     padded = torch.zeros(visual.valid.shape, device=scores.device)
     padded[visual.valid] = scores[image_mask]  # placeholders are in image order, row by row
     return padded
