@@ -76,6 +76,8 @@ def vision_flops(config: PreTrainedConfig, image_size: int | None = None) -> int
     """The vision tower and projector (or merger) on one image."""
     if config.model_type == "qwen2_5_vl":
         return qwen2_5_vl_vision_flops(config, image_size)
+    if config.model_type != "llava":
+        raise ValueError(f"FLOPs are counted for llava and qwen2_5_vl bases, not {config.model_type!r}.")
     return vision_tower_flops(config) + projector_flops(config)
 
 

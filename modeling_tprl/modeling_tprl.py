@@ -856,8 +856,10 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
     ) -> tuple[torch.LongTensor, dict]:
         # Beams and `num_return_sequences` repeat each row; its images must be repeated with it, as a group ([A, B] ->
         # [A, B, A, B]), not tensor row by tensor row (for Qwen2.5-VL a row of `pixel_values` is a patch).
+        # Where the prompt is given as inputs_embeds, its placeholders cannot be read: the default, as the base's.
         image_inputs = self.image_inputs_of(model_kwargs.get("pixel_values"), model_kwargs)
-        if expand_size == 1 or image_inputs["pixel_values"] is None or input_ids is None:
+        placeholders = input_ids is not None and bool((input_ids == self.config.image_token_id).any())
+        if expand_size == 1 or image_inputs["pixel_values"] is None or not placeholders:
             return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
         for name in image_inputs:
             model_kwargs.pop(name)

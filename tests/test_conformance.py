@@ -267,3 +267,16 @@ def test_what_pruning_cannot_take_is_refused_clearly(tprl_model, batch):
     mask = batch["attention_mask"][:, None, None, :].expand(-1, 1, batch["input_ids"].shape[1], -1)
     with pytest.raises(ValueError, match="Pruning needs the 2-D attention mask"):
         tprl_model(**{**batch, "attention_mask": mask}, **PRUNED)
+
+
+def test_beams_from_inputs_embeds_with_images_give_llava_s_tokens(tprl_model, random_base, batch):
+    # Without placeholders to read in input_ids, each row's image repeats as the base repeats it.
+    embeds = random_base.get_input_embeddings()(batch["input_ids"])
+    inputs = {
+        "inputs_embeds": embeds,
+        "attention_mask": batch["attention_mask"],
+        "pixel_values": batch["pixel_values"],
+    }
+    beams = {"num_beams": 2, "max_new_tokens": 3, "do_sample": False}
+    expected = random_base.generate(**inputs, **beams)
+    assert_same_tokens(tprl_model.generate(**inputs, **beams, keep_ratio=1.0), expected)
