@@ -146,7 +146,7 @@ class TPRLPreTrainedModel(PreTrainedModel):
 
 class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
     r"""
-    An image-text-to-text model (LLaVA, Qwen2.5-VL: `modeling_tprl.families`) with a TPRL pruner. The pruner drops
+    An image-text-to-text model (LLaVA, Qwen2-VL, Qwen2.5-VL: `modeling_tprl.families`) with a TPRL pruner. The pruner drops
     projected visual tokens after the projector and before the language model, guided by the question, so the
     language model runs unmodified (SDPA / FlashAttention kept) on a shorter sequence, with the base's own positions
     of the kept tokens. The base is frozen. With `keep_ratio=1.0` the model is exactly its base.
@@ -210,7 +210,8 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
     ) -> "TPRLForConditionalGeneration":
         """
         A TPRL model with a fresh pruner on top of `base`: a Hub id, a local directory or a loaded model of a supported
-        family (`LlavaForConditionalGeneration`, `Qwen2_5_VLForConditionalGeneration`). `base_model_kwargs` (e.g. `dtype`, `device_map`) reach the base's
+        family (`LlavaForConditionalGeneration`, `Qwen2VLForConditionalGeneration`,
+        `Qwen2_5_VLForConditionalGeneration`). `base_model_kwargs` (e.g. `dtype`, `device_map`) reach the base's
         `from_pretrained`; `config_kwargs` set [`TPRLConfig`] fields.
         """
         if isinstance(base, (str, os.PathLike)):
