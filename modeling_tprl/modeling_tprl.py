@@ -439,13 +439,8 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         return self.base.get_image_features(pixel_values=pixel_values, return_dict=True, **kwargs)
 
     def image_inputs(self, batch: dict) -> dict:
-        """The family's image inputs in a batch (`pixel_values`, and e.g. `image_grid_thw`), for `visual_tokens`."""
+        """The family's image inputs in a batch or a call's arguments (`pixel_values`, and e.g. `image_grid_thw`)."""
         return {name: batch[name] for name in self.family.image_input_names if batch.get(name) is not None}
-
-    def image_inputs_of(self, pixel_values: torch.FloatTensor | None, kwargs: dict) -> dict:
-        """The family's image inputs among a call's arguments (`pixel_values`, and e.g. `image_grid_thw`)."""
-        names = self.family.image_input_names[1:]
-        return {"pixel_values": pixel_values, **{name: kwargs[name] for name in names if kwargs.get(name) is not None}}
 
     def encode_images(self, keep_vision_layer_input: bool = False, **image_inputs) -> VisualTokens:
         """
@@ -504,10 +499,6 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         kept = getattr(self, "_vision_layer_input", None)
         self._vision_layer_input = None
         return kept[1] if kept is not None and kept[0] is pixel_values else None
-
-    def feature_vision_layer(self) -> nn.Module:
-        """The vision layer whose input the attention methods read (for LLaVA, the layer whose output it reads)."""
-        return self.family.vision_score_layer(self.base)
 
     def _pruning_method(self, pruning_method: str | None) -> str:
         """This call's pruning method: `pruning_method`, else the config's."""
@@ -616,7 +607,9 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         family's other image inputs (`image_grid_thw` for Qwen2.5-VL).
         """
         with torch.no_grad():
-            visual = self._visual_tokens_for(pruning_method, self.image_inputs_of(pixel_values, image_inputs))
+            visual = self._visual_tokens_for(
+                pruning_method, self.image_inputs({**image_inputs, "pixel_values": pixel_values})
+            )
             self._image_rows(input_ids, visual.counts)
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
@@ -651,7 +644,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         the whole prompt if given, else computed). `image_features` (from [`~TPRLForConditionalGeneration.encode_images`]
         or `visual_tokens`) skip the vision tower, e.g. when training evaluates several selections of the same images.
         """
-        image_inputs = self.image_inputs_of(pixel_values, image_inputs)
+        image_inputs = self.image_inputs({**image_inputs, "pixel_values": pixel_values})
         if image_features is None:
             method = pruning_method if kept_visual_indices is None else "tprl"
             visual = self._visual_tokens_for(method, image_inputs)
@@ -717,7 +710,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             return False
         if kept_visual_indices is not None or keep_ratio == "adaptive":
             return True
-        image_inputs = self.image_inputs_of(pixel_values, image_inputs or {})
+        image_inputs = self.image_inputs({**(image_inputs or {}), "pixel_values": pixel_values})
         counts = self.family.token_counts(self.config.base_config, image_inputs)
         return bool((self.visual_budgets(counts, keep_ratio, num_kept_tokens) < counts).any())
 
@@ -758,7 +751,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         compute_weight = self.adaptive_compute_weight(keep_ratio, target_keep_ratio)
-        image_inputs = self.image_inputs_of(pixel_values, kwargs)
+        image_inputs = self.image_inputs({**kwargs, "pixel_values": pixel_values})
         pruning = self._is_pruning(
             pixel_values, keep_ratio, num_kept_tokens, kept_visual_indices, pruning_method, image_inputs
         )
@@ -858,9 +851,9 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         # Beams and `num_return_sequences` repeat each row; its images must be repeated with it, as a group ([A, B] ->
         # [A, B, A, B]), not tensor row by tensor row (for Qwen2.5-VL a row of `pixel_values` is a patch).
         # Where the prompt is given as inputs_embeds, its placeholders cannot be read: the default, as the base's.
-        image_inputs = self.image_inputs_of(model_kwargs.get("pixel_values"), model_kwargs)
+        image_inputs = self.image_inputs(model_kwargs)
         placeholders = input_ids is not None and bool((input_ids == self.config.image_token_id).any())
-        if expand_size == 1 or image_inputs["pixel_values"] is None or not placeholders:
+        if expand_size == 1 or "pixel_values" not in image_inputs or not placeholders:
             return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
         for name in image_inputs:
             model_kwargs.pop(name)
