@@ -19,7 +19,7 @@ from tprl_digit_world.evaluation import (
     summarize_hits,
 )
 
-from .flops import prefill_flops
+from .flops import REFERENCE_SHAPES, load_configs, num_image_tokens, prefill_flops
 from .metrics import load_metric
 from .oracle import oracle_indices
 from .plots import plot_accuracy, plot_accuracy_vs_flops, plot_coverage, plot_kept_patches
@@ -107,7 +107,10 @@ def evaluate_methods(
         row["retention"] = round(row["accuracy"] / full["accuracy"], 4) if full and full["accuracy"] else None
     add_compute(rows, model, processor, examples)
     canvas = "3-6 digits per canvas" if num_digits is None else f"{num_digits} digits per canvas"
-    return {"split": "test", "canvas": canvas, "num_examples": len(examples), "answer_prior": prior, "rows": rows}
+    results = {"split": "test", "canvas": canvas, "num_examples": len(examples), "answer_prior": prior, "rows": rows}
+    if model.base.config.model_type in REFERENCE_SHAPES:
+        results["flops_reference"] = REFERENCE_SHAPES[model.base.config.model_type]
+    return results
 
 
 def adaptive_budget_summary(examples: list[dict], counts: list[int], total: int) -> dict:
@@ -126,26 +129,32 @@ def adaptive_budget_summary(examples: list[dict], counts: list[int], total: int)
 
 def add_compute(rows: list[dict], model: TPRLForConditionalGeneration, processor, examples: list[dict]) -> None:
     """Adds each row's token efficiency (kept ratio, analytic prefill FLOPs ratio) from the token_efficiency metric;
-    an adaptive row's FLOPs are the mean of each question's."""
+    an adaptive row's FLOPs are the mean of each question's. Where the family has `REFERENCE_SHAPES`, also the same
+    selections' FLOPs ratio at those shapes (`reference_flops_ratio`): the kept counts scaled to the reference's
+    visual tokens (the same keep ratios), each method's selection cost counted there (`tprl-flops`'s figures)."""
     batch = DigitWorldCollator(processor)(examples[:64])
     text_tokens = round(float((batch["attention_mask"].sum(1) - model.num_visual_tokens).float().mean()))
-    config, metric = model.base.config, load_metric("token_efficiency")
-    full = prefill_flops(config, model.num_visual_tokens, text_tokens, method="full").total
-    for row in rows:
-        method = "tprl" if row["method"] == ADAPTIVE else row["method"]
-        counts = row.get("kept_token_counts", {row["kept_tokens"]: 1})
-        kept = [count for count, times in counts.items() for _ in range(times)]
-        per_count = {n: prefill_flops(config, n, text_tokens, method, tprl_config=model.config).total for n in counts}
-        flops = [per_count[n] for n in kept]
-        efficiency = metric.compute(
-            kept_tokens=kept,
-            total_tokens=[model.num_visual_tokens] * len(kept),
-            flops=[float(value) for value in flops],
-            full_flops=[float(full)] * len(kept),
-        )
-        row.update(
-            flops_ratio=round(efficiency["flops_ratio"], 4), flops_reduction=round(efficiency["flops_reduction"], 4)
-        )
+    shapes = {"": (model.base.config, model.config, 1.0)}
+    if model.base.config.model_type in REFERENCE_SHAPES:
+        config, tprl_config = load_configs(REFERENCE_SHAPES[model.base.config.model_type])
+        shapes["reference_"] = (config, tprl_config, num_image_tokens(config) / model.num_visual_tokens)
+    metric = load_metric("token_efficiency")
+    for prefix, (config, tprl_config, scale) in shapes.items():
+        total = round(model.num_visual_tokens * scale)
+        full = prefill_flops(config, total, text_tokens, method="full").total
+        for row in rows:
+            method = "tprl" if row["method"] == ADAPTIVE else row["method"]
+            counts = row.get("kept_token_counts", {row["kept_tokens"]: 1})
+            kept = [round(count * scale) for count, times in counts.items() for _ in range(times)]
+            per_count = {n: prefill_flops(config, n, text_tokens, method, tprl_config=tprl_config).total for n in kept}
+            efficiency = metric.compute(
+                kept_tokens=kept,
+                total_tokens=[total] * len(kept),
+                flops=[float(per_count[n]) for n in kept],
+                full_flops=[float(full)] * len(kept),
+            )
+            row[f"{prefix}flops_ratio"] = round(efficiency["flops_ratio"], 4)
+            row[f"{prefix}flops_reduction"] = round(efficiency["flops_reduction"], 4)
 
 
 def kept_patch_selections(
@@ -175,19 +184,27 @@ def markdown_table(results: dict) -> str:
     """The digit world's table: per method and budget, prefill FLOPs, accuracy, retention, per question type, and
     named-target coverage."""
     question_types = list(results["rows"][0]["per_question_type"])
+    reference = results.get("flops_reference")
     lines = [
         f"Digit world, held-out test split, {results.get('canvas', '3-6 digits per canvas')}, "
         f"{results['num_examples']} questions. Answer prior (no image): {100 * results['answer_prior']['accuracy']:.1f}%. "
-        "Coverage: the share of the questions naming a digit on the canvas whose named digits keep every patch.",
+        "Coverage: the share of the questions naming a digit on the canvas whose named digits keep every patch. "
+        "Prefill FLOPs: % of the full model's, the selection's own cost included"
+        + (f"; at {reference}: the same keep ratios at that base's shapes." if reference else "."),
         "",
-        "| method | kept tokens | keep ratio | prefill FLOPs | accuracy | retention | "
+        "| method | kept tokens | keep ratio | prefill FLOPs | "
+        + (f"prefill FLOPs at {reference} | " if reference else "")
+        + "accuracy | retention | "
         + " | ".join(question_types)
         + " | coverage |",
-        "|---|---|---|---|---|---|" + "---|" * (len(question_types) + 1),
+        "|---|---|---|---|" + ("---|" if reference else "") + "---|---|" + "---|" * (len(question_types) + 1),
     ]
     for row in results["rows"]:
         retention = "n/a" if row["retention"] is None else f"{100 * row['retention']:.1f}%"
-        flops = f"{100 * row['flops_ratio']:.1f}%" if "flops_ratio" in row else "n/a"
+        flops = " | ".join(
+            f"{100 * row[key]:.1f}%" if key in row else "n/a"
+            for key in ("flops_ratio", "reference_flops_ratio")[: 2 if reference else 1]
+        )
         per_type = " | ".join(f"{100 * row['per_question_type'][t]:.1f}" for t in question_types)
         coverage = row.get("named_target_coverage")
         coverage = "n/a" if coverage is None else f"{100 * coverage:.1f}"

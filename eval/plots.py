@@ -65,16 +65,19 @@ def plot_benchmarks(scores: dict[str, dict[tuple[str, int], float]], path: Path)
 
 
 def plot_accuracy_vs_flops(results: dict, path: Path) -> None:
-    """Digit-world accuracy against the analytic prefill FLOPs relative to the full model, one line per method."""
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for method in dict.fromkeys(row["method"] for row in results["rows"]):
-        rows = sorted((r for r in results["rows"] if r["method"] == method), key=lambda r: r["flops_ratio"])
-        axis.plot(
-            [100 * r["flops_ratio"] for r in rows], [100 * r["accuracy"] for r in rows], marker="o", label=method
-        )
-    axis.axhline(100 * results["answer_prior"]["accuracy"], color="grey", linestyle=":", label="answer prior")
-    axis.set(xlabel="prefill FLOPs (% of full, selection included)", ylabel="accuracy (%)", title="Digit world")
-    axis.legend(fontsize=8)
+    """Digit-world accuracy against the analytic prefill FLOPs relative to the full model, one line per method: at the
+    base's own shapes and, in a second panel, at the reference shapes (`results["flops_reference"]`) when given."""
+    panels = [("flops_ratio", "Digit world, this base")]
+    if results.get("flops_reference"):
+        panels.append(("reference_flops_ratio", f"The same keep ratios at {results['flops_reference']}"))
+    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for axis, (key, title) in zip(axes[0], panels):
+        for method in dict.fromkeys(row["method"] for row in results["rows"]):
+            rows = sorted((r for r in results["rows"] if r["method"] == method and key in r), key=lambda r: r[key])
+            axis.plot([100 * r[key] for r in rows], [100 * r["accuracy"] for r in rows], marker="o", label=method)
+        axis.axhline(100 * results["answer_prior"]["accuracy"], color="grey", linestyle=":", label="answer prior")
+        axis.set(xlabel="prefill FLOPs (% of full, selection included)", ylabel="accuracy (%)", title=title)
+    axes[0][0].legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -196,6 +196,40 @@ def test_every_example_is_demonstrated_at_every_budget_and_weights_set_the_batch
         demonstrated_examples(demonstrations.remove_columns("example"))
 
 
+def test_an_interrupted_demonstration_stage_resumes_from_its_shards(
+    tprl_model, processor, vqa_dataset, tmp_path, monkeypatch
+):
+    """Each batch is written as it is done; a rerun reads those back and demonstrates the rest, giving the rows of an
+    uninterrupted run. Shards of other settings are not read."""
+    import tprl_train.demonstrations as stage
+
+    collator, ratios = VQACollator(processor), [1 / 3, 1 / 9]
+    expected = make_demonstrations(tprl_model, vqa_dataset, collator, ratios, 8, "leave_one_in_or_cls_attention")
+    demonstrate, calls, interrupt = stage.teacher_demonstrations, [], [True]
+
+    def interrupted_after_two_batches(*args):
+        calls.append(len(calls))
+        if interrupt[0] and len(calls) > 2:
+            raise RuntimeError("interrupted")
+        return demonstrate(*args)
+
+    monkeypatch.setattr(stage, "teacher_demonstrations", interrupted_after_two_batches)
+    shards = tmp_path / "shards"
+    with pytest.raises(RuntimeError, match="interrupted"):
+        make_demonstrations(tprl_model, vqa_dataset, collator, ratios, 8, "leave_one_in_or_cls_attention", shards)
+    assert sorted(path.name for path in shards.glob("batch-*")) == ["batch-000000.json", "batch-000001.json"]
+    calls.clear()
+    interrupt[0] = False
+    resumed = make_demonstrations(
+        tprl_model, vqa_dataset, collator, ratios, 8, "leave_one_in_or_cls_attention", shards
+    )
+    assert len(calls) == len(vqa_dataset) // 8 - 2  # only the batches not written
+    assert resumed.to_list() == expected.to_list()
+    calls.clear()
+    make_demonstrations(tprl_model, vqa_dataset, collator, [1 / 9], 8, "leave_one_in_or_cls_attention", shards)
+    assert len(calls) == len(vqa_dataset) // 8  # other budgets: every batch again
+
+
 def test_imitation_batches_hold_what_the_policy_reads_at_inference(tprl_model, processor, vqa_dataset):
     demonstrations = make_demonstrations(tprl_model, vqa_dataset, VQACollator(processor), [1 / 9], 8, "cls_attention")
     inputs = encode_examples(tprl_model, demonstrated_examples(demonstrations), VQACollator(processor), batch_size=5)

@@ -3,9 +3,11 @@
 import json
 import shutil
 
+import datasets
 import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassError
+from transformers import AutoProcessor
 
 from modeling_tprl import TPRLForConditionalGeneration
 from tprl_digit_world import EMBEDDED_BASE_PATH
@@ -15,7 +17,7 @@ from tprl_train.imitation import DemonstrationDataset, encode_examples, relevanc
 from tprl_train.model_config import TPRLModelConfig
 from tprl_train.ppo_config import TPRLPPOConfig
 from tprl_train.ppo_trainer import TPRLPPOTrainer, compute_gae, leave_one_out_advantages, whiten
-from tprl_train.train_pruner import PrunerTrainingArguments, main
+from tprl_train.train_pruner import PrunerTrainingArguments, load_training_data, main
 
 
 def test_whiten_with_a_std_floor_keeps_near_constant_advantages_small():
@@ -266,8 +268,9 @@ def test_missing_embedded_default_is_a_clear_error(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_main_job_under_accelerate_with_two_processes(base_dir, tmp_path):
-    """`accelerate launch` of two processes: every Trainer stage on both (DDP), the demonstrations once, one set of
-    checkpoints; a second launch after the PPO stage's `final` is lost skips the done stages and resumes PPO."""
+    """`accelerate launch` of two processes: every Trainer stage on both (DDP), the demonstrations shared out and
+    identical to one process's, one set of checkpoints; a second launch after the PPO stage's `final` is lost skips
+    the done stages and resumes PPO."""
     from conftest import launch_two_cpu_processes
     from transformers import AutoModelForImageTextToText
 
@@ -280,8 +283,26 @@ def test_main_job_under_accelerate_with_two_processes(base_dir, tmp_path):
         *["--num_demonstrations", "24", "--imitation_steps", "2", "--max_steps", "4", "--num_generations", "2"],
         *["--num_ppo_epochs", "2", "--save_steps", "2", "--logging_steps", "2", "--per_device_train_batch_size", "4"],
         *["--budget_questions", "32", "--budget_steps", "2", "--eval_size", "0", "--disable_tqdm", "true"],
+        *["--stage_batch_size", "8"],  # 3 batches of demonstrations to share out
     ]
     launch_two_cpu_processes(*arguments)
+    assert not (tmp_path / ".demonstrations.shards").exists()
+    model = TPRLForConditionalGeneration.from_pretrained(tmp_path / "autoencoder" / "final")
+    processor = AutoProcessor.from_pretrained(base_dir)
+    dataset = load_training_data(
+        PrunerTrainingArguments(train_size=64, num_demonstrations=24), str(tmp_path / "data_cache"), 0
+    )
+    dataset = dataset.select(range(24))
+    one_process = make_demonstrations(
+        model,
+        dataset,
+        VQACollator(processor),
+        [0.3333333333, 0.2222222222, 0.1111111111],
+        8,
+        "leave_one_in_or_cls_attention",
+    )
+    two_processes = datasets.load_from_disk(tmp_path / "demonstrations")
+    assert two_processes.remove_columns("image").to_list() == one_process.remove_columns("image").to_list()
     assert sorted(p.name for p in (tmp_path / "ppo").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     for stage in ("autoencoder", "imitation", "ppo", "budget"):
         history = json.loads((tmp_path / stage / "log_history.json").read_text())

@@ -10,15 +10,14 @@ its value per arm; the price enters the choice in closed form, so one head serve
 never keeps more. The rest of the policy is frozen: fixed budgets keep exactly the tokens they kept.
 """
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import datasets
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from modeling_tprl import EpisodeInputs, TPRLForConditionalGeneration
+from tprl_eval.sharding import map_batches
 
 from .data import prompt_attention_mask
 from .scoring import answer_scores
@@ -34,39 +33,43 @@ class BudgetTable:
     scores: torch.Tensor
 
 
-def policy_input_batches(
-    model: TPRLForConditionalGeneration, examples: datasets.Dataset, collator, batch_size: int, desc: str
-) -> Iterator[tuple[dict, torch.Tensor, EpisodeInputs]]:
-    """Per batch of `examples`: the collated batch on the model's device, its image features and the policy's
-    inputs (the question read from the prompt alone)."""
-    for start in tqdm(range(0, len(examples), batch_size), desc=desc):
-        batch = collator([examples[i] for i in range(start, min(start + batch_size, len(examples)))])
-        batch = {key: value.to(model.device) for key, value in batch.items()}
-        features = model.visual_tokens(**model.image_inputs(batch))
-        question = model.question_embeddings(batch["input_ids"], prompt_attention_mask(batch), len(features))
-        yield batch, features, model.pruner.episode_inputs(features, *question)
+def policy_input_batch(
+    model: TPRLForConditionalGeneration, examples: list[dict], collator
+) -> tuple[dict, torch.Tensor, EpisodeInputs]:
+    """A batch of `examples` collated on the model's device, its image features and the policy's inputs (the question
+    read from the prompt alone)."""
+    batch = {key: value.to(model.device) for key, value in collator(examples).items()}
+    features = model.visual_tokens(**model.image_inputs(batch))
+    question = model.question_embeddings(batch["input_ids"], prompt_attention_mask(batch), len(features))
+    return batch, features, model.pruner.episode_inputs(features, *question)
 
 
 @torch.no_grad()
 def budget_table(
     model: TPRLForConditionalGeneration, examples: datasets.Dataset, collator, batch_size: int
 ) -> BudgetTable:
-    """The `BudgetTable` of `examples` (image / question / answer rows) for `model`'s policy."""
-    policy, states, scores = model.pruner.policy, [], []
-    desc = "budget table (every budget, scored)"
-    for batch, features, inputs in policy_input_batches(model, examples, collator, batch_size, desc):
-        states.append(policy.budget_state(inputs).cpu())
+    """The `BudgetTable` of `examples` (image / question / answer rows) for `model`'s policy; under `accelerate
+    launch` each process scores a share of the batches and every process gets the whole table."""
+    policy = model.pruner.policy
+
+    def score(rows: list[int], index: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        batch, features, inputs = policy_input_batch(model, [examples[i] for i in rows], collator)
+        states = policy.budget_state(inputs).cpu()
         # One episode per (budget, question) pair: the first step, where every token is still kept, runs once per
         # question (`episode_question`); each budget's rows then keep exactly their budget (no -1 padding).
-        rows, budgets = len(features), torch.tensor(policy.budgets, device=model.device)
-        question = torch.arange(rows, device=model.device).repeat(len(budgets))
-        kept = policy.episode(inputs, budgets.repeat_interleave(rows), episode_question=question).kept_visual_indices()
+        budgets = torch.tensor(policy.budgets, device=model.device)
+        question = torch.arange(len(rows), device=model.device).repeat(len(budgets))
+        kept = policy.episode(inputs, budgets.repeat_interleave(len(rows)), episode_question=question)
+        kept = kept.kept_visual_indices()
         per_budget = [
-            answer_scores(model, batch, features, kept[i * rows : (i + 1) * rows, :budget]).correct.float()
+            answer_scores(model, batch, features, kept[i * len(rows) : (i + 1) * len(rows), :budget]).correct.float()
             for i, budget in enumerate(policy.budgets)
         ]
-        scores.append(torch.stack(per_budget, 1).cpu())
-    return BudgetTable(torch.cat(states), torch.cat(scores))
+        return list(zip(states, torch.stack(per_budget, 1).cpu()))
+
+    desc = "budget table (every budget, scored)"
+    rows = map_batches(score, list(range(len(examples))), batch_size, seed=0, description=desc)
+    return BudgetTable(torch.stack([state for state, _ in rows]), torch.stack([scores for _, scores in rows]))
 
 
 class BudgetDataset(Dataset):

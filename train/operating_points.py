@@ -10,8 +10,9 @@ import datasets
 import torch
 
 from modeling_tprl import TPRLForConditionalGeneration
+from tprl_eval.sharding import map_batches
 
-from .budget import policy_input_batches
+from .budget import policy_input_batch
 
 
 def compute_weight_grid(compute_weights: list[float], num_points: int = 13) -> list[float]:
@@ -29,15 +30,22 @@ def measure_operating_points(
     compute_weights: list[float],
     batch_size: int = 64,
 ) -> list[list[float]]:
-    """`[compute_weight, mean keep ratio]` of the policy's budget choices (its mode) on `examples`, per weight."""
+    """`[compute_weight, mean keep ratio]` of the policy's budget choices (its mode) on `examples`, per weight; under
+    `accelerate launch` each process measures a share of the batches."""
     policy, budgets = model.pruner.policy, torch.tensor(model.config.adaptive_budgets, dtype=torch.float)
-    kept = {weight: 0.0 for weight in compute_weights}
-    for _, features, inputs in policy_input_batches(
-        model, examples, collator, batch_size, "adaptive operating points"
-    ):
+
+    def choose(rows: list[int], index: int) -> list[list[float]]:
+        _, features, inputs = policy_input_batch(model, [examples[i] for i in rows], collator)
+        per_weight = []
         for weight in compute_weights:
             prices = torch.full((len(features),), weight, device=model.device)
-            choices = policy.budget_logits(inputs, prices).argmax(-1).cpu()
-            kept[weight] += float(budgets[choices].sum())
+            per_weight.append(budgets[policy.budget_logits(inputs, prices).argmax(-1).cpu()])
+        return torch.stack(per_weight, 1).tolist()  # per question, its budget at each weight
+
+    chosen = map_batches(
+        choose, list(range(len(examples))), batch_size, seed=0, description="adaptive operating points"
+    )
     total = len(examples) * model.num_visual_tokens
-    return [[weight, round(kept[weight] / total, 5)] for weight in compute_weights]
+    return [
+        [weight, round(sum(row[column] for row in chosen) / total, 5)] for column, weight in enumerate(compute_weights)
+    ]

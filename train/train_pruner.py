@@ -6,7 +6,8 @@ Stages, each a `transformers.Trainer` run (but the demonstrations) in its folder
 written to `<stage>/final` and its log to `<stage>/log_history.json`. A stage whose `final` exists is skipped (with
 a log line); an interrupted stage resumes from its last checkpoint.
 1. `autoencoder/`: the state autoencoder, self-supervised on the base's projected visual tokens;
-2. `demonstrations/`: the teacher's episodes on training examples (`teacher.py`);
+2. `demonstrations/`: the teacher's episodes on training examples (`teacher.py`), its batches shared out over the
+   processes and written as they are done (an interrupted stage resumes from them);
 3. `imitation/`: the policy trained to imitate them;
 4. `ppo/`: PPO from the imitation policy (`TPRLPPOTrainer`);
 5. `budget/`, with adaptive budgets (`adaptive_budgets`, `compute_weight_range`): the policy's budget choice
@@ -375,14 +376,17 @@ def run(script_args: PrunerTrainingArguments, model_args: TPRLModelConfig, ppo_c
             train_stage(trainer, stage_dir)
 
     demonstrations_dir = output_dir / "demonstrations"
-    if distributed.is_main_process and not stage_done(demonstrations_dir, "demonstrations"):
+    if not stage_done(demonstrations_dir, "demonstrations"):  # every process demonstrates a share of the batches
         with meter.stage("demonstrations", examples["demonstrations"]):
             model = load_model(output_dir / "autoencoder" / "final", model_args, device)
             subset = dataset.select(range(min(script_args.num_demonstrations, len(dataset))))
+            shards = output_dir / ".demonstrations.shards"  # what an interrupted stage resumes from
             demonstrations = make_demonstrations(
-                model, subset, collator, ppo_config.keep_ratios, batch_size, script_args.teacher
+                model, subset, collator, ppo_config.keep_ratios, batch_size, script_args.teacher, shards
             )
-            write_stage(demonstrations_dir, lambda path: demonstrations.save_to_disk(str(path)))
+            if distributed.is_main_process:
+                write_stage(demonstrations_dir, lambda path: demonstrations.save_to_disk(str(path)))
+                shutil.rmtree(shards)
     distributed.wait_for_everyone()
 
     stage_dir = output_dir / "imitation"
@@ -437,8 +441,7 @@ def run(script_args: PrunerTrainingArguments, model_args: TPRLModelConfig, ppo_c
                 )
                 trainer = BudgetTrainer(model, args, BudgetDataset(table), processing_class=processor)
                 train_stage(trainer, stage_dir)
-        if distributed.is_main_process:
-            add_operating_points(stage_dir / "final", model_args, script_args, questions, collator, device)
+        add_operating_points(stage_dir / "final", model_args, script_args, questions, collator, device)
     distributed.wait_for_everyone()
 
     if script_args.dry_run and distributed.is_main_process:
@@ -486,16 +489,21 @@ def add_operating_points(
     num_questions: int = 1024,
 ) -> None:
     """Measures the adaptive policy's mean keep ratio over a grid of compute weights on held-back training questions
-    (after the budget stage's) and stores it in `final`'s config (`adaptive_operating_points`), unless done."""
-    if TPRLConfig.from_pretrained(final).adaptive_operating_points is not None:
+    (after the budget stage's) and stores it in `final`'s config (`adaptive_operating_points`), unless done. Every
+    process measures a share of the questions; the main one writes."""
+    state = PartialState()
+    done = TPRLConfig.from_pretrained(final).adaptive_operating_points is not None
+    state.wait_for_everyone()  # every process has read the config before the main one writes it
+    if done:
         return
     model = load_model(final, model_args, device)
     start = min(script_args.budget_questions, len(dataset) - num_questions)
     questions = dataset.select(range(max(0, start), min(start + num_questions, len(dataset))))
     grid = compute_weight_grid(script_args.compute_weight_range)
     points = measure_operating_points(model, questions, collator, grid, script_args.stage_batch_size)
-    model.config.adaptive_operating_points = points
-    model.config.save_pretrained(final)
+    if state.is_main_process:
+        model.config.adaptive_operating_points = points
+        model.config.save_pretrained(final)
     logger.info(f"Adaptive operating points (compute weight, mean keep ratio): {points}")
 
 
