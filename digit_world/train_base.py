@@ -28,6 +28,7 @@ from transformers import (
 )
 
 from modeling_tprl import TPRLForConditionalGeneration
+from tprl_eval.command_line import command
 
 from .batching import DigitWorldCollator
 from .canvas import CANVAS_SIZE, COLORS, MAX_DIGITS, QUESTION_TYPES, DigitWorld, patch_indices
@@ -254,8 +255,9 @@ def train(args: BaseTrainingArguments) -> dict:
     return run
 
 
-def main() -> None:
-    (args,) = HfArgumentParser(BaseTrainingArguments).parse_args_into_dataclasses()
+@command("tprl-train-base")
+def main(argv: list[str]) -> None:
+    (args,) = HfArgumentParser(BaseTrainingArguments).parse_args_into_dataclasses(args=argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     train(args)
 

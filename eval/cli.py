@@ -26,6 +26,7 @@ from tprl_digit_world import EMBEDDED_BASE_PATH, require_embedded_base
 
 from .benchmark_eval import benchmark_scores, evaluate_benchmark, paper_table
 from .benchmarks import BENCHMARKS, PROMPT_STYLES
+from .command_line import check_model_argument, command
 from .digit_world_eval import DIGIT_WORLD_SPLITS, add_digit_world_split, digit_world_report, evaluate_methods
 from .plots import plot_benchmarks
 
@@ -81,6 +82,7 @@ class EvalArguments:
     output_dir: str = field(default="outputs/eval")
 
     def __post_init__(self):
+        check_model_argument(self.model, "--model")
         self.method_list = [m.strip() for m in self.methods.split(",") if m.strip()]
         unknown = [m for m in self.method_list if m not in METHODS]
         if unknown or not self.method_list:
@@ -194,7 +196,8 @@ def run(args: EvalArguments) -> dict:
     return results
 
 
-def main(argv: list[str] | None = None) -> None:
+@command("tprl-eval")
+def main(argv: list[str]) -> None:
     (args,) = HfArgumentParser(EvalArguments).parse_args_into_dataclasses(args=argv)
     run(args)
 

@@ -28,6 +28,8 @@ from transformers import AutoConfig, HfArgumentParser, LlavaConfig, PreTrainedCo
 from modeling_tprl import TPRLConfig, TPRLForConditionalGeneration
 from modeling_tprl.pruning_tprl import keep_schedule
 
+from .command_line import check_model_argument, command
+
 
 def linear_flops(tokens: int, fan_in: int, fan_out: int) -> int:
     return 2 * tokens * fan_in * fan_out
@@ -298,6 +300,8 @@ class FlopsArguments:
     )
 
     def __post_init__(self):
+        if self.model not in SHIPPED_CONFIGS:
+            check_model_argument(self.model, "--model")
         try:
             self.kept_list = [int(k) for k in self.kept.split(",") if k.strip()]
         except ValueError as error:
@@ -398,7 +402,8 @@ def flops_table(args: FlopsArguments) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
+@command("tprl-flops")
+def main(argv: list[str]) -> None:
     (args,) = HfArgumentParser(FlopsArguments).parse_args_into_dataclasses(args=argv)
     print(flops_table(args))
 

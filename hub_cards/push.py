@@ -17,6 +17,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from transformers import AutoConfig, HfArgumentParser
 
 import modeling_tprl  # noqa: F401  (registers the "tprl" config type)
+from tprl_eval.command_line import command
 
 from .model_card import build_model_card, check_results
 
@@ -97,7 +98,8 @@ def push_tprl_model(args: PushArguments) -> str:
     return commit.commit_url
 
 
-def main(argv: list[str] | None = None) -> None:
+@command("tprl-push")
+def main(argv: list[str]) -> None:
     (args,) = HfArgumentParser(PushArguments).parse_args_into_dataclasses(args=argv)
     print(push_tprl_model(args))
 

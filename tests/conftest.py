@@ -104,6 +104,17 @@ def vqa_batch(processor, vqa_dataset):
     return VQACollator(processor)([vqa_dataset[i] for i in range(8)])
 
 
+def command_error(main, argv: list[str], capsys) -> str:
+    """Runs a `tprl-*` command's `main` on bad input: it exits with status 2 and its last line on stderr, returned,
+    is its `error:` line."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert ": error: " in last, last
+    return last
+
+
 def launch_two_cpu_processes(*arguments: str, timeout: int = 600):
     """Runs `accelerate launch` of two processes on this CPU-only machine and checks that both of them ran.
 

@@ -2,6 +2,7 @@
 
 import itertools
 import math
+import re
 
 import pytest
 import torch
@@ -190,9 +191,11 @@ def test_budget_stage_learns_each_budgets_score_and_chooses_the_best_reward(
     assert torch.allclose(head(table.states, torch.full((24,), 0.1)), rewards / head.temperature, atol=1e-4)
 
 
-def test_adaptive_budgets_need_a_compute_weight_range_before_any_stage(base_dir, tmp_path):
-    with pytest.raises(ValueError, match="need both adaptive_budgets .* and compute_weight_range"):
-        main(["--base_model_name_or_path", base_dir, "--output_dir", str(tmp_path), "--adaptive_budgets", "8", "16"])
+def test_adaptive_budgets_need_a_compute_weight_range_before_any_stage(base_dir, tmp_path, capsys):
+    from conftest import command_error
+
+    argv = ["--base_model_name_or_path", base_dir, "--output_dir", str(tmp_path), "--adaptive_budgets", "8", "16"]
+    assert re.search("need both adaptive_budgets .* and compute_weight_range", command_error(main, argv, capsys))
     assert not any(tmp_path.iterdir())
     with pytest.raises(ValueError, match="compute_weight_range must be"):
         PrunerTrainingArguments(compute_weight_range=[4.0, 0.25])

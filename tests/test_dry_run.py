@@ -33,4 +33,11 @@ def test_dry_run_of_the_7b_recipe_runs_every_stage_and_projects_the_real_run(tmp
     for row in rows.values():
         assert row["dry_seconds"] > 0 and row["projected_gpu_hours"] > 0
         assert row["projected_memory_gib"] > 13  # LLaVA-1.5-7B's weights in bf16 alone are 13.2 GiB
-    assert "Projected GPU time of the whole run" in capsys.readouterr().out
+        # Every stage shared out over the processes, the demonstrations too.
+        per_processes = row["projected_gpu_hours_per_processes"]
+        assert per_processes["1"] == row["projected_gpu_hours"] and per_processes["8"] == pytest.approx(
+            row["projected_gpu_hours"] / 8
+        )
+    output = capsys.readouterr().out
+    assert "Projected GPU time of the whole run" in output and " h on 1, " in output and " h on 8." in output
+    assert "| projected GPU time, 1 process (h) | projected GPU time, 8 processes (h) |" in output

@@ -2,7 +2,7 @@
 
 The expected values are what the official scripts gave on these answers, run from their sources (LLaVA's
 `m4c_evaluator.py`, `convert_gqa_for_eval.py`, `eval_pope.py` and `eval_science_qa.py`; GT-Vision-Lab's
-`vqaEval.py`; MME's `eval_tool/calculation.py`; OpenCompass's `tools/eval_mmbench.py` rules), not computed by hand.
+`vqaEval.py` at its master, a013f00, under Python 3 with its two print statements converted; MME's `eval_tool/calculation.py`; OpenCompass's `tools/eval_mmbench.py` rules), not computed by hand.
 """
 
 import pytest
@@ -49,6 +49,14 @@ VQAV2 = [  # (answer, annotators' answers, vqaEval.py's accuracy after LLaVA's E
         1.0,
     ),
     ("10,000", ["10,000", "10,000", "10,000", "10,000", "10000", "10000", "10000", "10000", "10000", "10000"], 1.0),
+    # Where master (a013f00) and the 2017 logic differ: annotators' answers that differ are normalised as the answer
+    # is; answers that agree leave the answer as the EvalAI processor wrote it (it removes at most 32 periods).
+    ("a red one", ["red"] * 7 + ["red one"] * 3, 0.9),
+    ("no" + "." * 40, ten("no"), 0.0),
+    ("man", ["the man"] * 8 + ["a man"] * 2, 1.0),
+    ("2", ["two"] * 8 + ["2"] * 2, 1.0),
+    ("don't", ["dont"] * 8 + ["no"] * 2, 1.0),
+    ("two", ten("two"), 0.0),
 ]
 TEXTVQA = [  # (answer, annotators' answers, TextVQAAccuracyEvaluator's accuracy)
     ("coca,cola", ten("coca cola"), 0.0),

@@ -1,11 +1,13 @@
 """PPO on the Trainer loop (rollouts, advantages, updates, resume, configuration) and the main job around it."""
 
 import json
+import re
 import shutil
 
 import datasets
 import pytest
 import torch
+from conftest import command_error
 from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoProcessor
 
@@ -220,11 +222,10 @@ def test_bad_ppo_config_values(overrides, message, tmp_path):
         )
 
 
-def test_unknown_config_key_is_an_error(base_dir, tmp_path):
+def test_unknown_config_key_is_an_error(base_dir, tmp_path, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text(f"output_dir: {tmp_path}\nbase_model_name_or_path: {base_dir}\nimitation_stepz: 3\n")
-    with pytest.raises(ValueError, match="imitation_stepz"):
-        main(["--config", str(config)])
+    assert "imitation_stepz" in command_error(main, ["--config", str(config)], capsys)
 
 
 def test_bad_stage_sizes(base_dir):
@@ -237,24 +238,24 @@ def test_bad_stage_sizes(base_dir):
         TPRLModelConfig(base_model_name_or_path=base_dir, policy_hidden_size=30)  # TPRLConfig's own validation
 
 
-def test_budget_out_of_reach_in_the_steps_is_refused_before_any_stage(base_dir, tmp_path):
-    with pytest.raises(ValueError, match="keep_ratio 0.99 keeps 143 of 144 visual tokens: 1 to remove in"):
-        main(["--base_model_name_or_path", base_dir, "--output_dir", str(tmp_path), "--keep_ratios", "0.99"])
+def test_budget_out_of_reach_in_the_steps_is_refused_before_any_stage(base_dir, tmp_path, capsys):
+    argv = ["--base_model_name_or_path", base_dir, "--output_dir", str(tmp_path), "--keep_ratios", "0.99"]
+    assert "keep_ratio 0.99 keeps 143 of 144 visual tokens: 1 to remove in" in command_error(main, argv, capsys)
     assert not any(tmp_path.iterdir())
 
 
-def test_imitation_weights_not_matching_the_keep_ratios_are_refused_before_any_stage(base_dir, tmp_path):
-    with pytest.raises(ValueError, match=r"imitation_weights \[1, 2\] must give a positive whole number for each"):
-        main(["--base_model_name_or_path", base_dir, "--output_dir", str(tmp_path), "--imitation_weights", "1", "2"])
+def test_imitation_weights_not_matching_the_keep_ratios_are_refused_before_any_stage(base_dir, tmp_path, capsys):
+    argv = ["--base_model_name_or_path", base_dir, "--output_dir", str(tmp_path), "--imitation_weights", "1", "2"]
+    assert "imitation_weights [1, 2] must give a positive whole number for each" in command_error(main, argv, capsys)
     assert not any(tmp_path.iterdir())
 
 
-def test_stage_trained_for_another_base_is_refused(tprl_model, base_dir, tmp_path):
+def test_stage_trained_for_another_base_is_refused(tprl_model, base_dir, tmp_path, capsys):
     shutil.copytree(base_dir, tmp_path / "other_base")
     tprl_model.save_pretrained(tmp_path / "run" / "autoencoder" / "final")  # a stage of a run on base_dir
     argv = ["--base_model_name_or_path", str(tmp_path / "other_base"), "--output_dir", str(tmp_path / "run")]
-    with pytest.raises(ValueError, match="was trained for the base .* not --base_model"):
-        main([*argv, "--train_size", "16", "--num_demonstrations", "8", "--eval_size", "0"])
+    error = command_error(main, [*argv, "--train_size", "16", "--num_demonstrations", "8", "--eval_size", "0"], capsys)
+    assert re.search("was trained for the base .* not --base_model", error)
 
 
 def test_missing_embedded_default_is_a_clear_error(monkeypatch, tmp_path):
@@ -318,3 +319,36 @@ def test_main_job_under_accelerate_with_two_processes(base_dir, tmp_path):
     assert "Skipping the imitation stage" in result.stderr
     assert "Resuming the ppo stage from" in result.stderr and "checkpoint-4" in result.stderr
     assert (tmp_path / "ppo" / "final" / "model.safetensors").exists()
+
+
+UNEVEN_METRICS = """
+import json, sys
+import torch
+from accelerate import PartialState
+from transformers import TrainingArguments
+from modeling_tprl import TPRLForConditionalGeneration
+from tprl_train.budget import BudgetDataset, BudgetTable, BudgetTrainer
+
+base_dir, output_dir = sys.argv[1], sys.argv[2]
+model = TPRLForConditionalGeneration.from_base(base_dir, policy_hidden_size=64, adaptive_budgets=[8, 16])
+args = TrainingArguments(output_dir=output_dir, report_to=[], use_cpu=True)
+trainer = BudgetTrainer(model, args, BudgetDataset(BudgetTable(torch.zeros(4, 64), torch.zeros(4, 2))))
+rank = PartialState().process_index
+trainer._metrics.update({"shared": [3.0]} if rank else {"shared": [1.0], "loss/policy_avg": [5.0, 6.0]})
+trainer.log({})
+with open(f"{output_dir}/{rank}.json", "w") as file:
+    json.dump(trainer.state.log_history[-1], file)
+"""
+
+
+@pytest.mark.slow
+def test_metrics_one_process_lacks_are_logged_without_hanging_the_others(base_dir, tmp_path):
+    """Under DDP a PPO process whose questions all tie records no loss statistics between two logs; the logged means
+    are over the processes that recorded each metric, and no process waits on a reduction another skipped."""
+    from conftest import launch_two_cpu_processes
+
+    (tmp_path / "script.py").write_text(UNEVEN_METRICS)
+    launch_two_cpu_processes(str(tmp_path / "script.py"), base_dir, str(tmp_path), timeout=300)
+    for rank in (0, 1):
+        logged = json.loads((tmp_path / f"{rank}.json").read_text())
+        assert logged["shared"] == 2.0 and logged["loss/policy_avg"] == 5.5

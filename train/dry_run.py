@@ -7,7 +7,7 @@ The base's config comes from `base_model_name_or_path` (or, offline, the config 
 its tokenizer from the embedded default (its ids fit any LLaMA vocabulary). The fixture is digit-world questions,
 their canvases resized to the base's image size. Each stage runs a few steps on small batches.
 
-Projection, per stage, to the recipe's real run on one process:
+Projection, per stage, to the recipe's real run on one process, then on each of `dry_run_num_processes`:
 - time: the dry stage's time x (examples through the base in the real stage / in the dry one) x (the base's forward
   FLOPs at its real depth / at 2 layers: vision tower and projector for the autoencoder, the whole prefill for the
   other stages), on the device the dry run ran on; and, for a GPU, the FLOPs the dry stage counted
@@ -16,7 +16,12 @@ Projection, per stage, to the recipe's real run on one process:
   allocated on a GPU; on a CPU the process's peak resident size during the stage, Python and libraries included),
   times the real batch over the dry one (the teacher's: the selections it scores at once, at most
   `leave_one_in_chunk_size`, which the dry run's 4 examples of 576 tokens already fill). The frozen base runs without
-  gradients, so its activations do not pile up over its layers; the linear scaling with the batch is an upper bound.
+  gradients, so its activations do not pile up over its layers; the linear scaling with the batch is an upper bound;
+- on N processes (`accelerate launch --num_processes N`): the same examples shared out, each process a 1/N share
+  (the demonstrations, the budget table and the operating points are shared out batch by batch; for a `Trainer`
+  stage, keep the recipe's global batch: `per_device_train_batch_size` and `stage_batch_size` divided by N), so the
+  time divided by N, communication not counted; the memory per process is the one-process figure, an upper bound
+  (each process holds the whole base).
 """
 
 import json
@@ -246,13 +251,16 @@ def projection_table(
     dtype: str,
     gpu_tflops: float,
     image_size: int,
+    num_processes: list[int] = (1, 8),
 ) -> tuple[str, list[dict]]:
-    """The measured stages and their projection to the real run (see the module's docstring), as markdown and dicts."""
+    """The measured stages and their projection to the real run on each of `num_processes` (see the module's
+    docstring), as markdown and dicts."""
     full_weights, dry_weights = parameter_bytes(config, dtype), parameter_bytes(proxy, dtype)
     device = "GPU" if torch.cuda.is_available() else "CPU"
     rows = []
     for record in records:
         scale = real_examples[record.name] / record.examples * depth_ratio(config, proxy, record.name, image_size)
+        gpu_hours = None if record.flops is None else record.flops * scale / gpu_tflops / 1e12 / 3600
         rows.append(
             {
                 "stage": record.name,
@@ -261,32 +269,45 @@ def projection_table(
                 "dry_peak_gib": record.peak_bytes / 2**30,
                 "real_examples": real_examples[record.name],
                 "projected_hours_same_device": record.seconds * scale / 3600,
-                "projected_gpu_hours": None
-                if record.flops is None
-                else record.flops * scale / gpu_tflops / 1e12 / 3600,
+                "projected_gpu_hours": gpu_hours,
+                "projected_gpu_hours_per_processes": {
+                    str(count): None if gpu_hours is None else gpu_hours / count for count in num_processes
+                },
                 "projected_memory_gib": (
                     full_weights + max(0, record.peak_bytes - dry_weights) * batch_ratios[record.name]
                 )
                 / 2**30,
             }
         )
+    per_processes = " | ".join(
+        f"projected GPU time, {count} process{'es' if count > 1 else ''} (h)" for count in num_processes
+    )
     lines = [
         f"Dry run on the {device}: {DRY_RUN_LAYERS} layers of the base, random weights; weights {dry_weights / 2**30:.2f}"
-        f" GiB here, {full_weights / 2**30:.2f} GiB at full depth ({dtype}).",
+        f" GiB here, {full_weights / 2**30:.2f} GiB at full depth ({dtype}). GPU time at {gpu_tflops:g} TFLOP/s.",
         "",
         f"| stage | dry: examples | dry: time (s) | dry: peak memory (GiB) | real: examples | projected time on this "
-        f"{device} (h) | projected GPU time at {gpu_tflops:g} TFLOP/s (h) | projected peak memory (GiB) |",
-        "|---|---|---|---|---|---|---|---|",
+        f"{device}, one process (h) | {per_processes} | projected peak memory per process (GiB) |",
+        "|---|---|---|---|---|---|" + "---|" * len(num_processes) + "---|",
     ]
     for row in rows:
-        gpu = "-" if row["projected_gpu_hours"] is None else f"{row['projected_gpu_hours']:.2f}"
+        gpu = " | ".join(
+            "-" if hours is None else f"{hours:.2f}" for hours in row["projected_gpu_hours_per_processes"].values()
+        )
         lines.append(
             f"| {row['stage']} | {row['dry_examples']} | {row['dry_seconds']:.1f} | {row['dry_peak_gib']:.2f} | "
             f"{row['real_examples']} | {row['projected_hours_same_device']:.1f} | {gpu} | "
             f"{row['projected_memory_gib']:.1f} |"
         )
-    total_gpu = sum(row["projected_gpu_hours"] or 0 for row in rows)
-    lines += ["", f"Projected GPU time of the whole run on one process: {total_gpu:.1f} h."]
+    totals = ", ".join(
+        f"{sum(row['projected_gpu_hours_per_processes'][str(count)] or 0 for row in rows):.2f} h on {count}"
+        for count in num_processes
+    )
+    lines += [
+        "",
+        f"Projected GPU time of the whole run (processes: the same examples shared out; for the Trainer stages, the "
+        f"global batch kept): {totals}.",
+    ]
     return "\n".join(lines) + "\n", rows
 
 

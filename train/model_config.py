@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from modeling_tprl import TPRLConfig
 from tprl_digit_world import EMBEDDED_BASE_PATH, require_embedded_base
+from tprl_eval.command_line import check_model_argument
 
 
 # TPRLConfig's own fields, but the base's config (read from the base), the checkpoint format (chosen at saving) and
@@ -26,6 +27,7 @@ class _ModelLoading:
 
     def __post_init__(self):
         require_embedded_base(self.base_model_name_or_path, "--base_model_name_or_path")
+        check_model_argument(self.base_model_name_or_path, "--base_model_name_or_path")
         TPRLConfig(**self.tprl_config_kwargs())  # a bad pruner field fails before any stage
 
     def tprl_config_kwargs(self) -> dict:

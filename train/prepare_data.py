@@ -35,6 +35,8 @@ from pathlib import Path
 import datasets
 from transformers import HfArgumentParser
 
+from tprl_eval.command_line import command
+
 from .data import load_split
 
 
@@ -211,7 +213,8 @@ def prepare(args: PrepareDataArguments) -> datasets.Dataset:
     return dataset
 
 
-def main(argv: list[str] | None = None) -> None:
+@command("tprl-prepare-data")
+def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     (args,) = HfArgumentParser(PrepareDataArguments).parse_args_into_dataclasses(args=argv)
     prepare(args)

@@ -9,6 +9,7 @@ import os
 from collections import defaultdict
 
 import torch
+from accelerate.utils import gather_object
 from torch import nn
 from transformers import Trainer, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
@@ -71,10 +72,17 @@ class PrunerStageTrainer(Trainer):
             self._metrics[key].append(value)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        # Every process logs (Trainer calls `log` on all of them): the metrics are averaged over the processes too.
-        for key, values in self._metrics.items():
-            mean = torch.tensor(sum(values) / len(values), device=self.args.device)
-            logs[key] = self.accelerator.reduce(mean, reduction="mean").item()
+        # Every process logs (Trainer calls `log` on all of them): each metric is averaged over the processes that
+        # recorded it. A process may lack one (PPO's loss statistics, where none of its questions carried signal), so
+        # the processes agree on the keys first: a reduction one of them skipped would hang the others.
+        keys = list(self._metrics)
+        if self.accelerator.num_processes > 1:
+            keys = sorted(set().union(*gather_object([keys])))
+        for key in keys:
+            values = self._metrics.get(key, [])
+            mean = torch.tensor([sum(values) / len(values) if values else 0.0, float(bool(values))])
+            total = self.accelerator.reduce(mean.to(self.args.device), reduction="sum")
+            logs[key] = (total[0] / total[1]).item()
         self._metrics.clear()
         super().log(logs, start_time)
 

@@ -33,6 +33,7 @@ from trl import TrlParser
 from modeling_tprl import TPRLConfig, TPRLForConditionalGeneration
 from modeling_tprl.processing_tprl import load_processor
 from tprl_digit_world.builder import DigitWorldBuilder
+from tprl_eval.command_line import command
 from tprl_eval.flops import num_image_tokens
 
 from .autoencoder import StateAutoencoderTrainer
@@ -154,6 +155,10 @@ class PrunerTrainingArguments:
         default=300.0,
         metadata={"help": "Sustained bf16 TFLOP/s assumed for the dry run's GPU projection (an H100: ~300-400)."},
     )
+    dry_run_num_processes: list[int] = field(
+        default_factory=lambda: [1, 8],
+        metadata={"help": "The dry run projects the real run on each of these process counts (GPUs)."},
+    )
 
     def __post_init__(self):
         for name in ("train_size", "autoencoder_steps", "num_demonstrations", "imitation_steps", "stage_batch_size"):
@@ -161,6 +166,8 @@ class PrunerTrainingArguments:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
         if self.eval_size < 0:
             raise ValueError(f"eval_size must not be negative, got {self.eval_size}.")
+        if not self.dry_run_num_processes or min(self.dry_run_num_processes) < 1:
+            raise ValueError(f"dry_run_num_processes must list positive counts, got {self.dry_run_num_processes}.")
         if self.teacher not in TEACHERS:
             raise ValueError(f"Unknown teacher {self.teacher!r}; choose from {tuple(TEACHERS)}.")
         if self.relevance_coef < 0 or self.relevance_tokens < 1 or not 0 <= self.relevance_threshold <= 1:
@@ -454,6 +461,7 @@ def run(script_args: PrunerTrainingArguments, model_args: TPRLModelConfig, ppo_c
             model_args.dtype,
             script_args.dry_run_gpu_tflops,
             image_size,
+            script_args.dry_run_num_processes,
         )
         write_report(output_dir, table, rows)
         return {"dry_run": rows}
@@ -507,7 +515,8 @@ def add_operating_points(
     logger.info(f"Adaptive operating points (compute weight, mean keep ratio): {points}")
 
 
-def main(argv: list[str] | None = None) -> None:
+@command("tprl-train")
+def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     parser = TrlParser((PrunerTrainingArguments, TPRLModelConfig, TPRLPPOConfig))
     script_args, model_args, ppo_config = parser.parse_args_and_config(args=argv)

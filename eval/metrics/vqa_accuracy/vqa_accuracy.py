@@ -13,9 +13,9 @@ the exact pipeline behind LLaVA-1.5's numbers:
 
 - `vqav2` (default): LLaVA's `scripts/convert_vqav2_for_submission.py` runs the EvalAI answer processor
   (`llava/eval/m4c_evaluator.py: EvalAIAnswerProcessor`, from MMF) on the answer, then the official `vqaEval.py`
-  (GT-Vision-Lab/VQA, PythonEvaluationTools) scores it: the answer's punctuation, number words, articles and
-  contractions normalised again; the annotators' answers only have their punctuation processed, and only when they
-  differ from each other (as they are stored otherwise).
+  (GT-Vision-Lab/VQA's master, a013f00, "Fixed processing answers bug") scores it: where the annotators' answers
+  differ from each other, theirs and the answer have their punctuation, number words, articles and contractions
+  normalised; where they all agree, nothing is normalised (they are stored normalised).
 - `textvqa`: LLaVA's `llava/eval/eval_textvqa.py` (`TextVQAAccuracyEvaluator` in `m4c_evaluator.py`): the EvalAI
   processor on the answer and on each of the 10 annotators' answers, which it requires.
 
@@ -143,11 +143,12 @@ def leave_one_out_accuracy(prediction: str, answers: list[str]) -> float:
 
 
 def vqav2_accuracy(prediction: str, answers: list[str]) -> float:
-    """One question as `vqaEval.evaluate` scores the answer that LLaVA's submission script wrote."""
+    """One question as master's `vqaEval.evaluate` scores the answer that LLaVA's submission script wrote."""
     prediction = evalai_answer(prediction).replace("\n", " ").replace("\t", " ").strip()
-    prediction = process_digit_article(process_punctuation(prediction))
+    answers = [answer.replace("\n", " ").replace("\t", " ").strip() for answer in answers]
     if len(set(answers)) > 1:
-        answers = [process_punctuation(answer) for answer in answers]
+        answers = [process_digit_article(process_punctuation(answer)) for answer in answers]
+        prediction = process_digit_article(process_punctuation(prediction))
     return leave_one_out_accuracy(prediction, answers)
 
 
