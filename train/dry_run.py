@@ -292,7 +292,7 @@ def projection_table(
     ]
     for row in rows:
         gpu = " | ".join(
-            "-" if hours is None else f"{hours:.2f}" for hours in row["projected_gpu_hours_per_processes"].values()
+            "-" if hours is None else f"{hours:.3f}" for hours in row["projected_gpu_hours_per_processes"].values()
         )
         lines.append(
             f"| {row['stage']} | {row['dry_examples']} | {row['dry_seconds']:.1f} | {row['dry_peak_gib']:.2f} | "
