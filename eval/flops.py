@@ -268,7 +268,7 @@ METHODS = ("tprl", "fastv", "cls_attention", "vision_attention", "random", "unif
 REFERENCE_SHAPES = {"llava": "llava-1.5-7b", "qwen2_5_vl": "qwen2.5-vl-7b"}
 """Per base family, the shipped config of the size users run: reports also count a selection's FLOPs there, where a
 tiny base's pruner cost would mislead (on the digit world's 0.45M-parameter LLaVA, TPRL's policy is a third of the
-prefill; at LLaVA-1.5-7B's, 0.1%)."""
+prefill; at LLaVA-1.5-7B's, under 0.5%)."""
 
 
 @dataclass
