@@ -6,16 +6,25 @@ setup(
     version="0.1.0",
     description="TPRL: reinforcement-learned visual-token pruning for LLaVA, the Hugging Face way.",
     python_requires=">=3.10",
-    packages=["modeling_tprl", "tprl_digit_world", "tprl_train", "tprl_eval", "tprl_eval.metrics", "tprl_hub_cards"],
+    packages=[
+        "modeling_tprl",
+        "tprl_digit_world",
+        "tprl_train",
+        "tprl_eval",
+        "tprl_eval.metrics",
+        "tprl_hub_cards",
+        "tprl_demo",
+    ],
     package_dir={
         "modeling_tprl": "modeling_tprl",
         "tprl_digit_world": "digit_world",
         "tprl_train": "train",
         "tprl_eval": "eval",
         "tprl_hub_cards": "hub_cards",
+        "tprl_demo": "demo",
     },
     package_data={
-        "tprl_digit_world": ["tiny_llava/*"],
+        "tprl_digit_world": ["tiny_llava/*", "tiny_llava_tprl/*"],
         "tprl_train": ["configs/*.yaml"],
         "tprl_hub_cards": ["*.md"],
         "tprl_eval.metrics": ["*/*.py"],
@@ -39,6 +48,9 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8", "ruff>=0.17,<0.18"],
+        # The demo page (gradio_client comes with gradio); its browser test drives Debian's chromium with Playwright.
+        "demo": ["gradio>=6.31,<7"],
+        "browser": ["playwright>=1.50"],
         # What lmms-eval 0.7.3 needs to load and run tasks; lmms-eval itself installs with --no-deps (README), since
         # its full dependency list pulls a newer torch with CUDA packages.
         "lmms": ["loguru>=0.7", "sacrebleu>=2.4", "pytz", "tenacity>=8.3", "filelock>=3.10,<4", "pytablewriter"],
@@ -53,6 +65,7 @@ setup(
             "tprl-eval=tprl_eval.cli:main",
             "tprl-push=tprl_hub_cards.push:main",
             "tprl-flops=tprl_eval.flops:main",
+            "tprl-demo=tprl_demo.app:main",
         ],
         "lmms_eval.models": ["tprl=tprl_eval.lmms_eval_model:MANIFEST"],
     },

@@ -10,6 +10,10 @@ from .processor import build_processor, pixel_values_of, prompt_for
 EMBEDDED_BASE_PATH = str(Path(__file__).parent / "tiny_llava")
 """The shipped, trained tiny LLaVA in llava-hf format: the default base of every command."""
 
+EMBEDDED_TPRL_PATH = str(Path(__file__).parent / "tiny_llava_tprl")
+"""A trained TPRL pruner of the embedded base, pruner-only (its base is `../tiny_llava`): the main job's
+`budget/final` of seed 0, shipped by `scripts/ship_pruner.py` with its `results.json`."""
+
 
 def require_embedded_base(name_or_path: str, option: str) -> None:
     """A clear error when a command defaults to the embedded base and its files are missing (a partial install)."""
@@ -23,6 +27,7 @@ def require_embedded_base(name_or_path: str, option: str) -> None:
 __all__ = [
     "COLORS",
     "EMBEDDED_BASE_PATH",
+    "EMBEDDED_TPRL_PATH",
     "QUESTION_TYPES",
     "SPLITS",
     "DigitPlacement",

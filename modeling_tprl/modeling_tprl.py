@@ -109,6 +109,14 @@ class PrunedPrompt:
         return self.length - self.attention_mask.shape[1]
 
 
+AUTO_MAP = {
+    "AutoConfig": "configuration_tprl.TPRLConfig",
+    "AutoModel": "modeling_tprl.TPRLForConditionalGeneration",
+    "AutoModelForImageTextToText": "modeling_tprl.TPRLForConditionalGeneration",
+}
+"""What a saved checkpoint's config maps the Auto classes to, in the code files saved beside it."""
+
+
 class TPRLPreTrainedModel(PreTrainedModel):
     config: TPRLConfig
     base_model_prefix = "base"
@@ -241,7 +249,8 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
     ) -> "TPRLForConditionalGeneration":
         """
         Loads a TPRL checkpoint: a pruner-only one (the base comes from the config's `base_model_name_or_path`,
-        or from `base_model_name_or_path` given here) or a full one. `dtype`, `device_map` and similar kwargs
+        or from `base_model_name_or_path` given here; a path starting with "./" or "../" is read relative to the
+        checkpoint's directory) or a full one. `dtype`, `device_map` and similar kwargs
         reach the base.
         """
         hub_kwargs = {name: kwargs[name] for name in _HUB_KWARGS if name in kwargs}
@@ -269,6 +278,9 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
                 f"{pretrained_model_name_or_path} holds pruner weights only and its config names no base model: "
                 "pass base_model_name_or_path=<Hub id or local llava-hf directory>."
             )
+        beside = os.path.join(pretrained_model_name_or_path, base_path)
+        if base_path.startswith(("./", "../")) and os.path.isdir(beside):  # a base shipped next to the checkpoint
+            base_path = os.path.normpath(beside)
         base_kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_") and k not in _HUB_KWARGS}
         base_kwargs.pop("trust_remote_code", None)
         base_kwargs.pop("adapter_kwargs", None)  # the Auto classes put this repo's revision there, not the base's
@@ -322,11 +334,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
                 "A pruner-only checkpoint needs config.base_model_name_or_path (the base's Hub id or directory); "
                 "set it, or save with full_checkpoint=True."
             )
-        self.config.auto_map = {
-            "AutoConfig": "configuration_tprl.TPRLConfig",
-            "AutoModel": "modeling_tprl.TPRLForConditionalGeneration",
-            "AutoModelForImageTextToText": "modeling_tprl.TPRLForConditionalGeneration",
-        }
+        self.config.auto_map = dict(AUTO_MAP)
         if not full_checkpoint:  # also when a Trainer passes the whole state dict
             state_dict = kwargs.get("state_dict") or self.state_dict()
             kwargs["state_dict"] = {k: v for k, v in state_dict.items() if k.startswith("pruner.")}

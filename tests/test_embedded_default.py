@@ -43,3 +43,21 @@ def test_shipped_accuracy_matches_its_training_record():
     torch.manual_seed(0)
     result = answer_accuracy(model, processor, fixed_examples("test", 2000, seed=0)[:256])
     assert result["accuracy"] >= record["test"]["accuracy"] - 0.06
+
+
+def test_shipped_pruner_answers_as_its_evaluation_says():
+    """The shipped pruner (its base named relative to itself) is the trained one of its results.json."""
+    from modeling_tprl import TPRLForConditionalGeneration
+    from tprl_digit_world import EMBEDDED_TPRL_PATH
+
+    model = TPRLForConditionalGeneration.from_pretrained(EMBEDDED_TPRL_PATH)
+    assert Path(model.config.base_model_name_or_path) == Path(EMBEDDED_BASE_PATH).resolve()
+    processor = AutoProcessor.from_pretrained(EMBEDDED_TPRL_PATH)
+    results = json.loads((Path(EMBEDDED_TPRL_PATH) / "results.json").read_text())
+    (row,) = [row for row in results["rows"] if row["method"] == "tprl" and row["kept_tokens"] == 16]
+    examples = fixed_examples("test", 2000, seed=0)[:256]
+    result = answer_accuracy(model, processor, examples, num_kept_tokens=16)
+    assert result["accuracy"] >= row["accuracy"] - 0.05, (result["accuracy"], row["accuracy"])
+    torch.manual_seed(0)
+    untrained = TPRLForConditionalGeneration.from_base(EMBEDDED_BASE_PATH)
+    assert answer_accuracy(untrained, processor, examples, num_kept_tokens=16)["accuracy"] < row["accuracy"] - 0.1
