@@ -83,6 +83,20 @@ def plot_accuracy_vs_flops(results: dict, path: Path) -> None:
     plt.close(figure)
 
 
+def shade_dropped_patches(image: np.ndarray, kept: list[int], grid: tuple[int, int]) -> np.ndarray:
+    """`image` (uint8, height x width x 3) with the patches not in `kept` (row-major indices into a grid of
+    `grid = (rows, columns)` patches over the whole image) greyed out."""
+    rows, columns = grid
+    keep = np.zeros(rows * columns, dtype=bool)
+    keep[kept] = True
+    height, width = image.shape[:2]
+    shade = keep.reshape(rows, columns)[
+        (np.arange(height) * rows // height)[:, None], np.arange(width) * columns // width
+    ]
+    pixels = image.astype(np.float32) / 255
+    return np.round(255 * np.where(shade[..., None], pixels, 0.25 + 0.25 * pixels)).astype(np.uint8)
+
+
 def plot_kept_patches(examples: list[dict], selections: dict, patch_size: int, path: Path) -> None:
     """A grid: one row per example (its question and answer), one column per method; dropped patches greyed out."""
     methods = list(selections)
@@ -90,18 +104,16 @@ def plot_kept_patches(examples: list[dict], selections: dict, patch_size: int, p
         len(examples), len(methods), figsize=(2.2 * len(methods), 2.5 * len(examples)), squeeze=False
     )
     for row, example in enumerate(examples):
-        image = np.asarray(example["image"], dtype=np.float32) / 255
+        image = np.asarray(example["image"])
         side = image.shape[0] // patch_size
         for column, method in enumerate(methods):
-            keep = np.zeros(side * side, dtype=bool)
-            keep[selections[method][row].tolist()] = True
-            shade = np.repeat(np.repeat(keep.reshape(side, side), patch_size, 0), patch_size, 1)[..., None]
+            kept = [index for index in selections[method][row].tolist() if index >= 0]
             axis = axes[row][column]
-            axis.imshow(np.where(shade, image, 0.25 + 0.25 * image))
+            axis.imshow(shade_dropped_patches(image, kept, (side, side)))
             axis.set_xticks([])
             axis.set_yticks([])
             if row == 0:
-                axis.set_title(f"{method} ({int(keep.sum())} kept)", fontsize=9)
+                axis.set_title(f"{method} ({len(set(kept))} kept)", fontsize=9)
             if column == 0:
                 axis.set_ylabel(f"{example['question']}?\n-> {example['answer']}", fontsize=8)
     figure.tight_layout()

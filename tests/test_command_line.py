@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from tprl_demo.app import main as demo
 from tprl_digit_world.train_base import main as train_base
 from tprl_eval.cli import main as evaluate
 from tprl_eval.flops import main as flops
@@ -43,6 +44,7 @@ NO_SUCH_DIRECTORY = "no such directory. It is neither a local directory nor a Hu
         (push, ["--model", "/nonexistent", "--repo_id", "user/name"], "/nonexistent is not a saved model"),
         (prepare_data, ["--output_dir", "out"], "Give --conversations (LLaVA's layout) or --vqa_dataset"),
         (train_base, ["--stepz", "1"], "arguments are not used by the HfArgumentParser: ['--stepz', '1']"),
+        (demo, ["--model", "/nonexistent"], f"--model /nonexistent: {NO_SUCH_DIRECTORY}"),
     ],
 )
 def test_a_bad_argument_gives_one_error_line_and_status_2(command, argv, message, capsys, tmp_path, monkeypatch):
