@@ -55,6 +55,7 @@ def build_model_card(
     training_config: str | None = None,
     plot: str | None = None,
     license: str = "apache-2.0",
+    space: str | None = None,
 ) -> ModelCard:
     """
     The card of a TPRL checkpoint.
@@ -67,6 +68,7 @@ def build_model_card(
         dataset_name (`str`): the evaluation dataset's name in `model-index`.
         training_config (`str`, *optional*): the YAML the pruner was trained with, shown in the card.
         plot (`str`, *optional*): relative path of a plot uploaded with the card.
+        space (`str`, *optional*): the id of a Space with this model's demo page, linked from the card.
         license (`str`): the card's license.
     """
     eval_results = []
@@ -117,5 +119,6 @@ def build_model_card(
         num_pruning_steps=config.num_pruning_steps,
         results_table=results_table(results) if results is not None else None,
         plot=plot,
+        space=space,
         training_config=training_config,
     )

@@ -1,6 +1,6 @@
 """A small in-memory server for the Hub API routes `huggingface_hub` and `transformers` use, for round-trip tests.
 
-Routes: card metadata validation, repo create, branch create, preupload (every file "regular"), commit (ndjson, base64 files), model info and
+Routes (models and Spaces alike): card metadata validation, repo create, branch create, preupload (every file "regular"), commit (ndjson, base64 files), model info and
 revision info, tree listing, and file resolve (HEAD/GET with `X-Repo-Commit` and `ETag`). Writes need a bearer
 token; one commit per call, applied whole or not at all.
 """
@@ -14,8 +14,10 @@ from urllib.parse import unquote, urlparse
 
 
 class Repo:
-    def __init__(self, private: bool):
+    def __init__(self, private: bool, repo_type: str = "model", sdk: str | None = None):
         self.private = private
+        self.repo_type = repo_type  # "model" or "space" (a Space's `sdk` as created)
+        self.sdk = sdk
         self.branches = {"main": ({}, hashlib.sha1(b"init").hexdigest())}  # branch -> (files, commit sha)
 
 
@@ -35,7 +37,7 @@ class LocalHub:
 
             def do_GET(self):
                 path = urlparse(self.path).path
-                if path.startswith("/api/models/"):
+                if path.startswith(("/api/models/", "/api/spaces/")):
                     hub.api_get(self, path)
                 else:
                     hub.resolve(self, head=False)
@@ -98,9 +100,11 @@ class LocalHub:
                     message = "You already created this model repo"
                     body = {"error": message, "url": f"{self.endpoint}/{repo_id}"}
                     return self.reply(handler, 409, body, {"X-Error-Code": "RepoExists", "X-Error-Message": message})
-                self.repos[repo_id] = Repo(bool(payload.get("private")))
+                self.repos[repo_id] = Repo(
+                    bool(payload.get("private")), payload.get("type", "model"), payload.get("sdk")
+                )
             return self.reply(handler, 200, {"url": f"{self.endpoint}/{repo_id}", "name": repo_id})
-        repo_id, rest = self.split(path[len("/api/models/") :])
+        repo_id, rest = self.split(path[len("/api/models/") :])  # as long as "/api/spaces/"
         repo = self.repos.get(repo_id)
         if repo is None:
             return self.error(handler, 404, "RepoNotFound", f"Repository {repo_id} not found")
@@ -135,7 +139,7 @@ class LocalHub:
         return self.error(handler, 404, "NotFound", f"Unknown route {path}")
 
     def api_get(self, handler, path: str):
-        repo_id, rest = self.split(path[len("/api/models/") :])
+        repo_id, rest = self.split(path[len("/api/models/") :])  # as long as "/api/spaces/"
         repo = self.repos.get(repo_id)
         if repo is None:
             return self.error(handler, 404, "RepoNotFound", f"Repository {repo_id} not found")

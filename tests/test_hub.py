@@ -5,14 +5,18 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import GREEDY
 from huggingface_hub import ModelCard
 from local_hub import LocalHub
+from PIL import Image
 
 from modeling_tprl import TPRLForConditionalGeneration
+from tprl_digit_world import DigitWorld, prompt_for
 from tprl_hub_cards.model_card import build_model_card, check_results
 
 
@@ -163,3 +167,64 @@ def test_push_to_a_repo_without_write_access_is_a_clear_error(processor, base_di
         result = subprocess.run(push, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
         assert result.returncode != 0 and "refused to write to someone/else (403)" in result.stderr
         assert hub.repos["someone/else"].branches["main"][0] == {}  # nothing uploaded
+
+
+@pytest.mark.slow
+def test_push_the_shipped_pruner_with_a_space(processor, tmp_path):
+    """The shipped pruner (no code files of its own) goes up with its code, and a Space with its demo page; both
+    load from the Hub: the model without our package, the Space's page from the wheel it ships."""
+    import zipfile
+
+    import gradio
+    from huggingface_hub import SpaceCard
+
+    from tprl_digit_world import EMBEDDED_BASE_PATH, EMBEDDED_TPRL_PATH
+
+    with LocalHub() as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf_home"), "HF_TOKEN": "t"}
+        env["HF_HUB_DISABLE_XET"] = "1"
+        push_base = (
+            "import sys; from huggingface_hub import HfApi; api = HfApi(); "
+            "api.create_repo('tester/tiny-llava'); api.upload_folder(folder_path=sys.argv[1], repo_id='tester/tiny-llava')"
+        )
+        _run([sys.executable, "-c", push_base, EMBEDDED_BASE_PATH], env, tmp_path)
+        push = [sys.executable, "-m", "tprl_hub_cards.push", "--model", EMBEDDED_TPRL_PATH, "--repo_id", "tester/tprl"]
+        push += ["--base_model_id", "tester/tiny-llava", "--space", "tester/tprl-demo"]
+        push += ["--results", str(Path(EMBEDDED_TPRL_PATH) / "results.json")]
+        urls = _run(push, env, tmp_path).split()
+        assert len(urls) == 2 and all("/commit/" in url for url in urls)
+
+        space = hub.repos["tester/tprl-demo"]
+        files = space.branches["main"][0]
+        wheel = next(name for name in files if name.endswith(".whl"))
+        assert space.repo_type == "space" and space.sdk == "gradio"
+        assert set(files) == {"README.md", "app.py", "requirements.txt", wheel}
+        (tmp_path / "README.md").write_bytes(files["README.md"])
+        card = SpaceCard.load(tmp_path / "README.md")
+        assert (card.data.sdk, card.data.sdk_version, card.data.app_file) == ("gradio", gradio.__version__, "app.py")
+        assert card.data.models == ["tester/tprl"]
+        assert 'PruningDemo("tester/tprl")' in files["app.py"].decode()
+        assert files["requirements.txt"].decode().split() == [f"./{wheel}"]
+        (tmp_path / wheel).write_bytes(files[wheel])
+        names = zipfile.ZipFile(tmp_path / wheel).namelist()
+        assert {"tprl_demo/app.py", "modeling_tprl/modeling_tprl.py"} <= set(names)
+
+        model_files = hub.repos["tester/tprl"].branches["main"][0]
+        assert {"modeling_tprl.py", "configuration_tprl.py", "model.safetensors"} <= set(model_files)
+        assert "https://huggingface.co/spaces/tester/tprl-demo" in model_files["README.md"].decode()
+        assert json.loads(model_files["config.json"])["base_model_name_or_path"] == "tester/tiny-llava"
+
+        examples = [DigitWorld("test").sample(np.random.default_rng(seed)) for seed in range(4)]
+        batch = processor(
+            images=[Image.fromarray(example["image"]) for example in examples],
+            text=[prompt_for(example["question"]) for example in examples],
+            return_tensors="pt",
+            padding=True,
+        )
+        torch.save(dict(batch), tmp_path / "batch.pt")
+        loaded = _run(
+            [sys.executable, "-c", LOAD_FROM_HUB, "tester/tprl", "main", str(tmp_path / "batch.pt")], env, tmp_path
+        )
+    tokens = torch.tensor(json.loads(loaded.strip().splitlines()[-1])["tokens"])
+    shipped = TPRLForConditionalGeneration.from_pretrained(EMBEDDED_TPRL_PATH)
+    assert torch.equal(tokens, shipped.generate(**batch, **GREEDY))
