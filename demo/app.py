@@ -56,17 +56,17 @@ class Answer:
     answer: str
     kept: int
     total: int
-    flops: int
-    full_flops: int
+    flops: int | None  # None where tprl-flops does not count the method or the base
+    full_flops: int | None
     seconds: float
     overlay: Image.Image
 
     def summary(self) -> str:
-        return (
-            f"**{self.kept}** of {self.total} visual tokens kept  \n"
-            f"prefill **{self.flops / 1e6:.2f} MFLOPs**, {100 * self.flops / self.full_flops:.1f}% of the full "
-            f"model's  \n{1000 * self.seconds:.0f} ms"
-        )
+        flops = "prefill FLOPs not counted for this method"
+        if self.flops is not None:
+            share = 100 * self.flops / self.full_flops
+            flops = f"prefill **{self.flops / 1e6:.2f} MFLOPs**, {share:.1f}% of the full model's"
+        return f"**{self.kept}** of {self.total} visual tokens kept  \n{flops}  \n{1000 * self.seconds:.0f} ms"
 
     def figures(self) -> dict:
         return {
@@ -74,7 +74,7 @@ class Answer:
             "kept_tokens": self.kept,
             "visual_tokens": self.total,
             "prefill_flops": self.flops,
-            "flops_ratio": self.flops / self.full_flops,
+            "flops_ratio": None if self.flops is None else self.flops / self.full_flops,
             "seconds": self.seconds,
         }
 
@@ -130,6 +130,7 @@ class PruningDemo:
 
     def answer(self, image: Image.Image, inputs: dict, method: str, budget: dict) -> Answer:
         """Answers with `method` (`"full"`: pruning off) at `budget`; the kept patches come from the same selection."""
+        counted = method
         if method == "full":
             method, budget = "tprl", {"keep_ratio": 1.0}
         kwargs = {**budget, "pruning_method": method}
@@ -145,13 +146,18 @@ class PruningDemo:
         grid = self.model.family.grids(self.model.config.base_config, self.model.image_inputs(dict(inputs)))[0]
         total = int(grid.prod())
         num_text = int(inputs["input_ids"].shape[1]) - total
-        flop_count = {"method": method, "tprl_config": self.model.config, "fastv_layer": self.model.config.fastv_layer}
-        flops = prefill_flops(self.model.config.base_config, len(kept), num_text, **flop_count).total
-        full_flops = prefill_flops(self.model.config.base_config, total, num_text, method="full").total
-        if budget.get("keep_ratio") == 1.0:
-            flops = full_flops
+        config = self.model.config
+        try:
+            flops = prefill_flops(
+                config.base_config, len(kept), num_text, counted, tprl_config=config, fastv_layer=config.fastv_layer
+            ).total
+            full_flops = prefill_flops(config.base_config, total, num_text, method="full").total
+        except ValueError:  # a method registered by the user, or a base tprl-flops does not count
+            flops = full_flops = None
         overlay = shade_dropped_patches(self.seen_image(image, inputs), kept.tolist(), (int(grid[-2]), int(grid[-1])))
-        overlay = Image.fromarray(overlay).resize((DISPLAY_SIZE, DISPLAY_SIZE), Image.NEAREST)
+        scale = DISPLAY_SIZE / max(overlay.shape[:2])
+        size = (round(overlay.shape[1] * scale), round(overlay.shape[0] * scale))
+        overlay = Image.fromarray(overlay).resize(size, Image.NEAREST)
         return Answer(method, answer, len(kept), total, flops, full_flops, seconds, overlay)
 
     def seen_image(self, image: Image.Image, inputs: dict) -> np.ndarray:
@@ -188,8 +194,9 @@ def read_image(path: str | None) -> Image.Image:
         return image.convert("RGB")
 
 
-def digit_world_sample(seed: int) -> tuple[Image.Image, str, str]:
-    example = DigitWorld("test").sample(np.random.default_rng(seed))
+def digit_world_sample(seed: int, num_digits: int | None = None) -> tuple[Image.Image, str, str]:
+    """A held-out digit-world canvas (3-6 digits, or `num_digits`; 6 is the dense split), its question and answer."""
+    example = DigitWorld("test").sample(np.random.default_rng(seed), num_digits=num_digits)
     return Image.fromarray(example["image"]), example["question"], example["answer"]
 
 

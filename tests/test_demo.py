@@ -137,7 +137,7 @@ def test_the_page_in_a_browser(page_url):
         pytest.skip(f"{CHROMIUM} is absent: apt-get install chromium (.ci/run does)")
     from playwright import sync_api
 
-    image, question, answer = digit_world_sample(7)
+    image, question, answer = digit_world_sample(2, num_digits=6)  # a dense canvas: "how many are magenta"
     ARTIFACTS.mkdir(exist_ok=True)
     image.save(ARTIFACTS / "demo_upload.png")
     flags = ["--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update"]

@@ -79,6 +79,15 @@ print(json.dumps({"tokens": out.tolist(), "answer": answer}))
 """
 
 
+PUSH_BASE = """
+import sys
+from huggingface_hub import HfApi
+api = HfApi()
+api.create_repo("tester/tiny-llava")
+api.upload_folder(folder_path=sys.argv[1], repo_id="tester/tiny-llava")
+"""
+
+
 def _run(args, env, cwd, timeout=300):
     result = subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -91,11 +100,7 @@ def test_push_then_load_by_repo_id(base_dir, processor, batch, tmp_path):
         env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf_home")}
         env["HF_TOKEN"] = "test-token"
         env["HF_HUB_DISABLE_XET"] = "1"
-        push_base = (
-            "import sys; from huggingface_hub import HfApi; api = HfApi(); "
-            "api.create_repo('tester/tiny-llava'); api.upload_folder(folder_path=sys.argv[1], repo_id='tester/tiny-llava')"
-        )
-        _run([sys.executable, "-c", push_base, base_dir], env, tmp_path)
+        _run([sys.executable, "-c", PUSH_BASE, base_dir], env, tmp_path)
 
         torch.manual_seed(0)
         model = TPRLForConditionalGeneration.from_base(base_dir, keep_ratio=1 / 9, policy_hidden_size=32).eval()
@@ -183,11 +188,7 @@ def test_push_the_shipped_pruner_with_a_space(processor, tmp_path):
     with LocalHub() as hub:
         env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf_home"), "HF_TOKEN": "t"}
         env["HF_HUB_DISABLE_XET"] = "1"
-        push_base = (
-            "import sys; from huggingface_hub import HfApi; api = HfApi(); "
-            "api.create_repo('tester/tiny-llava'); api.upload_folder(folder_path=sys.argv[1], repo_id='tester/tiny-llava')"
-        )
-        _run([sys.executable, "-c", push_base, EMBEDDED_BASE_PATH], env, tmp_path)
+        _run([sys.executable, "-c", PUSH_BASE, EMBEDDED_BASE_PATH], env, tmp_path)
         push = [sys.executable, "-m", "tprl_hub_cards.push", "--model", EMBEDDED_TPRL_PATH, "--repo_id", "tester/tprl"]
         push += ["--base_model_id", "tester/tiny-llava", "--space", "tester/tprl-demo"]
         push += ["--results", str(Path(EMBEDDED_TPRL_PATH) / "results.json")]
