@@ -26,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoConfig, HfArgumentParser, LlavaConfig, PreTrainedConfig
 
 from modeling_tprl import TPRLConfig, TPRLForConditionalGeneration
+from modeling_tprl.families import LlavaNextFamily, family_of, image_size_to_num_patches
 from modeling_tprl.pruning_tprl import keep_schedule
 
 from .command_line import check_model_argument, command
@@ -46,14 +47,36 @@ def layer_flops(
 
 
 QWEN_IMAGE_SIZE = 1008  # Qwen2.5-VL-7B's shapes in the issue tracker: 1008x1008 pixels, 1296 visual tokens
+NEXT_IMAGE_SIZE = 672  # LLaVA-NeXT-7B's: 672x672 pixels, a base view and 2x2 tiles, 2,880 content tokens
 
 
 def num_image_tokens(config: PreTrainedConfig, image_size: int | None = None) -> int:
-    """Visual tokens one image gives the LM: LLaVA's fixed count, Qwen2.5-VL's for a square image of `image_size`."""
+    """Content tokens one image gives the LM: LLaVA's fixed count, Qwen2.5-VL's and LLaVA-NeXT's (base view and
+    tiles, without the row newlines) for a square image of `image_size`."""
     if config.model_type == "qwen2_5_vl":
         vision = config.vision_config
         return ((image_size or QWEN_IMAGE_SIZE) // (vision.patch_size * vision.spatial_merge_size)) ** 2
+    if config.model_type == "llava_next":
+        side = image_size or NEXT_IMAGE_SIZE
+        base, rows, columns = LlavaNextFamily.layout(config, (side, side))
+        return base + rows * columns
     return config.image_seq_length
+
+
+def num_layout_tokens(config: PreTrainedConfig, image_size: int | None = None) -> int:
+    """LLaVA-NeXT's row newlines of a square image (all kept: `layout_tokens="all"`, or "rows" at worst); 0 elsewhere."""
+    if config.model_type != "llava_next":
+        return 0
+    side = image_size or NEXT_IMAGE_SIZE
+    return LlavaNextFamily.layout(config, (side, side))[1]
+
+
+def num_crops(config: PreTrainedConfig, image_size: int | None = None) -> int:
+    """Crops the CLIP tower sees per image: one for LLaVA, the base view and the tiles for LLaVA-NeXT."""
+    if config.model_type != "llava_next":
+        return 1
+    side = image_size or NEXT_IMAGE_SIZE
+    return image_size_to_num_patches((side, side), config.image_grid_pinpoints, config.vision_config.image_size)
 
 
 def qwen2_5_vl_vision_flops(config: PreTrainedConfig, image_size: int | None = None) -> int:
@@ -78,9 +101,9 @@ def vision_flops(config: PreTrainedConfig, image_size: int | None = None) -> int
     """The vision tower and projector (or merger) on one image."""
     if config.model_type == "qwen2_5_vl":
         return qwen2_5_vl_vision_flops(config, image_size)
-    if config.model_type != "llava":
-        raise ValueError(f"FLOPs are counted for llava and qwen2_5_vl bases, not {config.model_type!r}.")
-    return vision_tower_flops(config) + projector_flops(config)
+    if config.model_type not in ("llava", "llava_next"):
+        raise ValueError(f"FLOPs are counted for llava, llava_next and qwen2_5_vl bases, not {config.model_type!r}.")
+    return num_crops(config, image_size) * (vision_tower_flops(config) + projector_flops(config))
 
 
 def vision_attention_flops(config: PreTrainedConfig, image_size: int | None = None) -> int:
@@ -92,7 +115,8 @@ def vision_attention_flops(config: PreTrainedConfig, image_size: int | None = No
         width = tower.hidden_size
         return linear_flops(patches, width, 3 * width) + 2 * patches * patches * width
     tokens, width = (tower.image_size // tower.patch_size) ** 2 + 1, tower.hidden_size
-    return linear_flops(1, width, width) + linear_flops(tokens, width, width) + 2 * tokens * width
+    per_crop = linear_flops(1, width, width) + linear_flops(tokens, width, width) + 2 * tokens * width
+    return num_crops(config, image_size) * per_crop
 
 
 def vision_tower_flops(config: LlavaConfig) -> int:
@@ -179,6 +203,8 @@ def prefill_flops(
     vision = vision_flops(config, image_size)
     selection = 0
     if method == "tprl":
+        if config.model_type == "llava_next":
+            raise ValueError("The learned policy reads a grid; LLaVA-NeXT's packed tiles take a training-free method.")
         if tprl_config is None:
             raise ValueError("The tprl method's overhead needs the TPRL config (autoencoder and policy sizes).")
         selection = tprl_pruner_flops(tprl_config, num_visual, num_text, num_kept)
@@ -186,16 +212,16 @@ def prefill_flops(
         text = config.text_config
         layers = min(fastv_layer, text.num_hidden_layers - 1)
         kv_width = text.num_key_value_heads * (text.hidden_size // text.num_attention_heads)
-        full = num_visual + num_text
+        full = num_visual + num_layout_tokens(config, image_size) + num_text
         selection = language_model_flops(config, full, layers) + linear_flops(full, text.hidden_size, text.hidden_size)
         selection += linear_flops(full, text.hidden_size, kv_width)
     elif method in ("cls_attention", "vision_attention"):  # from the one vision pass
-        if method == "cls_attention" and config.model_type != "llava":
+        if method == "cls_attention" and not family_of(config).has_cls_token:
             raise ValueError(f"cls_attention needs a vision tower with a [CLS] token; {config.model_type} has none.")
         selection = vision_attention_flops(config, image_size)
     elif method not in ("full", "random", "uniform", "oracle"):
         raise ValueError(f"Unknown method {method!r}.")
-    kept = num_visual if method == "full" else num_kept
+    kept = (num_visual if method == "full" else num_kept) + num_layout_tokens(config, image_size)
     lm = language_model_flops(config, kept + num_text)
     head = linear_flops(1, config.text_config.hidden_size, config.text_config.vocab_size)
     return PrefillFlops(vision, selection, lm, head)
@@ -263,9 +289,10 @@ SHIPPED_CONFIGS = {
     "llava-1.5-7b": str(Path(__file__).parent / "configs" / "llava-1.5-7b-hf"),
     "llava-1.5-13b": str(Path(__file__).parent / "configs" / "llava-1.5-13b-hf"),
     "qwen2.5-vl-7b": str(Path(__file__).parent / "configs" / "qwen2.5-vl-7b-instruct"),
+    "llava-next-7b": str(Path(__file__).parent / "configs" / "llava-v1.6-vicuna-7b-hf"),
 }
 METHODS = ("tprl", "fastv", "cls_attention", "vision_attention", "random", "uniform")
-REFERENCE_SHAPES = {"llava": "llava-1.5-7b", "qwen2_5_vl": "qwen2.5-vl-7b"}
+REFERENCE_SHAPES = {"llava": "llava-1.5-7b", "llava_next": "llava-next-7b", "qwen2_5_vl": "qwen2.5-vl-7b"}
 """Per base family, the shipped config of the size users run: reports also count a selection's FLOPs there, where a
 tiny base's pruner cost would mislead (on the digit world's 0.45M-parameter LLaVA, TPRL's policy is a third of the
 prefill; at LLaVA-1.5-7B's, under 0.5%)."""
@@ -320,9 +347,10 @@ def load_configs(name_or_path: str, image_size: int | None = None) -> tuple[PreT
     config = AutoConfig.from_pretrained(SHIPPED_CONFIGS.get(name_or_path, name_or_path))
     if isinstance(config, TPRLConfig):
         return config.base_config, config
-    if config.model_type not in ("llava", "qwen2_5_vl"):
+    if config.model_type not in ("llava", "llava_next", "qwen2_5_vl"):
         raise ValueError(
-            f"{name_or_path} is a {config.model_type!r} config; tprl-flops needs a llava, qwen2_5_vl or tprl one."
+            f"{name_or_path} is a {config.model_type!r} config; tprl-flops needs a llava, llava_next, qwen2_5_vl or "
+            "tprl one."
         )
     side = round(num_image_tokens(config, image_size) ** 0.5)
     grid = {"visual_grid": [side, side]} if config.model_type == "qwen2_5_vl" else {}
@@ -365,6 +393,10 @@ def flops_table(args: FlopsArguments) -> str:
     header = "| kept | method | visual-only reduction | vision GFLOPs | selection GFLOPs | LM GFLOPs | total GFLOPs "
     header += "| full-prefill reduction |"
     if args.measure:
+        if config.model_type == "llava_next":
+            raise ValueError(
+                "--measure runs proxies of llava and qwen2_5_vl bases; llava_next is counted analytically."
+            )
         proxy_config, proxy_tprl = proxy_configs(config, tprl_config)
         proxy = TPRLForConditionalGeneration(proxy_tprl).to(torch.bfloat16).eval()
         header += " proxy analytic GFLOPs | proxy measured GFLOPs | difference |"
@@ -380,7 +412,11 @@ def flops_table(args: FlopsArguments) -> str:
         header,
         "|---" * (header.count("|") - 1) + "|",
     ]
-    rows = [("full", num_visual)] + [(m, k) for k in args.kept_list for m in args.method_list]
+    methods = args.method_list
+    if config.model_type == "llava_next":  # the learned policy reads a grid, not the packed tiles
+        methods = [method for method in methods if method != "tprl"]
+        lines[0] += f" Plus {num_layout_tokens(config, args.image_size)} row newlines, all counted as kept."
+    rows = [("full", num_visual)] + [(m, k) for k in args.kept_list for m in methods]
     for method, kept in rows:
         flops = prefill_flops(config, kept, args.text_tokens, method=method, tprl_config=tprl_config, **size)
         reduction = visual_only_reduction(config, kept, args.image_size)

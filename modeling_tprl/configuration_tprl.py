@@ -39,6 +39,14 @@ def _not_negative(value: int | float) -> None:
 
 _known_pruning_method = as_validated_field(check_pruning_method)
 
+LAYOUT_TOKEN_CHOICES = ("all", "rows", "none")
+
+
+@as_validated_field
+def _layout_tokens(value: str) -> None:
+    if value not in LAYOUT_TOKEN_CHOICES:
+        raise ValueError(f"must be one of {LAYOUT_TOKEN_CHOICES}, got {value!r}.")
+
 
 @strict
 class TPRLConfig(PreTrainedConfig):
@@ -84,6 +92,10 @@ class TPRLConfig(PreTrainedConfig):
             sequence); see `ALL_PRUNING_METHODS`.
         fastv_layer (`int`, *optional*, defaults to 2):
             LM layer (0-based) whose attention ranks the tokens for `"fastv"`; the last layer if the LM is shallower.
+        layout_tokens (`str`, *optional*, defaults to `"rows"`):
+            What a pruned image keeps of its layout tokens (LLaVA-NeXT's newline after each row of tiles), which
+            budgets do not count and methods never choose: `"all"`, `"rows"` (the newlines of rows that keep a
+            content token) or `"none"`. No effect on families without layout tokens.
         adaptive_budgets (`list[int]`, *optional*):
             Visual tokens per image that the policy may choose to keep, per image and question (increasing), e.g.
             `[4, 8, 12, 16, 24, 32, 48]`: `keep_ratio="adaptive"` then lets it choose, paying `compute_weight` per
@@ -125,6 +137,7 @@ class TPRLConfig(PreTrainedConfig):
     policy_kernel_size: int = _odd(default=3)
     pruning_method: str = _known_pruning_method(default="tprl")
     fastv_layer: int = _not_negative(default=2)
+    layout_tokens: str = _layout_tokens(default="rows")
     adaptive_budgets: list[int] | None = None
     adaptive_operating_points: list[list[float]] | None = None
     pruner_only: bool = True

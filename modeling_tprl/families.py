@@ -17,10 +17,16 @@ import torch
 from torch import nn
 from transformers import (
     LlavaForConditionalGeneration,
+    LlavaNextForConditionalGeneration,
     PreTrainedConfig,
     PreTrainedModel,
     Qwen2_5_VLForConditionalGeneration,
     Qwen2VLForConditionalGeneration,
+)
+from transformers.models.llava_next.modeling_llava_next import (
+    get_anyres_image_grid_shape,
+    image_size_to_num_patches,
+    unpad_image,
 )
 
 
@@ -36,6 +42,8 @@ class VisualTokens:
         image_inputs: the family's image inputs these came from (`pixel_values`, `image_grid_thw`, ...).
         vision_layer_input: what the vision layer that attention-based scores read received on this pass (its
             positional and keyword arguments), when it was asked to keep it.
+        content: `[images, max_tokens]` True at content tokens, False at layout tokens (LLaVA-NeXT's row newlines),
+            which pruning methods never choose and budgets do not count; `None`: every token is content.
     """
 
     features: torch.Tensor
@@ -43,6 +51,7 @@ class VisualTokens:
     grids: torch.LongTensor
     image_inputs: dict = field(default_factory=dict)
     vision_layer_input: tuple | None = None
+    content: torch.BoolTensor | None = None
 
     def __len__(self) -> int:
         return len(self.features)
@@ -52,9 +61,19 @@ class VisualTokens:
         """`[images, max_tokens]` True at real (not padding) tokens."""
         return torch.arange(self.features.shape[1], device=self.counts.device) < self.counts[:, None]
 
+    @property
+    def selectable(self) -> torch.BoolTensor:
+        """`[images, max_tokens]` True at the tokens a pruning method chooses from: real content tokens."""
+        return self.valid if self.content is None else self.valid & self.content.to(self.valid.device)
+
+    @property
+    def content_counts(self) -> torch.LongTensor:
+        """`[images]` content tokens of each image: what budgets count."""
+        return self.counts if self.content is None else self.selectable.sum(1)
+
     def top_k(self, scores: torch.Tensor, num_kept: torch.LongTensor) -> torch.LongTensor:
-        """Each image's `num_kept[image]` highest-scoring real tokens, increasing, right-padded with -1."""
-        scores = scores.float().masked_fill(~self.valid, -math.inf)
+        """Each image's `num_kept[image]` highest-scoring content tokens, increasing, right-padded with -1."""
+        scores = scores.float().masked_fill(~self.selectable, -math.inf)
         order = scores.argsort(dim=1, descending=True, stable=True)[:, : int(num_kept.max())]
         order = order.masked_fill(torch.arange(order.shape[1], device=order.device) >= num_kept[:, None], -1)
         return sorted_kept(order)
@@ -92,6 +111,23 @@ class ImageTextFamily:
     def token_counts(self, config: PreTrainedConfig, image_inputs: dict) -> torch.LongTensor:
         """`[images]` visual tokens each image gives the language model."""
         raise NotImplementedError
+
+    def content_mask(self, config: PreTrainedConfig, image_inputs: dict) -> torch.BoolTensor | None:
+        """`[images, max_tokens]` True at content tokens, False at layout tokens and padding; `None` where every token
+        is content."""
+        return None
+
+    def content_counts(self, config: PreTrainedConfig, image_inputs: dict) -> torch.LongTensor:
+        """`[images]` content tokens of each image: what `keep_ratio` and `num_kept_tokens` count."""
+        mask = self.content_mask(config, image_inputs)
+        return self.token_counts(config, image_inputs) if mask is None else mask.sum(1)
+
+    def complete_selection(
+        self, config: PreTrainedConfig, kept: torch.LongTensor, visual: VisualTokens, layout_tokens: str
+    ) -> torch.LongTensor:
+        """The kept content tokens (increasing, right-padded with -1) with the layout tokens `layout_tokens` keeps
+        (`"all"`, `"rows"`: those of rows that keep a token, `"none"`)."""
+        return kept
 
     def grids(self, config: PreTrainedConfig, image_inputs: dict) -> torch.LongTensor:
         """`[images, 2]` (rows, columns) of each image's visual tokens, row-major."""
@@ -202,6 +238,104 @@ class LlavaFamily(ImageTextFamily):
         keys = layer.self_attn.k_proj(normed)
         scores = attention_row(query, keys, base.model.vision_tower.config.num_attention_heads)
         return scores[:, 1:] if base.config.vision_feature_select_strategy == "default" else scores
+
+
+class LlavaNextFamily(LlavaFamily):
+    """
+    LLaVA-NeXT (`llava_next`): each image is a base view (a square grid) then the unpadded grid of its high-resolution
+    tiles, row by row, each row closed by an `image_newline` token (`get_image_features` with `image_sizes`), so the
+    token count follows the aspect ratio. Budgets count the content tokens; the newlines are layout tokens, kept as
+    `config.layout_tokens` says. The CLIP tower's [CLS] attention is read per crop and packed as the features are.
+    """
+
+    model_type = "llava_next"
+    model_class = LlavaNextForConditionalGeneration
+    image_input_names = ("pixel_values", "image_sizes")
+
+    @staticmethod
+    def layout(config: PreTrainedConfig, image_size) -> tuple[int, int, int]:
+        """(base view tokens, tile rows, tile columns) of one image of `image_size` (height, width), as
+        `pack_image_features` packs it: `base + rows * (columns + 1)` tokens."""
+        vision = config.vision_config
+        side = vision.image_size // vision.patch_size
+        tiles_high, tiles_wide = get_anyres_image_grid_shape(
+            image_size, config.image_grid_pinpoints, vision.image_size
+        )
+        rows, columns = unpad_image(torch.empty(0, tiles_high * side, tiles_wide * side), image_size).shape[1:]
+        return side * side, rows, columns
+
+    def _layouts(self, config, image_inputs) -> list[tuple[int, int, int]]:
+        return [self.layout(config, image_size) for image_size in image_inputs["image_sizes"].tolist()]
+
+    def token_counts(self, config, image_inputs):
+        counts = [base + rows * (columns + 1) for base, rows, columns in self._layouts(config, image_inputs)]
+        return torch.tensor(counts, device=image_inputs["image_sizes"].device)
+
+    def grids(self, config, image_inputs):
+        """No grid holds the packed tokens: one row of them (the learned policy needs images of its grid)."""
+        counts = self.token_counts(config, image_inputs)
+        return torch.stack([torch.ones_like(counts), counts], dim=1)
+
+    def content_mask(self, config, image_inputs):
+        counts = self.token_counts(config, image_inputs)
+        mask = torch.zeros(len(counts), int(counts.max()), dtype=torch.bool, device=counts.device)
+        for image, (base, rows, columns) in enumerate(self._layouts(config, image_inputs)):
+            mask[image, : base + rows * (columns + 1)] = True
+            mask[image, base + columns : base + rows * (columns + 1) : columns + 1] = False  # each row's newline
+        return mask
+
+    def complete_selection(self, config, kept, visual, layout_tokens):
+        if layout_tokens == "none":
+            return kept
+        rows_of_kept = []
+        for image, (base, rows, columns) in enumerate(self._layouts(config, visual.image_inputs)):
+            picks = kept[image][kept[image] >= 0]
+            newlines = base + columns + (columns + 1) * torch.arange(rows, device=kept.device)
+            if layout_tokens == "rows":
+                tile_rows = (picks[picks >= base] - base) // (columns + 1)
+                newlines = newlines[torch.isin(torch.arange(rows, device=kept.device), tile_rows)]
+            rows_of_kept.append(torch.cat([picks, newlines]).sort().values)
+        return nn.utils.rnn.pad_sequence(rows_of_kept, batch_first=True, padding_value=-1)
+
+    def split_images(self, config, image_inputs):
+        pixel_values, image_sizes = image_inputs["pixel_values"], image_inputs["image_sizes"]
+        crops = [
+            image_size_to_num_patches(size, config.image_grid_pinpoints, config.vision_config.image_size)
+            for size in image_sizes.tolist()
+        ]
+        return [
+            {"pixel_values": pixel_values[image : image + 1, :count], "image_sizes": image_sizes[image : image + 1]}
+            for image, count in enumerate(crops)
+        ]
+
+    def join_images(self, images):
+        # The processor pads every image's crops to the batch's largest count; so does this.
+        crops = max(image["pixel_values"].shape[1] for image in images)
+        pixel_values = [
+            nn.functional.pad(image["pixel_values"], (0, 0) * 3 + (0, crops - image["pixel_values"].shape[1]))
+            for image in images
+        ]
+        return {
+            "pixel_values": torch.cat(pixel_values),
+            "image_sizes": torch.cat([image["image_sizes"] for image in images]),
+        }
+
+    def vision_attention_scores(self, base, visual):
+        """The [CLS] attention of each crop (`LlavaFamily`'s), packed into the features' order as
+        `pack_image_features` packs the features (unpadded; 0 at the newlines)."""
+        crops = super().vision_attention_scores(base, visual)  # [all crops, side * side]
+        image_sizes = visual.image_inputs["image_sizes"]
+        per_image = [
+            image_size_to_num_patches(size, base.config.image_grid_pinpoints, base.config.vision_config.image_size)
+            for size in image_sizes.tolist()
+        ]
+        packed, _ = base.model.pack_image_features(
+            [scores[..., None] for scores in crops.split(per_image)],
+            image_sizes,
+            vision_feature_select_strategy=base.config.vision_feature_select_strategy,
+            image_newline=crops.new_zeros(1),
+        )
+        return nn.utils.rnn.pad_sequence([scores[:, 0] for scores in packed], batch_first=True)
 
 
 class Qwen2VLFamily(ImageTextFamily):
@@ -342,7 +476,7 @@ def attention_row(
 
 
 ALL_FAMILIES: dict[str, ImageTextFamily] = {
-    family.model_type: family() for family in (LlavaFamily, Qwen2VLFamily, Qwen2_5_VLFamily)
+    family.model_type: family() for family in (LlavaFamily, LlavaNextFamily, Qwen2VLFamily, Qwen2_5_VLFamily)
 }
 
 SUPPORTED_BASE_MODEL_TYPES = tuple(ALL_FAMILIES)

@@ -481,6 +481,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             grids=self.family.grids(config, image_inputs).to(features[0].device),
             image_inputs=image_inputs,
             vision_layer_input=captured.get("input"),
+            content=self.family.content_mask(config, image_inputs),
         )
 
     def visual_tokens(
@@ -592,7 +593,8 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             self.check_policy_grid(visual)
             question_embeds, question_mask = self.question_embeddings(input_ids, attention_mask, visual)
             return self.pruner.select(visual.features, question_embeds, question_mask, None, compute_weight)
-        return ALL_PRUNING_METHODS[method](self, visual, input_ids, attention_mask, num_kept)
+        kept = ALL_PRUNING_METHODS[method](self, visual, input_ids, attention_mask, num_kept)
+        return self.family.complete_selection(self.config.base_config, kept, visual, self.config.layout_tokens)
 
     def _visual_tokens_for(self, pruning_method: str | None, image_inputs: dict) -> VisualTokens:
         attention = self._pruning_method(pruning_method) in ("cls_attention", "vision_attention")
@@ -623,7 +625,9 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
                 attention_mask = torch.ones_like(input_ids)
             compute_weight = self.adaptive_compute_weight(keep_ratio, target_keep_ratio)
             budgets = (
-                None if compute_weight is not None else self.visual_budgets(visual.counts, keep_ratio, num_kept_tokens)
+                None
+                if compute_weight is not None
+                else self.visual_budgets(visual.content_counts, keep_ratio, num_kept_tokens)
             )
             return self.select_visual_tokens(
                 visual, input_ids, attention_mask, budgets, pruning_method, compute_weight
@@ -664,7 +668,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         if kept_visual_indices is None:
             budgets = num_kept
             if isinstance(num_kept, int):
-                budgets = visual.counts.clamp(max=num_kept)
+                budgets = visual.content_counts.clamp(max=num_kept)
             kept_visual_indices = self.select_visual_tokens(
                 visual, input_ids, attention_mask, budgets, pruning_method, compute_weight
             )
@@ -719,7 +723,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         if kept_visual_indices is not None or keep_ratio == "adaptive":
             return True
         image_inputs = self.image_inputs({**(image_inputs or {}), "pixel_values": pixel_values})
-        counts = self.family.token_counts(self.config.base_config, image_inputs)
+        counts = self.family.content_counts(self.config.base_config, image_inputs)
         return bool((self.visual_budgets(counts, keep_ratio, num_kept_tokens) < counts).any())
 
     # ---- forward and generate ----------------------------------------------------------------------------------
@@ -742,6 +746,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         target_keep_ratio: float | None = None,
         image_features: torch.FloatTensor | None = None,
         return_dict: bool | None = None,
+        image_sizes: torch.LongTensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> TPRLCausalLMOutputWithPast | tuple:
         r"""
@@ -752,12 +757,14 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         `target_keep_ratio` of the tokens on average. Logits, labels and the returned `attention_mask` are those of
         the pruned sequence. Its positions are the base's: contiguous over the kept tokens for LLaVA, each kept
         token's own 3-D position for mRoPE families (Qwen2.5-VL; from `position_ids` of the whole prompt when given).
-        Other keyword arguments (`image_grid_thw`, `mm_token_type_ids`, ...) are the base's. `image_features`
+        `image_sizes` and other keyword arguments (`image_grid_thw`, `mm_token_type_ids`, ...) are the base's. `image_features`
         ([`visual_tokens`] of these `pixel_values`) spare a pruned forward the vision tower, e.g. when comparing
         selections of the same images; unpruned, the base runs its own. `generate` calls it as the base's: the images
         and the pruning on the first step, the cache of the pruned prompt after it.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if image_sizes is not None:  # in the signature, as in the anyres bases' (callers filter inputs by it)
+            kwargs["image_sizes"] = image_sizes
         compute_weight = self.adaptive_compute_weight(keep_ratio, target_keep_ratio)
         image_inputs = self.image_inputs({**kwargs, "pixel_values": pixel_values})
         pruning = self._is_pruning(
@@ -797,7 +804,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         mm_token_type_ids = kwargs.pop("mm_token_type_ids", None)
         fixed = kept_visual_indices is None and compute_weight is None
         if fixed:
-            counts = self.family.token_counts(self.config.base_config, image_inputs)
+            counts = self.family.content_counts(self.config.base_config, image_inputs)
             num_kept = self.visual_budgets(counts, keep_ratio, num_kept_tokens)
         pruned = self.prune_inputs(
             input_ids,

@@ -150,10 +150,13 @@ def random_selection(model, visual, input_ids, attention_mask, num_kept):
 
 
 def uniform_selection(model, visual, input_ids, attention_mask, num_kept):
-    """A centred stride over each image's row-major token grid."""
+    """A centred stride over each image's content tokens in their order (row-major over its grid)."""
     steps = torch.arange(int(num_kept.max()), device=num_kept.device)
-    indices = ((steps + 0.5) * visual.counts[:, None] / num_kept[:, None]).long()
-    return indices.masked_fill(steps >= num_kept[:, None], -1)
+    ranks = ((steps + 0.5) * visual.content_counts[:, None] / num_kept[:, None]).long()
+    if visual.content is not None:  # the ranks-th content tokens: content positions first, in order
+        positions = torch.argsort((~visual.selectable).int(), dim=1, stable=True)
+        ranks = positions.gather(1, ranks.clamp(max=positions.shape[1] - 1))
+    return ranks.masked_fill(steps >= num_kept[:, None], -1)
 
 
 def cls_attention_selection(model, visual, input_ids, attention_mask, num_kept):

@@ -85,3 +85,18 @@ def test_budget_out_of_range_and_non_llava_config(tmp_path):
     config.text_config.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="needs a llava, qwen2_5_vl or tprl one"):
         load_configs(str(tmp_path))
+
+
+def test_llava_next_7b_counts_its_crops_content_tokens_and_newlines():
+    from tprl_eval.flops import num_crops, num_image_tokens, num_layout_tokens
+
+    config, _ = load_configs("llava-next-7b")
+    llava, _ = load_configs("llava-1.5-7b")
+    # 672x672: a base view and 2x2 tiles, 576 + 48x48 content tokens, a newline after each of the 48 tile rows
+    assert (num_image_tokens(config), num_layout_tokens(config), num_crops(config)) == (2880, 48, 5)
+    full = prefill_flops(config, 2880, 64, method="full")
+    assert full.vision == 5 * prefill_flops(llava, 576, 64, method="full").vision
+    kept = prefill_flops(config, 320, 64, method="cls_attention")
+    assert kept.language_model == prefill_flops(llava, 368, 64, method="random").language_model  # 320 + 48 newlines
+    with pytest.raises(ValueError, match="training-free method"):
+        prefill_flops(config, 320, 64, method="tprl")

@@ -1,0 +1,59 @@
+"""A tiny LLaVA-NeXT and its processor, built from configs (no downloads): what the anyres tests share."""
+
+from transformers import LlavaNextConfig, LlavaNextImageProcessorPil, LlavaNextProcessor
+
+from tprl_digit_world import build_processor
+from tprl_digit_world.processor import CHAT_TEMPLATE
+
+
+CROP, PATCH = 16, 4  # a 16x16 crop of 4x4 patches: 16 tokens a crop
+PINPOINTS = [[16, 32], [32, 16], [32, 32]]  # tile grids 1x2, 2x1, 2x2
+
+
+def build_llava_next_processor() -> LlavaNextProcessor:
+    """LLaVA-NeXT's processor with the digit world's word-level tokenizer and its PIL image processor (no
+    torchvision), at 16x16 crops and the pinpoints above."""
+    image_processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": CROP}, crop_size={"height": CROP, "width": CROP}, image_grid_pinpoints=PINPOINTS
+    )
+    return LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=build_processor().tokenizer,
+        patch_size=PATCH,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def tiny_llava_next_config(processor: LlavaNextProcessor) -> LlavaNextConfig:
+    tokenizer = processor.tokenizer
+    return LlavaNextConfig(
+        vision_config={
+            "model_type": "clip_vision_model",
+            "image_size": CROP,
+            "patch_size": PATCH,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "projection_dim": 32,
+        },
+        text_config={
+            "model_type": "llama",
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 512,
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+        },
+        image_grid_pinpoints=PINPOINTS,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        image_seq_length=(CROP // PATCH) ** 2,
+    )

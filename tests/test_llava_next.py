@@ -1,0 +1,158 @@
+"""TPRL on LLaVA-NeXT: anyres tiles packed row by row with a newline token after each row, per-image token counts."""
+
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, LlavaNextForConditionalGeneration, pipeline, set_seed
+
+from modeling_tprl import TPRLForConditionalGeneration
+from tests.conftest import assert_same_tokens
+from tests.llava_next_fixtures import CROP, PATCH, build_llava_next_processor, tiny_llava_next_config
+
+
+GREEDY = {"max_new_tokens": 4, "do_sample": False}
+SHAPES = [(32, 16), (16, 40), (30, 30)]  # (width, height): tile grids 1x2, 2x1, 2x2, each unpadded differently
+QUESTIONS = ["what color is the 7", "is there a 3", "how many are red"]
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return build_llava_next_processor()
+
+
+@pytest.fixture(scope="module")
+def next_base(processor):
+    set_seed(0)
+    base = LlavaNextForConditionalGeneration(tiny_llava_next_config(processor)).eval()
+    base.generation_config.pad_token_id = processor.tokenizer.pad_token_id
+    return base
+
+
+@pytest.fixture(scope="module")
+def next_model(next_base):
+    set_seed(1)
+    return TPRLForConditionalGeneration.from_base(next_base, policy_hidden_size=32).eval()
+
+
+def random_images(shapes, seed: int = 0) -> list[Image.Image]:
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        Image.fromarray((torch.rand(height, width, 3, generator=generator) * 255).byte().numpy())
+        for width, height in shapes
+    ]
+
+
+def prompts(questions: list[str], images_per_prompt: int = 1) -> list[str]:
+    return [f"USER : {'<image> ' * images_per_prompt}{question} ASSISTANT :" for question in questions]
+
+
+@pytest.fixture(scope="module")
+def mixed(processor):
+    """Three prompts, one image each, of three shapes: left-padded as the processor pads them."""
+    return processor(images=random_images(SHAPES), text=prompts(QUESTIONS), return_tensors="pt", padding=True)
+
+
+def layout_of(model, inputs) -> list[tuple[int, int, int]]:
+    return [model.family.layout(model.config.base_config, size) for size in inputs["image_sizes"].tolist()]
+
+
+def test_the_layout_is_the_processors_count(next_model, mixed):
+    image_tokens = (mixed["input_ids"] == next_model.config.image_token_id).sum(1).tolist()
+    counts = [base + rows * (columns + 1) for base, rows, columns in layout_of(next_model, mixed)]
+    assert counts == image_tokens == [52, 56, 88]
+
+
+def test_pruning_off_gives_the_bases_tokens_and_logits(next_base, next_model, mixed, processor):
+    assert_same_tokens(next_model.generate(**mixed, **GREEDY, keep_ratio=1.0), next_base.generate(**mixed, **GREEDY))
+    assert torch.equal(next_model(**mixed, keep_ratio=1.0).logits, next_base(**mixed).logits)
+    two = processor(
+        images=random_images([(40, 16), (16, 16)], seed=1), text=prompts(["is there a 3"], 2), return_tensors="pt"
+    )
+    assert_same_tokens(next_model.generate(**two, **GREEDY, keep_ratio=1.0), next_base.generate(**two, **GREEDY))
+
+
+@pytest.mark.parametrize("layout_tokens", ["none", "rows", "all"])
+def test_budgets_count_each_images_content_tokens_and_newlines_follow_the_choice(next_model, mixed, layout_tokens):
+    next_model.config.layout_tokens = layout_tokens
+    try:
+        output = next_model(**mixed, keep_ratio=0.25, pruning_method="cls_attention")
+    finally:
+        next_model.config.layout_tokens = "rows"
+    kept = output.kept_visual_indices
+    for image, (base, rows, columns) in enumerate(layout_of(next_model, mixed)):
+        picks = kept[image][kept[image] >= 0]
+        assert torch.equal(picks, picks.sort().values) and len(set(picks.tolist())) == len(picks)
+        newlines = base + columns + (columns + 1) * torch.arange(rows)
+        is_newline = torch.isin(picks, newlines)
+        content = base + rows * columns
+        assert int((~is_newline).sum()) == round(content / 4)  # a quarter of its own content tokens
+        tile_rows = set(((picks[(picks >= base) & ~is_newline] - base) // (columns + 1)).tolist())
+        expected = {"none": set(), "all": set(range(rows)), "rows": tile_rows}[layout_tokens]
+        assert set(((picks[is_newline] - base) // (columns + 1)).tolist()) == expected
+
+
+@pytest.mark.parametrize("method", ["uniform", "fastv", "cls_attention"])
+def test_a_batch_answers_as_each_row_alone(next_model, mixed, processor, method):
+    batch = next_model.generate(**mixed, **GREEDY, keep_ratio=0.25, pruning_method=method)
+    for row, question in enumerate(QUESTIONS):
+        images = random_images(SHAPES)[row : row + 1]
+        alone = processor(images=images, text=prompts([question]), return_tensors="pt")
+        single = next_model.generate(**alone, **GREEDY, keep_ratio=0.25, pruning_method=method)
+        assert_same_tokens(batch[row : row + 1, -GREEDY["max_new_tokens"] :], single[:, -GREEDY["max_new_tokens"] :])
+
+
+def test_cls_attention_reads_each_crop_and_packs_it_as_the_features(next_base, next_model, mixed):
+    scores = next_model.family.vision_attention_scores(
+        next_base, next_model.encode_images(keep_vision_layer_input=True, **next_model.image_inputs(dict(mixed)))
+    )
+    # The base view comes first, unpacked: its [CLS] attention as the CLIP tower's eager attention weights give it.
+    tower = next_base.model.vision_tower
+    tower.config._attn_implementation = "eager"
+    try:
+        attentions = tower(mixed["pixel_values"][:, 0], output_attentions=True).attentions[-1]
+    finally:
+        tower.config._attn_implementation = "sdpa"
+    side = CROP // PATCH
+    torch.testing.assert_close(scores[:, : side * side], attentions.mean(1)[:, 0, 1:])
+    for image, (base, rows, columns) in enumerate(layout_of(next_model, mixed)):
+        newlines = base + columns + (columns + 1) * torch.arange(rows)
+        assert (scores[image, newlines] == 0).all() and (scores[image, base : base + columns] > 0).all()
+
+
+def test_the_learned_policy_is_refused_with_a_clear_error(next_model, mixed):
+    with pytest.raises(ValueError, match="choose a training-free pruning_method"):
+        next_model(**mixed, keep_ratio=0.25)
+
+
+def test_a_pruner_only_checkpoint_loads_with_the_auto_class_and_answers_through_pipeline(
+    next_base, next_model, mixed, processor, tmp_path
+):
+    next_base.save_pretrained(tmp_path / "base")
+    processor.save_pretrained(tmp_path / "base")
+    model = TPRLForConditionalGeneration.from_base(str(tmp_path / "base"), pruning_method="fastv", keep_ratio=0.25)
+    model.save_pretrained(tmp_path / "tprl")
+    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "tprl")
+    assert isinstance(loaded, TPRLForConditionalGeneration) and loaded.config.base_config.model_type == "llava_next"
+    assert_same_tokens(
+        loaded.generate(**mixed, **GREEDY),
+        next_model.generate(**mixed, **GREEDY, keep_ratio=0.25, pruning_method="fastv"),
+    )
+    pipe = pipeline("image-text-to-text", model=str(tmp_path / "tprl"))
+    image = random_images([(40, 16)])[0]
+    messages = [
+        {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "is there a 3"}]}
+    ]
+    answer = pipe(text=messages, max_new_tokens=2, return_full_text=False)[0]["generated_text"]
+    alone = processor(images=[image], text=prompts(["is there a 3"]), return_tensors="pt")
+    expected = next_model.generate(**alone, max_new_tokens=2, do_sample=False, keep_ratio=0.25, pruning_method="fastv")
+    assert answer.strip() == processor.decode(expected[0, alone["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def test_image_sizes_is_in_the_forward_signature(next_base, next_model, mixed):
+    """Callers (transformers' own tests among them) pass only the inputs the forward's signature names."""
+    import inspect
+
+    names = inspect.signature(next_model.forward).parameters
+    inputs = {name: value for name, value in mixed.items() if name in names}
+    assert set(inputs) == set(mixed)
+    assert torch.equal(next_model(**inputs, keep_ratio=1.0).logits, next_base(**mixed).logits)
