@@ -18,6 +18,7 @@ from torch import nn
 from transformers import (
     LlavaForConditionalGeneration,
     LlavaNextForConditionalGeneration,
+    LlavaOnevisionForConditionalGeneration,
     PreTrainedConfig,
     PreTrainedModel,
     Qwen2_5_VLForConditionalGeneration,
@@ -95,6 +96,7 @@ class ImageTextFamily:
         model_type: the base's `config.model_type`.
         model_class: the base's class (`LlavaForConditionalGeneration`, ...).
         image_input_names: the forward arguments that carry the images (the first is the pixels).
+        optional_image_input_names: more such arguments, which the base does without (its default then applies).
         has_cls_token: whether the vision tower has a [CLS] token (for the `cls_attention` method).
         position_ndim: dimensions of the language model's `position_ids` (2: `[batch, length]`; 3: `[4, batch,
             length]`, the sequence positions then the 3-D positions of mRoPE).
@@ -103,6 +105,7 @@ class ImageTextFamily:
     model_type: str
     model_class: type[PreTrainedModel]
     image_input_names: tuple[str, ...] = ("pixel_values",)
+    optional_image_input_names: tuple[str, ...] = ()
     has_cls_token: bool = False
     position_ndim: int = 2
 
@@ -253,9 +256,9 @@ class LlavaNextFamily(LlavaFamily):
     image_input_names = ("pixel_values", "image_sizes")
 
     @staticmethod
-    def layout(config: PreTrainedConfig, image_size) -> tuple[int, int, int]:
+    def layout(config: PreTrainedConfig, image_size, tiled: bool = True) -> tuple[int, int, int]:
         """(base view tokens, tile rows, tile columns) of one image of `image_size` (height, width), as
-        `pack_image_features` packs it: `base + rows * (columns + 1)` tokens."""
+        `pack_image_features` packs it: `base + rows * (columns + 1)` tokens, a newline closing each row."""
         vision = config.vision_config
         side = vision.image_size // vision.patch_size
         tiles_high, tiles_wide = get_anyres_image_grid_shape(
@@ -264,11 +267,27 @@ class LlavaNextFamily(LlavaFamily):
         rows, columns = unpad_image(torch.empty(0, tiles_high * side, tiles_wide * side), image_size).shape[1:]
         return side * side, rows, columns
 
-    def _layouts(self, config, image_inputs) -> list[tuple[int, int, int]]:
-        return [self.layout(config, image_size) for image_size in image_inputs["image_sizes"].tolist()]
+    def tiled(self, image_inputs: dict) -> list[bool]:
+        """Whether each image is tiled (every one, for LLaVA-NeXT)."""
+        return [True] * len(image_inputs["image_sizes"])
+
+    def layouts(self, config: PreTrainedConfig, image_inputs: dict) -> list[tuple[int, int, int]]:
+        """Each image's `layout`."""
+        sizes = image_inputs["image_sizes"].tolist()
+        return [self.layout(config, size, tiled) for size, tiled in zip(sizes, self.tiled(image_inputs))]
+
+    def num_crops(self, config: PreTrainedConfig, image_inputs: dict) -> list[int]:
+        """Crops the vision tower sees of each image: the base view and the tiles (one crop for an untiled image)."""
+        sizes = image_inputs["image_sizes"].tolist()
+        return [
+            image_size_to_num_patches(size, config.image_grid_pinpoints, config.vision_config.image_size)
+            if tiled
+            else 1
+            for size, tiled in zip(sizes, self.tiled(image_inputs))
+        ]
 
     def token_counts(self, config, image_inputs):
-        counts = [base + rows * (columns + 1) for base, rows, columns in self._layouts(config, image_inputs)]
+        counts = [base + rows * (columns + 1) for base, rows, columns in self.layouts(config, image_inputs)]
         return torch.tensor(counts, device=image_inputs["image_sizes"].device)
 
     def grids(self, config, image_inputs):
@@ -279,7 +298,7 @@ class LlavaNextFamily(LlavaFamily):
     def content_mask(self, config, image_inputs):
         counts = self.token_counts(config, image_inputs)
         mask = torch.zeros(len(counts), int(counts.max()), dtype=torch.bool, device=counts.device)
-        for image, (base, rows, columns) in enumerate(self._layouts(config, image_inputs)):
+        for image, (base, rows, columns) in enumerate(self.layouts(config, image_inputs)):
             mask[image, : base + rows * (columns + 1)] = True
             mask[image, base + columns : base + rows * (columns + 1) : columns + 1] = False  # each row's newline
         return mask
@@ -288,7 +307,7 @@ class LlavaNextFamily(LlavaFamily):
         if layout_tokens == "none":
             return kept
         rows_of_kept = []
-        for image, (base, rows, columns) in enumerate(self._layouts(config, visual.image_inputs)):
+        for image, (base, rows, columns) in enumerate(self.layouts(config, visual.image_inputs)):
             picks = kept[image][kept[image] >= 0]
             newlines = base + columns + (columns + 1) * torch.arange(rows, device=kept.device)
             if layout_tokens == "rows":
@@ -299,13 +318,9 @@ class LlavaNextFamily(LlavaFamily):
 
     def split_images(self, config, image_inputs):
         pixel_values, image_sizes = image_inputs["pixel_values"], image_inputs["image_sizes"]
-        crops = [
-            image_size_to_num_patches(size, config.image_grid_pinpoints, config.vision_config.image_size)
-            for size in image_sizes.tolist()
-        ]
         return [
             {"pixel_values": pixel_values[image : image + 1, :count], "image_sizes": image_sizes[image : image + 1]}
-            for image, count in enumerate(crops)
+            for image, count in enumerate(self.num_crops(config, image_inputs))
         ]
 
     def join_images(self, images):
@@ -320,22 +335,103 @@ class LlavaNextFamily(LlavaFamily):
             "image_sizes": torch.cat([image["image_sizes"] for image in images]),
         }
 
-    def vision_attention_scores(self, base, visual):
-        """The [CLS] attention of each crop (`LlavaFamily`'s), packed into the features' order as
-        `pack_image_features` packs the features (unpadded; 0 at the newlines)."""
-        crops = super().vision_attention_scores(base, visual)  # [all crops, side * side]
-        image_sizes = visual.image_inputs["image_sizes"]
-        per_image = [
-            image_size_to_num_patches(size, base.config.image_grid_pinpoints, base.config.vision_config.image_size)
-            for size in image_sizes.tolist()
-        ]
+    def pack(self, base: PreTrainedModel, crops: list[torch.Tensor], image_sizes: torch.LongTensor) -> list:
+        """The base's own `pack_image_features` of per-crop values (`[crops, tokens, width]` per image), 0 at the
+        newlines: scores then follow the features' unpadding (and resizing) exactly."""
         packed, _ = base.model.pack_image_features(
-            [scores[..., None] for scores in crops.split(per_image)],
+            crops,
             image_sizes,
             vision_feature_select_strategy=base.config.vision_feature_select_strategy,
-            image_newline=crops.new_zeros(1),
+            image_newline=crops[0].new_zeros(crops[0].shape[-1]),
         )
+        return packed
+
+    def crop_scores(self, base: PreTrainedModel, visual: VisualTokens) -> torch.Tensor:
+        """`[crops, tokens per crop]`: each crop's [CLS] attention in the layer LLaVA-NeXT reads."""
+        return super().vision_attention_scores(base, visual)
+
+    def vision_attention_scores(self, base, visual):
+        """Each crop's score (`crop_scores`), packed into the features' order by `pack` (0 at the newlines)."""
+        per_image = self.crop_scores(base, visual).split(self.num_crops(base.config, visual.image_inputs))
+        packed = self.pack(base, [scores[..., None] for scores in per_image], visual.image_inputs["image_sizes"])
         return nn.utils.rnn.pad_sequence([scores[:, 0] for scores in packed], batch_first=True)
+
+
+class LlavaOnevisionFamily(LlavaNextFamily):
+    """
+    LLaVA-OneVision (`llava_onevision`): LLaVA-NeXT's packing with a SigLIP tower (no [CLS] token), a tile grid
+    downsized bilinearly when it exceeds `vision_aspect_ratio` ("anyres_max_9": nine base views), and several images
+    of one prompt left untiled (`batch_num_images`): a base view and one newline each. `vision_attention` is the
+    attention each token receives in the layer OneVision reads, packed (and downsized) as the features are.
+    """
+
+    model_type = "llava_onevision"
+    model_class = LlavaOnevisionForConditionalGeneration
+    image_input_names = ("pixel_values", "image_sizes")
+    optional_image_input_names = ("batch_num_images",)
+    has_cls_token = False
+
+    @staticmethod
+    def num_tokens(config: PreTrainedConfig) -> int:
+        """Tokens of one crop: SigLIP has no [CLS] token, so "full" adds none."""
+        vision = config.vision_config
+        return (vision.image_size // vision.patch_size) ** 2
+
+    def layout(self, config, image_size, tiled=True):
+        side = config.vision_config.image_size // config.vision_config.patch_size
+        if not tiled:  # the base view, then one newline
+            return 0, 1, side * side
+        base, rows, columns = LlavaNextFamily.layout(config, image_size)
+        ratio = math.sqrt(rows * columns / (int(config.vision_aspect_ratio.removeprefix("anyres_max_")) * side * side))
+        if ratio > 1.1:  # as pack_image_features downsizes the grid
+            rows, columns = int(rows // ratio), int(columns // ratio)
+        return base, rows, columns
+
+    def tiled(self, image_inputs):
+        per_row = image_inputs.get("batch_num_images")
+        if per_row is None:  # as the base: every image is a prompt's only one
+            return [True] * len(image_inputs["image_sizes"])
+        return [int(count) == 1 for count in per_row.tolist() for _ in range(int(count))]
+
+    def split_images(self, config, image_inputs):
+        images = super().split_images(config, image_inputs)
+        per_row = image_inputs.get("batch_num_images")
+        counts = [1] * len(images) if per_row is None else [int(n) for n in per_row.tolist() for _ in range(int(n))]
+        return [{**image, "batch_num_images": torch.tensor([count])} for image, count in zip(images, counts)]
+
+    def join_images(self, images):
+        joined = super().join_images(images)
+        per_row, image = [], 0
+        while image < len(images):  # a row's images come together: the first says how many
+            count = int(images[image]["batch_num_images"])
+            per_row.append(count)
+            image += count
+        return {**joined, "batch_num_images": torch.tensor(per_row)}
+
+    def pack(self, base, crops, image_sizes):
+        packed, _ = base.model.pack_image_features(
+            crops,
+            image_sizes,
+            image_newline=crops[0].new_zeros(crops[0].shape[-1]),
+            vision_aspect_ratio=base.config.vision_aspect_ratio,
+        )
+        return packed
+
+    def crop_scores(self, base, visual):
+        """`[crops, tokens per crop]`: the attention each token receives in the layer OneVision reads, averaged over
+        heads and queries (SigLIP has no [CLS] token)."""
+        args, kwargs = visual.vision_layer_input
+        hidden_states = args[0] if args else kwargs["hidden_states"]
+        layer = self.vision_score_layer(base)
+        normed = layer.layer_norm1(hidden_states)
+        crops, length, width = normed.shape
+        heads = base.config.vision_config.num_attention_heads
+        query, key = (
+            projection(normed).view(crops, length, heads, width // heads).transpose(1, 2)
+            for projection in (layer.self_attn.q_proj, layer.self_attn.k_proj)
+        )
+        weights = (query.float() @ key.float().transpose(-1, -2) / math.sqrt(width // heads)).softmax(-1)
+        return weights.mean(dim=(1, 2))
 
 
 class Qwen2VLFamily(ImageTextFamily):
@@ -476,7 +572,8 @@ def attention_row(
 
 
 ALL_FAMILIES: dict[str, ImageTextFamily] = {
-    family.model_type: family() for family in (LlavaFamily, LlavaNextFamily, Qwen2VLFamily, Qwen2_5_VLFamily)
+    family.model_type: family()
+    for family in (LlavaFamily, LlavaNextFamily, LlavaOnevisionFamily, Qwen2VLFamily, Qwen2_5_VLFamily)
 }
 
 SUPPORTED_BASE_MODEL_TYPES = tuple(ALL_FAMILIES)

@@ -448,7 +448,8 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
 
     def image_inputs(self, batch: dict) -> dict:
         """The family's image inputs in a batch or a call's arguments (`pixel_values`, and e.g. `image_grid_thw`)."""
-        return {name: batch[name] for name in self.family.image_input_names if batch.get(name) is not None}
+        names = self.family.image_input_names + self.family.optional_image_input_names
+        return {name: batch[name] for name in names if batch.get(name) is not None}
 
     def encode_images(self, keep_vision_layer_input: bool = False, **image_inputs) -> VisualTokens:
         """
@@ -799,7 +800,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
                 "Pruning needs the 2-D attention mask of the prompt (batch, length): it removes tokens, so a custom "
                 "4-D mask over the unpruned sequence cannot apply. Pass a 2-D mask, or keep_ratio=1.0."
             )
-        for name in self.family.image_input_names[1:]:
+        for name in self.family.image_input_names[1:] + self.family.optional_image_input_names:
             kwargs.pop(name, None)
         mm_token_type_ids = kwargs.pop("mm_token_type_ids", None)
         fixed = kept_visual_indices is None and compute_weight is None

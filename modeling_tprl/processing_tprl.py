@@ -1,10 +1,11 @@
 # Copyright 2026 The tprl authors.
 
-"""Loading the base's processor, also where torchvision is missing: Qwen-VL processors then fall back to their images."""
+"""Loading the base's processor, also where torchvision is missing: Qwen-VL and LLaVA-OneVision processors then fall
+back to their images."""
 
 import os
 
-from transformers import AutoConfig, AutoProcessor, ProcessorMixin, Qwen2_5_VLProcessor
+from transformers import AutoConfig, AutoProcessor, LlavaOnevisionProcessor, ProcessorMixin, Qwen2_5_VLProcessor
 
 
 class ImageOnlyQwenVLProcessor(Qwen2_5_VLProcessor):
@@ -31,7 +32,50 @@ class ImageOnlyQwenVLProcessor(Qwen2_5_VLProcessor):
         return {**super().to_dict(), "processor_class": "Qwen2_5_VLProcessor"}
 
 
-IMAGE_ONLY_PROCESSORS = {"qwen2_vl": ImageOnlyQwenVLProcessor, "qwen2_5_vl": ImageOnlyQwenVLProcessor}
+class ImageOnlyLlavaOnevisionProcessor(LlavaOnevisionProcessor):
+    """
+    LLaVA-OneVision's processor for images and text, without the video processor (torchvision): the same
+    tokenisation, crops, `image_sizes` and `batch_num_images`. It saves as `LlavaOnevisionProcessor`.
+
+    Args:
+        image_processor: the image processor (e.g. `LlavaOnevisionImageProcessorPil`).
+        tokenizer: the tokenizer, with the `<image>` token.
+        num_image_tokens (`int`): tokens of one crop.
+        vision_feature_select_strategy (`str`): as the model's config.
+        chat_template (`str`, *optional*): the chat template.
+        vision_aspect_ratio (`str`): as the model's config (`"anyres_max_9"`).
+    """
+
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        num_image_tokens=None,
+        vision_feature_select_strategy=None,
+        chat_template=None,
+        image_token="<image>",
+        video_token="<video>",
+        vision_aspect_ratio="anyres_max_9",
+        **kwargs,
+    ):
+        self.num_image_tokens = num_image_tokens
+        self.vision_feature_select_strategy = vision_feature_select_strategy
+        self.image_token = getattr(tokenizer, "image_token", None) or image_token
+        self.video_token = getattr(tokenizer, "video_token", None) or video_token
+        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+        self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+        self.vision_aspect_ratio = vision_aspect_ratio
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "processor_class": "LlavaOnevisionProcessor"}
+
+
+IMAGE_ONLY_PROCESSORS = {
+    "qwen2_vl": ImageOnlyQwenVLProcessor,
+    "qwen2_5_vl": ImageOnlyQwenVLProcessor,
+    "llava_onevision": ImageOnlyLlavaOnevisionProcessor,
+}
 
 
 def load_processor(name_or_path: str | os.PathLike, **kwargs) -> ProcessorMixin:
@@ -53,4 +97,4 @@ def load_processor(name_or_path: str | os.PathLike, **kwargs) -> ProcessorMixin:
         return IMAGE_ONLY_PROCESSORS[model_type].from_pretrained(name_or_path, **kwargs)
 
 
-__all__ = ["ImageOnlyQwenVLProcessor", "load_processor"]
+__all__ = ["ImageOnlyLlavaOnevisionProcessor", "ImageOnlyQwenVLProcessor", "load_processor"]

@@ -70,6 +70,14 @@ FAMILIES = {
         # The learned policy reads a grid, and anyres images pack theirs with newlines: a training-free method.
         "tprl_config": {"pruning_method": "uniform"},
     },
+    "llava_onevision": {
+        "module": "tests.models.llava_onevision.test_modeling_llava_onevision",
+        "test_class": "LlavaOnevisionForConditionalGenerationModelTest",
+        "tester_class": "LlavaOnevisionVisionText2TextModelTester",
+        "base_class": "LlavaOnevisionForConditionalGeneration",
+        "tester_code": "",
+        "tprl_config": {"pruning_method": "uniform"},
+    },
     "qwen2_5_vl": {
         "module": "tests.models.qwen2_5_vl.test_modeling_qwen2_5_vl",
         "test_class": "Qwen2_5_VLModelTest",
@@ -230,14 +238,22 @@ class BaseSuite(UpstreamTest):
 
 def tprl_tester(keep_ratio):
     class TPRLTester(UpstreamTester):
-        def prepare_config_and_inputs_for_common(self):
-            # The tester's inputs for its base, and a small pruner around that base's config.
-            base_config, inputs = super().prepare_config_and_inputs_for_common()
-            config = TPRLConfig(
+        # The tester's inputs for its base, and a small pruner around that base's config (also where a test asks the
+        # tester for its config alone).
+        def wrap(self, base_config):
+            if isinstance(base_config, TPRLConfig):  # the tester built it through get_config
+                return base_config
+            return TPRLConfig(
                 base_config=base_config, keep_ratio=keep_ratio, policy_hidden_size=16, policy_num_heads=2,
                 policy_num_layers=1, **{tprl_config!r}
             )
-            return config, inputs
+
+        def get_config(self, *args, **kwargs):
+            return self.wrap(super().get_config(*args, **kwargs))
+
+        def prepare_config_and_inputs_for_common(self):
+            config, inputs = super().prepare_config_and_inputs_for_common()
+            return self.wrap(config), inputs
 
     return TPRLTester
 

@@ -57,3 +57,57 @@ def tiny_llava_next_config(processor: LlavaNextProcessor) -> LlavaNextConfig:
         vision_feature_select_strategy="default",
         image_seq_length=(CROP // PATCH) ** 2,
     )
+
+
+def build_llava_onevision_processor(vision_aspect_ratio: str = "anyres_max_9"):
+    """LLaVA-OneVision's image-only processor (no torchvision) with the digit world's tokenizer, at 16x16 crops."""
+    from transformers import LlavaOnevisionImageProcessorPil
+
+    from modeling_tprl.processing_tprl import ImageOnlyLlavaOnevisionProcessor
+
+    image_processor = LlavaOnevisionImageProcessorPil(
+        size={"height": CROP, "width": CROP}, image_grid_pinpoints=PINPOINTS, do_pad=True
+    )
+    return ImageOnlyLlavaOnevisionProcessor(
+        image_processor=image_processor,
+        tokenizer=build_processor().tokenizer,
+        num_image_tokens=(CROP // PATCH) ** 2,
+        vision_feature_select_strategy="full",
+        chat_template=CHAT_TEMPLATE,
+        vision_aspect_ratio=vision_aspect_ratio,
+    )
+
+
+def tiny_llava_onevision_config(processor):
+    from transformers import LlavaOnevisionConfig
+
+    tokenizer = processor.tokenizer
+    return LlavaOnevisionConfig(
+        vision_config={
+            "model_type": "siglip_vision_model",
+            "image_size": CROP,
+            "patch_size": PATCH,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+        },
+        text_config={
+            "model_type": "qwen2",
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 512,
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+        },
+        image_grid_pinpoints=PINPOINTS,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_id=tokenizer.unk_token_id,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+        vision_aspect_ratio=processor.vision_aspect_ratio,
+    )

@@ -56,12 +56,12 @@ def test_base_of_an_unsupported_family(tmp_path):
     model.save_pretrained(tmp_path)
     with pytest.raises(
         ValueError,
-        match=r"model_type 'clip_vision_model'.*supports \('llava', 'llava_next', 'qwen2_vl', 'qwen2_5_vl'\)",
+        match=r"model_type 'clip_vision_model'.*supports \('llava', 'llava_next', 'llava_onevision', 'qwen2_vl'",
     ):
         TPRLForConditionalGeneration.from_base(str(tmp_path))
     with pytest.raises(
         TypeError,
-        match="must be a model of a supported family \\(LlavaForConditionalGeneration, LlavaNextForConditionalGeneration, Qwen2VL",
+        match="must be a model of a supported family \\(LlavaForConditionalGeneration, LlavaNextForConditionalGeneration, LlavaOnevisionForConditionalGeneration, Qwen2VL",
     ):
         TPRLForConditionalGeneration.from_base(model)
 
