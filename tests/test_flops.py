@@ -83,7 +83,7 @@ def test_budget_out_of_range_and_non_llava_config(tmp_path):
     with pytest.raises(ValueError, match=r"num_kept must be in \[1, 576\]"):
         prefill_flops(config, 600, 64, tprl_config=tprl_config)
     config.text_config.save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="needs a llava, qwen2_5_vl or tprl one"):
+    with pytest.raises(ValueError, match="needs a llava, llava_next, qwen2_5_vl or tprl one"):
         load_configs(str(tmp_path))
 
 
