@@ -1,5 +1,7 @@
 """A tiny LLaVA-NeXT and its processor, built from configs (no downloads): what the anyres tests share."""
 
+import torch
+from PIL import Image
 from transformers import LlavaNextConfig, LlavaNextImageProcessorPil, LlavaNextProcessor
 
 from tprl_digit_world import build_processor
@@ -8,6 +10,20 @@ from tprl_digit_world.processor import CHAT_TEMPLATE
 
 CROP, PATCH = 16, 4  # a 16x16 crop of 4x4 patches: 16 tokens a crop
 PINPOINTS = [[16, 32], [32, 16], [32, 32]]  # tile grids 1x2, 2x1, 2x2
+
+
+def random_images(shapes: list[tuple[int, int]], seed: int = 0) -> list[Image.Image]:
+    """Images of noise of the given (width, height)s."""
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        Image.fromarray((torch.rand(height, width, 3, generator=generator) * 255).byte().numpy())
+        for width, height in shapes
+    ]
+
+
+def prompt(question: str, images: int = 1) -> str:
+    """The digit world's chat format with `images` image placeholders."""
+    return f"USER : {'<image> ' * images}{question} ASSISTANT :"
 
 
 def build_llava_next_processor() -> LlavaNextProcessor:

@@ -2,12 +2,18 @@
 
 import pytest
 import torch
-from PIL import Image
 from transformers import AutoModelForImageTextToText, LlavaNextForConditionalGeneration, pipeline, set_seed
 
 from modeling_tprl import TPRLForConditionalGeneration
 from tests.conftest import assert_same_tokens
-from tests.llava_next_fixtures import CROP, PATCH, build_llava_next_processor, tiny_llava_next_config
+from tests.llava_next_fixtures import (
+    CROP,
+    PATCH,
+    build_llava_next_processor,
+    prompt,
+    random_images,
+    tiny_llava_next_config,
+)
 
 
 GREEDY = {"max_new_tokens": 4, "do_sample": False}
@@ -34,22 +40,12 @@ def next_model(next_base):
     return TPRLForConditionalGeneration.from_base(next_base, policy_hidden_size=32).eval()
 
 
-def random_images(shapes, seed: int = 0) -> list[Image.Image]:
-    generator = torch.Generator().manual_seed(seed)
-    return [
-        Image.fromarray((torch.rand(height, width, 3, generator=generator) * 255).byte().numpy())
-        for width, height in shapes
-    ]
-
-
-def prompts(questions: list[str], images_per_prompt: int = 1) -> list[str]:
-    return [f"USER : {'<image> ' * images_per_prompt}{question} ASSISTANT :" for question in questions]
-
-
 @pytest.fixture(scope="module")
 def mixed(processor):
     """Three prompts, one image each, of three shapes: left-padded as the processor pads them."""
-    return processor(images=random_images(SHAPES), text=prompts(QUESTIONS), return_tensors="pt", padding=True)
+    return processor(
+        images=random_images(SHAPES), text=[prompt(q) for q in QUESTIONS], return_tensors="pt", padding=True
+    )
 
 
 def layout_of(model, inputs) -> list[tuple[int, int, int]]:
@@ -66,7 +62,7 @@ def test_pruning_off_gives_the_bases_tokens_and_logits(next_base, next_model, mi
     assert_same_tokens(next_model.generate(**mixed, **GREEDY, keep_ratio=1.0), next_base.generate(**mixed, **GREEDY))
     assert torch.equal(next_model(**mixed, keep_ratio=1.0).logits, next_base(**mixed).logits)
     two = processor(
-        images=random_images([(40, 16), (16, 16)], seed=1), text=prompts(["is there a 3"], 2), return_tensors="pt"
+        images=random_images([(40, 16), (16, 16)], seed=1), text=[prompt("is there a 3", 2)], return_tensors="pt"
     )
     assert_same_tokens(next_model.generate(**two, **GREEDY, keep_ratio=1.0), next_base.generate(**two, **GREEDY))
 
@@ -96,7 +92,7 @@ def test_a_batch_answers_as_each_row_alone(next_model, mixed, processor, method)
     batch = next_model.generate(**mixed, **GREEDY, keep_ratio=0.25, pruning_method=method)
     for row, question in enumerate(QUESTIONS):
         images = random_images(SHAPES)[row : row + 1]
-        alone = processor(images=images, text=prompts([question]), return_tensors="pt")
+        alone = processor(images=images, text=[prompt(question)], return_tensors="pt")
         single = next_model.generate(**alone, **GREEDY, keep_ratio=0.25, pruning_method=method)
         assert_same_tokens(batch[row : row + 1, -GREEDY["max_new_tokens"] :], single[:, -GREEDY["max_new_tokens"] :])
 
@@ -143,7 +139,7 @@ def test_a_pruner_only_checkpoint_loads_with_the_auto_class_and_answers_through_
         {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "is there a 3"}]}
     ]
     answer = pipe(text=messages, max_new_tokens=2, return_full_text=False)[0]["generated_text"]
-    alone = processor(images=[image], text=prompts(["is there a 3"]), return_tensors="pt")
+    alone = processor(images=[image], text=[prompt("is there a 3")], return_tensors="pt")
     expected = next_model.generate(**alone, max_new_tokens=2, do_sample=False, keep_ratio=0.25, pruning_method="fastv")
     assert answer.strip() == processor.decode(expected[0, alone["input_ids"].shape[1] :], skip_special_tokens=True)
 

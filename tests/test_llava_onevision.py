@@ -3,30 +3,24 @@ images of a multi-image prompt left untiled."""
 
 import pytest
 import torch
-from PIL import Image
 from transformers import LlavaOnevisionForConditionalGeneration, set_seed
 
 from modeling_tprl import TPRLForConditionalGeneration
 from modeling_tprl.processing_tprl import ImageOnlyLlavaOnevisionProcessor, load_processor
 from tests.conftest import assert_same_tokens
-from tests.llava_next_fixtures import CROP, PATCH, build_llava_onevision_processor, tiny_llava_onevision_config
+from tests.llava_next_fixtures import (
+    CROP,
+    PATCH,
+    build_llava_onevision_processor,
+    prompt,
+    random_images,
+    tiny_llava_onevision_config,
+)
 
 
 GREEDY = {"max_new_tokens": 4, "do_sample": False}
 SHAPES = [(32, 16), (16, 40), (30, 30)]  # (width, height)
 QUESTIONS = ["what color is the 7", "is there a 3", "how many are red"]
-
-
-def random_images(shapes, seed: int = 0) -> list[Image.Image]:
-    generator = torch.Generator().manual_seed(seed)
-    return [
-        Image.fromarray((torch.rand(height, width, 3, generator=generator) * 255).byte().numpy())
-        for width, height in shapes
-    ]
-
-
-def prompt(question: str, images: int = 1) -> str:
-    return f"USER : {'<image> ' * images}{question} ASSISTANT :"
 
 
 @pytest.fixture(scope="module", params=["anyres_max_9", "anyres_max_1"], ids=["tiles", "downsized-tiles"])
