@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # scripts/ is not installed
 
 from modeling_tprl import TPRLForConditionalGeneration  # noqa: E402
-from tprl_digit_world import EMBEDDED_TPRL_PATH, DigitWorld, build_processor, prompt_for  # noqa: E402
+from tprl_digit_world import EMBEDDED_TPRL_PATH, DigitWorld, build_processor  # noqa: E402
+from tprl_digit_world.batching import DigitWorldCollator  # noqa: E402
 
 
 SHIPPED_FILES = (
@@ -51,14 +51,8 @@ def ship(checkpoint: Path, results: Path, target: Path) -> None:
     shutil.copy2(results, target / "results.json")
 
     source, shipped = (TPRLForConditionalGeneration.from_pretrained(path) for path in (checkpoint, target))
-    processor = build_processor()
     examples = [DigitWorld("test").sample(np.random.default_rng(seed)) for seed in range(16)]
-    inputs = processor(
-        images=[Image.fromarray(example["image"]) for example in examples],
-        text=[prompt_for(example["question"]) for example in examples],
-        return_tensors="pt",
-        padding=True,
-    )
+    inputs = DigitWorldCollator(build_processor())(examples)
     with torch.no_grad():
         for keep_ratio in (1 / 9, "adaptive"):
             budget = {"keep_ratio": keep_ratio, "target_keep_ratio": 1 / 9} if keep_ratio == "adaptive" else {}

@@ -12,6 +12,44 @@ CROP, PATCH = 16, 4  # a 16x16 crop of 4x4 patches: 16 tokens a crop
 PINPOINTS = [[16, 32], [32, 16], [32, 32]]  # tile grids 1x2, 2x1, 2x2
 
 
+TINY_VISION = {
+    "image_size": CROP,
+    "patch_size": PATCH,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+}
+
+
+def tiny_text_config(model_type: str, tokenizer) -> dict:
+    """A two-layer language model of `model_type` over the digit world's vocabulary."""
+    return {
+        "model_type": model_type,
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+
+
+def base_view_attentions(base, pixel_values: torch.Tensor) -> torch.Tensor:
+    """`[images, heads, tokens, tokens]`: the eager attention weights of the vision tower's last layer on each image's
+    first crop (its base view), as the tower itself gives them."""
+    tower = base.model.vision_tower
+    implementation = tower.config._attn_implementation
+    tower.config._attn_implementation = "eager"
+    try:
+        return tower(pixel_values[:, 0], output_attentions=True).attentions[-1]
+    finally:
+        tower.config._attn_implementation = implementation
+
+
 def random_images(shapes: list[tuple[int, int]], seed: int = 0) -> list[Image.Image]:
     """Images of noise of the given (width, height)s."""
     generator = torch.Generator().manual_seed(seed)
@@ -45,28 +83,8 @@ def build_llava_next_processor() -> LlavaNextProcessor:
 def tiny_llava_next_config(processor: LlavaNextProcessor) -> LlavaNextConfig:
     tokenizer = processor.tokenizer
     return LlavaNextConfig(
-        vision_config={
-            "model_type": "clip_vision_model",
-            "image_size": CROP,
-            "patch_size": PATCH,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "projection_dim": 32,
-        },
-        text_config={
-            "model_type": "llama",
-            "vocab_size": len(tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 512,
-            "pad_token_id": tokenizer.pad_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-        },
+        vision_config={**TINY_VISION, "model_type": "clip_vision_model", "projection_dim": 32},
+        text_config=tiny_text_config("llama", tokenizer),
         image_grid_pinpoints=PINPOINTS,
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_layer=-1,
@@ -99,27 +117,8 @@ def tiny_llava_onevision_config(processor):
 
     tokenizer = processor.tokenizer
     return LlavaOnevisionConfig(
-        vision_config={
-            "model_type": "siglip_vision_model",
-            "image_size": CROP,
-            "patch_size": PATCH,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-        },
-        text_config={
-            "model_type": "qwen2",
-            "vocab_size": len(tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 512,
-            "pad_token_id": tokenizer.pad_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-        },
+        vision_config={**TINY_VISION, "model_type": "siglip_vision_model"},
+        text_config=tiny_text_config("qwen2", tokenizer),
         image_grid_pinpoints=PINPOINTS,
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         video_token_id=tokenizer.unk_token_id,

@@ -7,16 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from conftest import GREEDY
 from huggingface_hub import ModelCard
 from local_hub import LocalHub
-from PIL import Image
 
 from modeling_tprl import TPRLForConditionalGeneration
-from tprl_digit_world import DigitWorld, prompt_for
 from tprl_hub_cards.model_card import build_model_card, check_results
 
 
@@ -175,7 +172,7 @@ def test_push_to_a_repo_without_write_access_is_a_clear_error(processor, base_di
 
 
 @pytest.mark.slow
-def test_push_the_shipped_pruner_with_a_space(processor, tmp_path):
+def test_push_the_shipped_pruner_with_a_space(batch, tmp_path):
     """The shipped pruner (no code files of its own) goes up with its code, and a Space with its demo page; both
     load from the Hub: the model without our package, the Space's page from the wheel it ships."""
     import zipfile
@@ -215,13 +212,6 @@ def test_push_the_shipped_pruner_with_a_space(processor, tmp_path):
         assert "https://huggingface.co/spaces/tester/tprl-demo" in model_files["README.md"].decode()
         assert json.loads(model_files["config.json"])["base_model_name_or_path"] == "tester/tiny-llava"
 
-        examples = [DigitWorld("test").sample(np.random.default_rng(seed)) for seed in range(4)]
-        batch = processor(
-            images=[Image.fromarray(example["image"]) for example in examples],
-            text=[prompt_for(example["question"]) for example in examples],
-            return_tensors="pt",
-            padding=True,
-        )
         torch.save(dict(batch), tmp_path / "batch.pt")
         loaded = _run(
             [sys.executable, "-c", LOAD_FROM_HUB, "tester/tprl", "main", str(tmp_path / "batch.pt")], env, tmp_path

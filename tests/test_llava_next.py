@@ -9,6 +9,7 @@ from tests.conftest import assert_same_tokens
 from tests.llava_next_fixtures import (
     CROP,
     PATCH,
+    base_view_attentions,
     build_llava_next_processor,
     prompt,
     random_images,
@@ -102,12 +103,7 @@ def test_cls_attention_reads_each_crop_and_packs_it_as_the_features(next_base, n
         next_base, next_model.encode_images(keep_vision_layer_input=True, **next_model.image_inputs(dict(mixed)))
     )
     # The base view comes first, unpacked: its [CLS] attention as the CLIP tower's eager attention weights give it.
-    tower = next_base.model.vision_tower
-    tower.config._attn_implementation = "eager"
-    try:
-        attentions = tower(mixed["pixel_values"][:, 0], output_attentions=True).attentions[-1]
-    finally:
-        tower.config._attn_implementation = "sdpa"
+    attentions = base_view_attentions(next_base, mixed["pixel_values"])
     side = CROP // PATCH
     torch.testing.assert_close(scores[:, : side * side], attentions.mean(1)[:, 0, 1:])
     for image, (base, rows, columns) in enumerate(layout_of(next_model, mixed)):

@@ -11,6 +11,7 @@ from tests.conftest import assert_same_tokens
 from tests.llava_next_fixtures import (
     CROP,
     PATCH,
+    base_view_attentions,
     build_llava_onevision_processor,
     prompt,
     random_images,
@@ -94,12 +95,7 @@ def test_vision_attention_is_the_attention_each_token_receives_packed_as_the_fea
     _, base, model = setup
     visual = model.encode_images(keep_vision_layer_input=True, **model.image_inputs(dict(mixed)))
     scores = model.family.vision_attention_scores(base, visual)
-    tower = base.model.vision_tower
-    tower.config._attn_implementation = "eager"
-    try:
-        attentions = tower(mixed["pixel_values"][:, 0], output_attentions=True).attentions[-1]
-    finally:
-        tower.config._attn_implementation = "sdpa"
+    attentions = base_view_attentions(base, mixed["pixel_values"])
     side = CROP // PATCH
     torch.testing.assert_close(scores[:, : side * side], attentions.mean(dim=(1, 2)))  # the base views, unpacked
     content = model.family.content_mask(model.config.base_config, model.image_inputs(dict(mixed)))
