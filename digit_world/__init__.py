@@ -1,10 +1,10 @@
-"""The digit world: the embedded default task and its tiny LLaVA."""
+"""The digit world: the embedded default task, its tiny LLaVA and its tiny Qwen2.5-VL."""
 
 from pathlib import Path
 
 from .canvas import COLORS, QUESTION_TYPES, SPLITS, DigitPlacement, DigitWorld, relevant_placements
-from .model import build_tiny_llava
-from .processor import build_processor, pixel_values_of, prompt_for
+from .model import build_tiny_llava, build_tiny_qwen2_5_vl
+from .processor import build_processor, build_qwen2_5_vl_processor, pixel_values_of, prompt_for, token_patch_size
 
 
 EMBEDDED_BASE_PATH = str(Path(__file__).parent / "tiny_llava")
@@ -13,6 +13,10 @@ EMBEDDED_BASE_PATH = str(Path(__file__).parent / "tiny_llava")
 EMBEDDED_TPRL_PATH = str(Path(__file__).parent / "tiny_llava_tprl")
 """A trained TPRL pruner of the embedded base, pruner-only (its base is `../tiny_llava`): the main job's
 `budget/final` of seed 0, shipped by `scripts/ship_pruner.py` with its `results.json`."""
+
+EMBEDDED_QWEN2_5_VL_PATH = str(Path(__file__).parent / "tiny_qwen2_5_vl")
+"""The shipped, trained tiny Qwen2.5-VL (`tprl-train-base --family qwen2_5_vl`): the base of
+`train/configs/digit_world_qwen2_5_vl.yaml`."""
 
 
 def require_embedded_base(name_or_path: str, option: str) -> None:
@@ -27,15 +31,19 @@ def require_embedded_base(name_or_path: str, option: str) -> None:
 __all__ = [
     "COLORS",
     "EMBEDDED_BASE_PATH",
+    "EMBEDDED_QWEN2_5_VL_PATH",
     "EMBEDDED_TPRL_PATH",
     "QUESTION_TYPES",
     "SPLITS",
     "DigitPlacement",
     "DigitWorld",
     "build_processor",
+    "build_qwen2_5_vl_processor",
     "build_tiny_llava",
+    "build_tiny_qwen2_5_vl",
     "pixel_values_of",
     "prompt_for",
     "relevant_placements",
     "require_embedded_base",
+    "token_patch_size",
 ]

@@ -1,16 +1,16 @@
-"""Turns digit-world examples into LLaVA model inputs (left-padded, as for generation)."""
+"""Turns digit-world examples into the tiny bases' model inputs (left-padded, as for generation)."""
 
 from functools import lru_cache
 
 import torch
-from transformers import LlavaProcessor
+from transformers import ProcessorMixin
 
-from .canvas import CANVAS_SIZE
-from .processor import pixel_values_of, prompt_for
+from .processor import num_canvas_tokens, pixel_values_of
 
 
 class DigitWorldCollator:
-    """Batches examples into `input_ids`, `attention_mask`, `pixel_values` and, with answers, `labels`.
+    """Batches examples into `input_ids`, `attention_mask`, the image inputs (`pixel_values`; Qwen-VL's
+    `image_grid_thw` and `mm_token_type_ids` too) and, with answers, `labels`.
 
     The token ids equal what `processor(images=..., text=prompt)` gives; the tokenisation of each distinct
     question is cached and the pixels are normalised in one tensor operation, which keeps CPU training fast.
@@ -20,23 +20,26 @@ class DigitWorldCollator:
     turn's answer is scored.
 
     Args:
-        processor (`LlavaProcessor`): the base model's processor.
+        processor ([`ProcessorMixin`]): the tiny base's processor (`build_processor`, `build_qwen2_5_vl_processor`).
         with_answers (`bool`): append the answer and `</s>` and return `labels` that score only them.
     """
 
-    def __init__(self, processor: LlavaProcessor, with_answers: bool = False):
+    def __init__(self, processor: ProcessorMixin, with_answers: bool = False):
         self.processor = processor
         self.with_answers = with_answers
         self.pad_id = processor.tokenizer.pad_token_id
         self.eos_id = processor.tokenizer.eos_token_id
-        self.num_image_tokens = (CANVAS_SIZE // processor.patch_size) ** 2
+        self.num_image_tokens = num_canvas_tokens(processor)
+        self.image_token_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
         self._prompt_ids = lru_cache(maxsize=None)(self._encode_prompt)
         self._turn_ids = lru_cache(maxsize=None)(self._encode_turn)
 
     def _encode_prompt(self, question: str) -> tuple[int, ...]:
         # The processor expands each <image> into one placeholder per visual token, as done here.
         image_token = self.processor.image_token
-        text = prompt_for(question).replace(image_token, image_token * self.num_image_tokens)
+        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        prompt = self.processor.apply_chat_template(conversation, add_generation_prompt=True)
+        text = prompt.replace(image_token, image_token * self.num_image_tokens)
         return tuple(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _encode_turn(self, question: str) -> tuple[int, ...]:
@@ -65,13 +68,15 @@ class DigitWorldCollator:
             input_ids[row, length - len(sequence) :] = torch.tensor(sequence)
             labels[row, length - len(sequence) :] = torch.tensor(target)
             attention_mask[row, length - len(sequence) :] = 1
-        batch = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "pixel_values": pixel_values_of(
-                [example["image"] for example in examples], self.processor.image_processor
-            ),
-        }
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        images = [example["image"] for example in examples]
+        image_processor = self.processor.image_processor
+        if "image_grid_thw" in image_processor.model_input_names:
+            batch |= image_processor(images, return_tensors="pt")
+        else:
+            batch["pixel_values"] = pixel_values_of(images, image_processor)
+        if "mm_token_type_ids" in self.processor.model_input_names:
+            batch["mm_token_type_ids"] = input_ids.eq(self.image_token_id).int()
         if self.with_answers:
             batch["labels"] = labels
         return batch

@@ -1,4 +1,4 @@
-"""Answer accuracy of a LLaVA-style model on fixed digit-world examples."""
+"""Answer accuracy of a tiny base (or a pruning model of one) on fixed digit-world examples."""
 
 from collections import Counter, defaultdict
 
@@ -7,6 +7,7 @@ import torch
 
 from .batching import DigitWorldCollator
 from .canvas import CANVAS_SIZE, QUESTION_TYPES, DigitWorld, patch_indices, relevant_placements
+from .processor import token_patch_size
 
 
 def fixed_examples(split: str, count: int, seed: int = 0, num_digits: int | None = None) -> list[dict]:
@@ -40,9 +41,13 @@ def answer_hits(
         for key, value in model_kwargs.items()
     }
     outputs = model(**inputs, **model_kwargs)
-    predictions = processor.tokenizer.convert_ids_to_tokens(outputs.logits[:, -1].argmax(-1).tolist())
-    hits = [prediction == example["answer"] for example, prediction in zip(examples, predictions)]
-    return hits, getattr(outputs, "kept_visual_indices", None)
+    return answer_hits_from_logits(processor, examples, outputs.logits), getattr(outputs, "kept_visual_indices", None)
+
+
+def answer_hits_from_logits(processor, examples: list[dict], logits: torch.Tensor) -> list[bool]:
+    """Whether the greedy next token after each left-padded prompt (`logits[:, -1]`) is the example's answer."""
+    predictions = processor.tokenizer.convert_ids_to_tokens(logits[:, -1].argmax(-1).tolist())
+    return [prediction == example["answer"] for example, prediction in zip(examples, predictions)]
 
 
 def named_target_covered(
@@ -107,7 +112,7 @@ def answer_accuracy(
         batch = examples[start : start + batch_size]
         batch_hits, kept = answer_hits(model, processor, batch, **model_kwargs)
         hits += batch_hits
-        covered += named_target_covered(batch, kept, processor.patch_size)
+        covered += named_target_covered(batch, kept, token_patch_size(processor))
     return summarize_hits(examples, hits) | summarize_coverage(examples, covered)
 
 

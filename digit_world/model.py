@@ -1,11 +1,20 @@
-"""The tiny digit-world LLaVA's architecture: a real `LlavaForConditionalGeneration` built from small configs."""
+"""The tiny digit-world bases' architectures: a real `LlavaForConditionalGeneration` and a real
+`Qwen2_5_VLForConditionalGeneration`, built from small configs."""
 
 import math
 
 import torch
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+from transformers import (
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+)
 
 from .canvas import CANVAS_SIZE
+from .processor import QWEN_VISION_TOKENS
 
 
 def build_tiny_llava(processor) -> LlavaForConditionalGeneration:
@@ -62,3 +71,50 @@ def _init_sincos_positions(weight: torch.Tensor) -> None:
         parts += [angles.sin(), angles.cos()]
     weight.zero_()
     weight[1:, : 4 * quarter] = torch.cat(parts, dim=1)
+
+
+def build_tiny_qwen2_5_vl(processor) -> Qwen2_5_VLForConditionalGeneration:
+    """The tiny Qwen2.5-VL's architecture: 144 visual tokens (96 px, patch 8, no merge), a 64-wide vision tower whose
+    first block attends within 6x6-token windows and second over the image, and a 128-wide Qwen2 LM with mRoPE."""
+    tokenizer = processor.tokenizer
+    image_processor = processor.image_processor
+    vision_config = {
+        "depth": 2,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_heads": 4,
+        "patch_size": image_processor.patch_size,
+        "spatial_merge_size": image_processor.merge_size,
+        "temporal_patch_size": image_processor.temporal_patch_size,
+        "window_size": CANVAS_SIZE // 2,
+        "fullatt_block_indexes": [1],
+        "out_hidden_size": 128,
+    }
+    text_config = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "max_position_embeddings": 512,
+        # Head width 32: 16 rotary frequencies, split between time, height and width.
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": None,
+        "tie_word_embeddings": False,
+    }
+    start, image, end, video = tokenizer.convert_tokens_to_ids(QWEN_VISION_TOKENS)
+    config = Qwen2_5_VLConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        vision_start_token_id=start,
+        image_token_id=image,
+        vision_end_token_id=end,
+        video_token_id=video,
+    )
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model

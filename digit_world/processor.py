@@ -1,15 +1,19 @@
-"""The tiny base's processor: a word-level tokenizer with a LLaVA-1.5 chat template and a CLIP image processor."""
+"""The tiny bases' processors: a word-level tokenizer with a LLaVA-1.5 chat template, and the family's image
+processor (CLIP's for the tiny LLaVA, Qwen2-VL's for the tiny Qwen2.5-VL)."""
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import CLIPImageProcessorPil, LlavaProcessor, PreTrainedTokenizerFast
+from transformers import CLIPImageProcessorPil, LlavaProcessor, PreTrainedTokenizerFast, Qwen2VLImageProcessorPil
+
+from modeling_tprl.processing_tprl import ImageOnlyQwenVLProcessor
 
 from .canvas import CANVAS_SIZE, vocabulary
 
 
 PATCH_SIZE = 8
 SPECIAL_TOKENS = ["<pad>", "<unk>", "</s>", "<image>"]
+QWEN_VISION_TOKENS = ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>"]
 # LLaVA-1.5's conversation format, on whitespace-separated words.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -24,20 +28,25 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_processor() -> LlavaProcessor:
-    """Builds the `LlavaProcessor` of the tiny digit-world LLaVA (no torchvision needed)."""
-    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + vocabulary())}
+def _word_tokenizer(special_tokens: list[str], **kwargs) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer of the digit world's words, its special tokens first (`<pad>` is id 0)."""
+    vocab = {token: i for i, token in enumerate(special_tokens + vocabulary())}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         pad_token="<pad>",
         unk_token="<unk>",
         eos_token="</s>",
-        extra_special_tokens={"image_token": "<image>"},
         padding_side="left",
         model_max_length=512,
+        **kwargs,
     )
+
+
+def build_processor() -> LlavaProcessor:
+    """Builds the `LlavaProcessor` of the tiny digit-world LLaVA (no torchvision needed)."""
+    tokenizer = _word_tokenizer(SPECIAL_TOKENS, extra_special_tokens={"image_token": "<image>"})
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": CANVAS_SIZE}, crop_size={"height": CANVAS_SIZE, "width": CANVAS_SIZE}
     )
@@ -49,6 +58,37 @@ def build_processor() -> LlavaProcessor:
         num_additional_image_tokens=1,
         chat_template=CHAT_TEMPLATE,
     )
+
+
+def build_qwen2_5_vl_processor() -> ImageOnlyQwenVLProcessor:
+    """Builds the processor of the tiny digit-world Qwen2.5-VL: the same words and chat template as the tiny LLaVA's,
+    the image between Qwen's `<|vision_start|>` and `<|vision_end|>`, and Qwen2-VL's image processor at the canvas
+    size (8-px patches, no merge: the 12x12 token grid of the tiny LLaVA). It saves as `Qwen2_5_VLProcessor`."""
+    tokenizer = _word_tokenizer(SPECIAL_TOKENS[:3] + QWEN_VISION_TOKENS)
+    tokenizer.add_special_tokens({"additional_special_tokens": QWEN_VISION_TOKENS})  # matched before words split
+    tokenizer.image_token, tokenizer.video_token = "<|image_pad|>", "<|video_pad|>"
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=PATCH_SIZE,
+        merge_size=1,
+        temporal_patch_size=2,
+        min_pixels=CANVAS_SIZE**2,
+        max_pixels=CANVAS_SIZE**2,
+    )
+    chat_template = CHAT_TEMPLATE.replace("<image> ", "<|vision_start|><|image_pad|><|vision_end|> ")
+    return ImageOnlyQwenVLProcessor(image_processor, tokenizer, chat_template=chat_template)
+
+
+def token_patch_size(processor) -> int:
+    """Pixels on a side of one visual token: LLaVA's patch, or Qwen-VL's patch times its merge size."""
+    image_processor = processor.image_processor
+    if hasattr(image_processor, "merge_size"):
+        return image_processor.patch_size * image_processor.merge_size
+    return processor.patch_size
+
+
+def num_canvas_tokens(processor) -> int:
+    """Visual tokens of one digit-world canvas (144 for either tiny base)."""
+    return (CANVAS_SIZE // token_patch_size(processor)) ** 2
 
 
 def prompt_for(question: str) -> str:

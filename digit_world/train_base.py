@@ -1,9 +1,11 @@
-"""Trains the tiny digit-world LLaVA: the embedded default base every command uses when no model is given.
+"""Trains a tiny digit-world base: the embedded default every command uses when no model is given, or the tiny
+Qwen2.5-VL that `train/configs/digit_world_qwen2_5_vl.yaml` prunes.
 
     tprl-train-base --output_dir digit_world/tiny_llava
+    tprl-train-base --family qwen2_5_vl --output_dir digit_world/tiny_qwen2_5_vl
 
-A real `LlavaForConditionalGeneration` (CLIP vision tower + Llama LM) is built from small configs and trained
-from scratch in two stages. First the vision tower and projector alone learn auxiliary per-token heads (which
+A real `LlavaForConditionalGeneration` (CLIP vision tower + Llama LM) or `Qwen2_5_VLForConditionalGeneration` is
+built from small configs and trained from scratch in two stages. First the vision tower and projector alone learn auxiliary per-token heads (which
 digit / which colour lies under this patch), so the visual tokens carry the local content that question-aware
 pruning relies on. Then the whole model learns to answer digit-world questions, on a curriculum from 1 to 6
 digits per canvas, with the auxiliary weight decaying to zero by 60% of the run. On half of the steps the LM sees
@@ -33,13 +35,23 @@ from tprl_eval.command_line import command
 from .batching import DigitWorldCollator
 from .canvas import CANVAS_SIZE, COLORS, MAX_DIGITS, QUESTION_TYPES, DigitWorld, patch_indices
 from .evaluation import answer_accuracy, fixed_examples
-from .model import build_tiny_llava
-from .processor import build_processor
+from .model import build_tiny_llava, build_tiny_qwen2_5_vl
+from .processor import build_processor, build_qwen2_5_vl_processor, token_patch_size
+
+
+TINY_BASES = {
+    "llava": (build_processor, build_tiny_llava),
+    "qwen2_5_vl": (build_qwen2_5_vl_processor, build_tiny_qwen2_5_vl),
+}
+"""Per family, the builders of the tiny base's processor and of its model from that processor."""
 
 
 @dataclass
 class BaseTrainingArguments:
     output_dir: str = field(default="outputs/tiny_llava", metadata={"help": "Where the model is written."})
+    family: str = field(
+        default="llava", metadata={"help": "The base's family: 'llava' (the embedded default) or 'qwen2_5_vl'."}
+    )
     aux_steps: int = field(default=800, metadata={"help": "Steps of the vision-only auxiliary stage."})
     max_steps: int = field(default=16000, metadata={"help": "Steps of the question-answering stage."})
     batch_size: int = field(default=32)
@@ -76,6 +88,8 @@ class BaseTrainingArguments:
             raise ValueError("max_steps and batch_size must be positive and aux_steps not negative.")
         if not (0 < self.curriculum_fraction <= 1 and 0 < self.aux_until <= 1):
             raise ValueError("curriculum_fraction and aux_until must be in (0, 1].")
+        if self.family not in TINY_BASES:
+            raise ValueError(f"family must be one of {sorted(TINY_BASES)}, got {self.family!r}.")
         if not 0 <= self.token_drop <= 1:
             raise ValueError(f"token_drop is a share of steps in [0, 1], got {self.token_drop}.")
 
@@ -132,7 +146,7 @@ def content_first_indices(
 
 def train_auxiliary_stage(model, heads, collator, args: BaseTrainingArguments, rng: np.random.Generator) -> None:
     """Vision tower + projector + heads only (no LM): cheap, and the LM then starts from informative tokens."""
-    params = [*model.model.vision_tower.parameters(), *model.model.multi_modal_projector.parameters()]
+    params = [p for name, p in model.model.named_parameters() if not name.startswith("language_model.")]
     params += list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / args.warmup_steps))
@@ -141,9 +155,10 @@ def train_auxiliary_stage(model, heads, collator, args: BaseTrainingArguments, r
     progress = tqdm(range(args.aux_steps), desc="auxiliary stage (vision tower)")
     for _ in progress:
         examples = [world.sample(rng) for _ in range(args.batch_size)]
-        pixel_values = collator(examples)["pixel_values"]
-        features = torch.stack(model.model.get_image_features(pixel_values=pixel_values).pooler_output)
-        loss = auxiliary_loss(features, examples, heads, collator.processor.patch_size)
+        batch = collator(examples)
+        image_inputs = {name: batch[name] for name in ("pixel_values", "image_grid_thw") if name in batch}
+        features = torch.stack(model.model.get_image_features(**image_inputs).pooler_output)
+        loss = auxiliary_loss(features, examples, heads, token_patch_size(collator.processor))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -154,8 +169,10 @@ def train_auxiliary_stage(model, heads, collator, args: BaseTrainingArguments, r
 
 def train(args: BaseTrainingArguments) -> dict:
     set_seed(args.seed)
-    processor = build_processor()
-    model = build_tiny_llava(processor)
+    build_family_processor, build_model = TINY_BASES[args.family]
+    processor = build_family_processor()
+    model = build_model(processor)
+    patch_size = token_patch_size(processor)
     collator = DigitWorldCollator(processor, with_answers=True)
     hidden = model.config.text_config.hidden_size
     aux_heads = nn.ModuleDict({"digit": nn.Linear(hidden, 10), "color": nn.Linear(hidden, len(COLORS) + 1)})
@@ -176,7 +193,7 @@ def train(args: BaseTrainingArguments) -> dict:
     model.requires_grad_(True)
     world = DigitWorld("train")
     validation = fixed_examples("validation", args.num_eval_examples, seed=args.seed + 1)
-    side = CANVAS_SIZE // processor.patch_size
+    side = CANVAS_SIZE // patch_size
     history = []
     progress = tqdm(range(args.max_steps), desc="question answering stage")
     # Curriculum: one more digit once the running accuracy says the current level is learnt (the LM first has to
@@ -197,8 +214,14 @@ def train(args: BaseTrainingArguments) -> dict:
             turns = (world.follow_up(rng, example["layout"], str(kind)) for kind in kinds)
             example["follow_ups"] = [turn for turn in turns if turn is not None]
         batch = collator(examples)
-        if rng.random() < args.token_drop:
-            kept = content_first_indices(examples, int(rng.integers(16, side * side + 1)), processor.patch_size, rng)
+        drop = rng.random() < args.token_drop
+        if drop or args.family != "llava":
+            # Qwen's outputs carry no image features (for the auxiliary heads): its full steps keep every token
+            # through the pruning path, which gives the base's own inputs and 3-D positions.
+            if drop:
+                kept = content_first_indices(examples, int(rng.integers(16, side * side + 1)), patch_size, rng)
+            else:
+                kept = torch.arange(side * side).expand(len(examples), -1)
             pruned = pruning_view.prune_inputs(**batch, kept_visual_indices=kept)
             labels, image_features = pruned.labels, pruned.image_features
             outputs = model(
@@ -218,7 +241,7 @@ def train(args: BaseTrainingArguments) -> dict:
         aux_weight = args.aux_weight * max(0.0, 1 - step / (args.aux_until * args.max_steps))
         loss = outputs.loss
         if aux_weight > 0:
-            loss = loss + aux_weight * auxiliary_loss(image_features, examples, aux_heads, processor.patch_size)
+            loss = loss + aux_weight * auxiliary_loss(image_features, examples, aux_heads, patch_size)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()

@@ -27,7 +27,13 @@ from tprl_digit_world import EMBEDDED_BASE_PATH, require_embedded_base
 from .benchmark_eval import benchmark_scores, evaluate_benchmark, paper_table
 from .benchmarks import BENCHMARKS, PROMPT_STYLES
 from .command_line import check_model_argument, command
-from .digit_world_eval import DIGIT_WORLD_SPLITS, add_digit_world_split, digit_world_report, evaluate_methods
+from .digit_world_eval import (
+    DIGIT_WORLD_SPLITS,
+    add_digit_world_split,
+    canvas_budget,
+    digit_world_report,
+    evaluate_methods,
+)
 from .plots import plot_benchmarks
 
 
@@ -187,7 +193,7 @@ def run(args: EvalArguments) -> dict:
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "results.json").write_text(json.dumps(results, indent=1))
-    smallest = model.num_kept_tokens(keep_ratio=min(args.ratio_list))
+    smallest = canvas_budget(model, processor, min(args.ratio_list))
     report = digit_world_report(results, model, processor, args.method_list, smallest, output_dir, args.seed)
     report += "All benchmarks:\n\n" + paper_table(results) + "\n![benchmarks](benchmarks_vs_kept.png)\n"
     plot_benchmarks(benchmark_scores(results), output_dir / "benchmarks_vs_kept.png")

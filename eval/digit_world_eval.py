@@ -10,14 +10,17 @@ import torch
 
 from modeling_tprl import TPRLForConditionalGeneration
 from tprl_digit_world.batching import DigitWorldCollator
+from tprl_digit_world.canvas import CANVAS_SIZE
 from tprl_digit_world.evaluation import (
     answer_hits,
+    answer_hits_from_logits,
     answer_prior,
     fixed_examples,
     named_target_covered,
     summarize_coverage,
     summarize_hits,
 )
+from tprl_digit_world.processor import num_canvas_tokens, token_patch_size
 
 from .flops import REFERENCE_SHAPES, load_configs, num_image_tokens, prefill_flops
 from .metrics import load_metric
@@ -28,6 +31,11 @@ from .sharding import map_batches
 
 ADAPTIVE = "tprl (adaptive)"
 """The rows of the learned policy choosing each question's budget (`keep_ratio="adaptive"`)."""
+
+CONSECUTIVE_POSITIONS = "tprl (consecutive positions)"
+"""For mRoPE families (Qwen-VL), the ablation of the kept tokens' positions: the policy's selection, with the pruned
+sequence re-indexed 0, 1, 2, ... in every dimension, as calling the base with `inputs_embeds` and no positions does
+(the TPRL authors' code), instead of the base's own 3-D positions of the kept tokens."""
 
 DIGIT_WORLD_SPLITS = {"digit_world": None, "digit_world_dense": 6}
 """The evaluated splits of held-out test questions and their digits per canvas (`None`: 3-6, as in training)."""
@@ -43,6 +51,12 @@ def selection_kwargs(method: str, kept: int, examples: list[dict], patch_size: i
     if method == ADAPTIVE:  # `kept` is the target mean share here
         return {"keep_ratio": "adaptive", "target_keep_ratio": kept}
     return {"pruning_method": method, "num_kept_tokens": kept}
+
+
+def canvas_budget(model: TPRLForConditionalGeneration, processor, keep_ratio: float) -> int:
+    """Visual tokens a canvas keeps at `keep_ratio`, of its own count (a base's fresh pruner may be built for another
+    grid: Qwen-VL's default is 16x16)."""
+    return int(model.visual_budgets(torch.tensor([num_canvas_tokens(processor)]), keep_ratio=keep_ratio)[0])
 
 
 def evaluate_methods(
@@ -66,28 +80,38 @@ def evaluate_methods(
     """
     examples = fixed_examples("test", num_examples, seed=seed, num_digits=num_digits)
     prior = answer_prior(fixed_examples("train", 4000, seed=seed + 100, num_digits=num_digits), examples)
-    runs = [("full", 1.0, model.num_visual_tokens)] if "full" in methods else []
-    runs += [(m, r, model.num_kept_tokens(keep_ratio=r)) for m in methods if m != "full" for r in keep_ratios]
+    total = num_canvas_tokens(processor)
+    budgets = {r: canvas_budget(model, processor, r) for r in keep_ratios}
+    runs = [("full", 1.0, total)] if "full" in methods else []
+    runs += [(m, r, budgets[r]) for m in methods if m != "full" for r in keep_ratios]
     runs += [(ADAPTIVE, target, target) for target in adaptive_targets]
+    if "tprl" in methods and model.family.position_ndim > 2:
+        runs += [(CONSECUTIVE_POSITIONS, r, budgets[r]) for r in keep_ratios]
+    patch_size = token_patch_size(processor)
 
     def batch_results(batch: list[dict], index: int) -> list[tuple]:
         """Per example, each run's (hit, named target covered, kept tokens). The batch is collated once, and its
         image features made once for every run that prunes (`cls_attention` still runs the vision tower for its
-        [CLS] attention; `full` is LLaVA's own forward)."""
+        [CLS] attention; `full` is the base's own forward)."""
         inputs = {key: value.to(model.device) for key, value in DigitWorldCollator(processor)(batch).items()}
         image_features = None
         if any(method != "full" for method, _, _ in runs):
             with torch.no_grad():
-                image_features = model.visual_tokens(inputs["pixel_values"])
+                image_features = model.visual_tokens(**model.image_inputs(inputs))
         results = []
         for method, _, kept in runs:
             torch.manual_seed(seed + index)  # each run draws (the random method) as if it ran alone
-            selection = selection_kwargs(method, kept, batch, processor.patch_size)
-            hits, kept_visual_indices = answer_hits(
-                model, processor, batch, inputs, image_features=image_features, **selection
-            )
-            covered = named_target_covered(batch, kept_visual_indices, processor.patch_size)
-            counts = [model.num_visual_tokens] * len(batch)
+            if method == CONSECUTIVE_POSITIONS:
+                hits, kept_visual_indices = consecutive_position_hits(
+                    model, processor, batch, inputs, image_features, kept
+                )
+            else:
+                selection = selection_kwargs(method, kept, batch, patch_size)
+                hits, kept_visual_indices = answer_hits(
+                    model, processor, batch, inputs, image_features=image_features, **selection
+                )
+            covered = named_target_covered(batch, kept_visual_indices, patch_size)
+            counts = [total] * len(batch)
             if kept_visual_indices is not None:
                 counts = (kept_visual_indices >= 0).sum(1).tolist()
             results.append(list(zip(hits, covered, counts)))
@@ -100,7 +124,7 @@ def evaluate_methods(
         hits, covered, counts = zip(*(results[position] for results in per_example))
         row = {"method": method, "keep_ratio": ratio, "kept_tokens": kept}
         if method == ADAPTIVE:
-            row.update(adaptive_budget_summary(examples, counts, model.num_visual_tokens), target_keep_ratio=ratio)
+            row.update(adaptive_budget_summary(examples, counts, total), target_keep_ratio=ratio)
         rows.append(row | summarize_hits(examples, hits) | summarize_coverage(examples, covered))
     full = next((row for row in rows if row["method"] == "full"), None)
     for row in rows:
@@ -111,6 +135,26 @@ def evaluate_methods(
     if model.base.config.model_type in REFERENCE_SHAPES:
         results["flops_reference"] = REFERENCE_SHAPES[model.base.config.model_type]
     return results
+
+
+@torch.no_grad()
+def consecutive_position_hits(
+    model: TPRLForConditionalGeneration,
+    processor,
+    examples: list[dict],
+    inputs: dict,
+    image_features: torch.Tensor,
+    num_kept: int,
+) -> tuple[list[bool], torch.LongTensor]:
+    """`answer_hits` of the policy's selection of `num_kept` tokens with the pruned sequence's positions re-indexed
+    consecutively in every dimension (`CONSECUTIVE_POSITIONS`), and the selection."""
+    model.eval()
+    pruned = model.prune_inputs(**inputs, image_features=image_features, num_kept=num_kept, pruning_method="tprl")
+    positions = pruned.position_ids[:1].expand_as(pruned.position_ids)  # row 0: the sequence positions
+    logits = model.base(
+        inputs_embeds=pruned.inputs_embeds, attention_mask=pruned.attention_mask, position_ids=positions
+    ).logits
+    return answer_hits_from_logits(processor, examples, logits), pruned.kept_visual_indices
 
 
 def adaptive_budget_summary(examples: list[dict], counts: list[int], total: int) -> dict:
@@ -133,23 +177,28 @@ def add_compute(rows: list[dict], model: TPRLForConditionalGeneration, processor
     selections' FLOPs ratio at those shapes (`reference_flops_ratio`): the kept counts scaled to the reference's
     visual tokens (the same keep ratios), each method's selection cost counted there (`tprl-flops`'s figures)."""
     batch = DigitWorldCollator(processor)(examples[:64])
-    text_tokens = round(float((batch["attention_mask"].sum(1) - model.num_visual_tokens).float().mean()))
-    shapes = {"": (model.base.config, model.config, 1.0)}
+    total = num_canvas_tokens(processor)
+    text_tokens = round(float((batch["attention_mask"].sum(1) - total).float().mean()))
+    # (config, TPRL config, visual tokens per digit-world token, image side); the reference's images: its own size.
+    shapes = {"": (model.base.config, model.config, 1.0, CANVAS_SIZE)}
     if model.base.config.model_type in REFERENCE_SHAPES:
         config, tprl_config = load_configs(REFERENCE_SHAPES[model.base.config.model_type])
-        shapes["reference_"] = (config, tprl_config, num_image_tokens(config) / model.num_visual_tokens)
+        shapes["reference_"] = (config, tprl_config, num_image_tokens(config) / total, None)
     metric = load_metric("token_efficiency")
-    for prefix, (config, tprl_config, scale) in shapes.items():
-        total = round(model.num_visual_tokens * scale)
-        full = prefill_flops(config, total, text_tokens, method="full").total
+    for prefix, (config, tprl_config, scale, image_size) in shapes.items():
+        tokens = round(total * scale)
+        full = prefill_flops(config, tokens, text_tokens, method="full", image_size=image_size).total
         for row in rows:
-            method = "tprl" if row["method"] == ADAPTIVE else row["method"]
+            method = "tprl" if row["method"] in (ADAPTIVE, CONSECUTIVE_POSITIONS) else row["method"]
             counts = row.get("kept_token_counts", {row["kept_tokens"]: 1})
             kept = [round(count * scale) for count, times in counts.items() for _ in range(times)]
-            per_count = {n: prefill_flops(config, n, text_tokens, method, tprl_config=tprl_config).total for n in kept}
+            per_count = {
+                n: prefill_flops(config, n, text_tokens, method, tprl_config=tprl_config, image_size=image_size).total
+                for n in kept
+            }
             efficiency = metric.compute(
                 kept_tokens=kept,
-                total_tokens=[total] * len(kept),
+                total_tokens=[tokens] * len(kept),
                 flops=[float(per_count[n]) for n in kept],
                 full_flops=[float(full)] * len(kept),
             )
@@ -174,7 +223,7 @@ def kept_patch_selections(
         if method == "full":
             continue
         torch.manual_seed(seed)
-        selection = selection_kwargs(method, num_kept, examples, processor.patch_size)
+        selection = selection_kwargs(method, num_kept, examples, token_patch_size(processor))
         with torch.no_grad():
             selections[method] = model(**inputs, **selection).kept_visual_indices
     return examples, selections
@@ -289,7 +338,7 @@ def digit_world_report(
         examples, selections = kept_patch_selections(
             model, processor, methods, num_kept, seed, num_digits=DIGIT_WORLD_SPLITS[name]
         )
-        plot_kept_patches(examples, selections, processor.patch_size, output_dir / f"kept_patches{suffix}.png")
+        plot_kept_patches(examples, selections, token_patch_size(processor), output_dir / f"kept_patches{suffix}.png")
         budgets = adaptive_budget_table(split)
         if budgets:
             budgets = f"Adaptive budgets, mean kept tokens per question type:\n\n{budgets}\n"

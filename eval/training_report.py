@@ -11,13 +11,14 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 from accelerate import PartialState  # noqa: E402
-from transformers import AutoProcessor  # noqa: E402
 
 from modeling_tprl import TPRLForConditionalGeneration  # noqa: E402
+from modeling_tprl.processing_tprl import load_processor  # noqa: E402
 
 from .digit_world_eval import (
     DIGIT_WORLD_SPLITS,
     add_digit_world_split,
+    canvas_budget,
     digit_world_report,
     evaluate_methods,
     markdown_table,
@@ -44,9 +45,11 @@ def evaluate_training_run(
     final = str(output_dir / "budget" / "final")
     if not os.path.isdir(final):
         final = str(output_dir / "ppo" / "final")
-    processor = AutoProcessor.from_pretrained(final)
-    methods = ["full", "tprl", "random", "uniform", "cls_attention", "fastv", "oracle"]
+    processor = load_processor(final)
     model = TPRLForConditionalGeneration.from_pretrained(final).eval()
+    # The vision tower's own score: [CLS] attention where there is a [CLS] token, else the attention tokens receive.
+    vision_score = "cls_attention" if model.family.has_cls_token else "vision_attention"
+    methods = ["full", "tprl", "random", "uniform", vision_score, "fastv", "oracle"]
     imitation = TPRLForConditionalGeneration.from_pretrained(output_dir / "imitation" / "final").eval()
     results = {"model": final}
     targets = [target for target in adaptive_targets if _reachable(model.config, target)]
@@ -73,7 +76,7 @@ def evaluate_training_run(
 
     eval_dir.mkdir(parents=True, exist_ok=True)
     (eval_dir / "results.json").write_text(json.dumps(results, indent=1))
-    smallest = model.num_kept_tokens(keep_ratio=min(keep_ratios))
+    smallest = canvas_budget(model, processor, min(keep_ratios))
     report = "# TPRL training run\n\n" + digit_world_report(results, model, processor, methods, smallest, eval_dir)
     report += "![training curves](training_curves.png)\n"
     (eval_dir / "report.md").write_text(report)

@@ -46,3 +46,25 @@ def test_a_short_run_writes_a_loadable_llava_and_its_record(tmp_path):
 def test_bad_token_drop():
     with pytest.raises(ValueError, match="token_drop"):
         BaseTrainingArguments(token_drop=1.5)
+
+
+def test_a_short_run_of_the_qwen2_5_vl_family_writes_a_loadable_qwen2_5_vl(tmp_path):
+    args = BaseTrainingArguments(
+        output_dir=str(tmp_path), family="qwen2_5_vl", aux_steps=2, max_steps=4, batch_size=4, eval_every=2,
+        num_eval_examples=8,
+    )  # fmt: skip
+    run = train(args)
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from modeling_tprl.processing_tprl import load_processor
+    from tprl_digit_world.evaluation import answer_accuracy, fixed_examples
+
+    saved_model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tmp_path)
+    assert saved_model.config.vision_config.spatial_merge_size == 1
+    validation = fixed_examples("validation", 8, seed=args.seed + 1)
+    assert answer_accuracy(saved_model, load_processor(tmp_path), validation) == run["validation"]
+
+
+def test_bad_family():
+    with pytest.raises(ValueError, match="family must be one of"):
+        BaseTrainingArguments(family="gemma3")

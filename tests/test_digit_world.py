@@ -3,7 +3,15 @@ import pytest
 import torch
 from PIL import Image
 
-from tprl_digit_world import DigitWorld, pixel_values_of, prompt_for, relevant_placements
+from tprl_digit_world import (
+    DigitWorld,
+    build_processor,
+    build_qwen2_5_vl_processor,
+    pixel_values_of,
+    prompt_for,
+    relevant_placements,
+    token_patch_size,
+)
 from tprl_digit_world.batching import DigitWorldCollator
 from tprl_digit_world.builder import DigitWorldBuilder
 from tprl_digit_world.canvas import patch_indices, split_digit_pool
@@ -43,17 +51,31 @@ def test_presence_answers_are_balanced():
     assert 0.45 < answers.count("yes") / len(answers) < 0.55
 
 
-def test_collator_matches_processor(processor):
-    example = fixed_examples("test", 1)[0]
-    batch = DigitWorldCollator(processor)([example])
+TINY_PROCESSORS = pytest.mark.parametrize("build_tiny_processor", [build_processor, build_qwen2_5_vl_processor])
+
+
+@TINY_PROCESSORS
+def test_collator_matches_processor(build_tiny_processor):
+    processor = build_tiny_processor()
+    examples = fixed_examples("test", 3)
+    batch = DigitWorldCollator(processor)(examples)
+    messages = [
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": e["question"]}]}] for e in examples
+    ]
     reference = processor(
-        images=Image.fromarray(example["image"]), text=prompt_for(example["question"]), return_tensors="pt"
+        images=[Image.fromarray(example["image"]) for example in examples],
+        text=[processor.apply_chat_template(m, add_generation_prompt=True) for m in messages],
+        padding=True,
+        return_tensors="pt",
     )
-    assert torch.equal(batch["input_ids"], reference["input_ids"])
-    assert torch.equal(batch["pixel_values"], reference["pixel_values"])
+    assert batch.keys() == reference.keys()  # Qwen's image_grid_thw and mm_token_type_ids too
+    for name, value in reference.items():
+        assert torch.equal(batch[name], value), name
 
 
-def test_follow_up_turns_match_the_chat_template(processor):
+@TINY_PROCESSORS
+def test_follow_up_turns_match_the_chat_template(build_tiny_processor):
+    processor = build_tiny_processor()
     world, rng = DigitWorld("train"), np.random.default_rng(3)
     example = world.sample(rng, question_type="color")
     example["follow_ups"] = [world.follow_up(rng, example["layout"], kind) for kind in ("presence", "count")]
@@ -80,6 +102,13 @@ def test_follow_up_digit_questions_name_a_unique_colour():
         turn = world.follow_up(rng, example["layout"], "digit")
         if turn is not None:
             assert len(relevant_placements(turn["question"], example["layout"])) == 1
+
+
+def test_both_tiny_bases_read_the_canvas_in_8_pixel_tokens():
+    # The oracle, the coverage and the policy's 12x12 grid read the same patches of either base.
+    assert token_patch_size(build_processor()) == token_patch_size(build_qwen2_5_vl_processor()) == 8
+    image = np.zeros((96, 96, 3), np.uint8)
+    assert build_qwen2_5_vl_processor().image_processor(image)["image_grid_thw"].tolist() == [[1, 12, 12]]
 
 
 def test_chat_template_gives_the_prompt(processor):

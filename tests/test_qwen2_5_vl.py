@@ -378,9 +378,17 @@ def test_tprl_train_runs_every_stage_on_a_qwen2_5_vl_base(digit_world_qwen_dir, 
             *["--visual_grid", "12", "12", "--output_dir", str(tmp_path), "--train_size", "32"],
             *["--autoencoder_steps", "2", "--num_demonstrations", "8", "--imitation_steps", "2", "--max_steps", "4"],
             *["--num_generations", "2", "--per_device_train_batch_size", "4", "--save_steps", "4"],
-            *["--budget_questions", "16", "--budget_steps", "2", "--eval_size", "0", "--disable_tqdm", "true"],
+            *["--budget_questions", "16", "--budget_steps", "2", "--eval_size", "4", "--disable_tqdm", "true"],
+            *["--adaptive_eval_targets", "0.1"],
         ]
     )
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    methods = [row["method"] for row in results["digit_world_dense"]["rows"]]
+    # No [CLS] token: the vision tower's score is the attention tokens receive. The ablation of the kept tokens'
+    # positions is reported at every budget.
+    assert "vision_attention" in methods and "cls_attention" not in methods
+    assert methods.count("tprl (consecutive positions)") == 3
+    assert "| tprl (consecutive positions) | 16 |" in (tmp_path / "eval" / "report.md").read_text()
     model = AutoModelForImageTextToText.from_pretrained(tmp_path / "budget" / "final")
     assert type(model.base) is Qwen2_5_VLForConditionalGeneration and model.config.visual_grid == [12, 12]
     processor = load_processor(tmp_path / "budget" / "final")
@@ -444,3 +452,46 @@ def test_the_model_card_of_a_qwen_checkpoint_names_its_family(qwen_model, tmp_pa
     card = ModelCard.load(tmp_path / "README.md")
     assert "qwen2_5_vl" in card.data.tags and card.data.base_model == "Qwen/Qwen2.5-VL-3B-Instruct"
     assert "LLaVA" not in card.text.split("## Usage")[0]
+
+
+def test_the_consecutive_positions_ablation_gives_the_lm_consecutive_positions(digit_world_qwen_dir):
+    from tprl_digit_world.batching import DigitWorldCollator
+    from tprl_digit_world.evaluation import fixed_examples
+    from tprl_eval.digit_world_eval import consecutive_position_hits
+
+    model = TPRLForConditionalGeneration.from_base(digit_world_qwen_dir, visual_grid=[12, 12]).eval()
+    processor = load_processor(digit_world_qwen_dir)
+    examples = fixed_examples("test", 3)
+    inputs = DigitWorldCollator(processor)(examples)
+    received = []
+    hook = model.base.model.language_model.register_forward_pre_hook(
+        lambda module, args, kwargs: received.append((kwargs["position_ids"], kwargs["attention_mask"])),
+        with_kwargs=True,
+    )
+    with torch.no_grad():
+        features = model.visual_tokens(**model.image_inputs(inputs))
+        own = model(**inputs, image_features=features, num_kept_tokens=16).kept_visual_indices
+        hits, kept = consecutive_position_hits(model, processor, examples, inputs, features, 16)
+    hook.remove()
+    (own_positions, _), (positions, mask) = received
+    assert torch.equal(kept, own) and len(hits) == 3  # the policy's own selection
+    consecutive = (mask.cumsum(-1) - 1).clamp(min=0)
+    assert all(torch.equal(positions[k], consecutive) for k in range(4))
+    assert not torch.equal(own_positions[1:], consecutive.expand(3, -1, -1))  # the base's own: 3-D
+
+
+def test_tprl_eval_keeps_budgets_of_the_canvas_on_a_qwen_base(digit_world_qwen_dir, tmp_path):
+    from tprl_eval.cli import EvalArguments, run
+
+    # A base's fresh pruner is built for Qwen's default 16x16 grid; the canvases give 12x12 tokens.
+    args = EvalArguments(
+        model=digit_world_qwen_dir,
+        benchmarks="digit_world",
+        methods="full,vision_attention,uniform",
+        keep_ratios="0.1111",
+        num_examples=4,
+        output_dir=str(tmp_path),
+    )
+    rows = {row["method"]: row for row in run(args)["rows"]}
+    assert rows["full"]["kept_tokens"] == 144 and rows["vision_attention"]["kept_tokens"] == 16
+    assert rows["uniform"]["keep_ratio"] == pytest.approx(1 / 9, abs=1e-3)

@@ -3,6 +3,7 @@ LLaVA to load and the pruner's architecture. The pruner fields are `TPRLConfig`'
 each is declared, defaulted and validated in one place); YAML configs and the command line set them."""
 
 import dataclasses
+import os
 import typing
 from dataclasses import dataclass, field
 
@@ -28,6 +29,8 @@ class _ModelLoading:
     def __post_init__(self):
         require_embedded_base(self.base_model_name_or_path, "--base_model_name_or_path")
         check_model_argument(self.base_model_name_or_path, "--base_model_name_or_path")
+        if os.path.isdir(self.base_model_name_or_path):  # the checkpoints then name a base that loads from anywhere
+            self.base_model_name_or_path = os.path.abspath(self.base_model_name_or_path)
         TPRLConfig(**self.tprl_config_kwargs())  # a bad pruner field fails before any stage
 
     def tprl_config_kwargs(self) -> dict:
