@@ -18,6 +18,10 @@ EMBEDDED_QWEN2_5_VL_PATH = str(Path(__file__).parent / "tiny_qwen2_5_vl")
 """The shipped, trained tiny Qwen2.5-VL (`tprl-train-base --family qwen2_5_vl`): the base of
 `train/configs/digit_world_qwen2_5_vl.yaml`."""
 
+EMBEDDED_QWEN2_5_VL_TPRL_PATH = str(Path(__file__).parent / "tiny_qwen2_5_vl_tprl")
+"""A trained TPRL pruner of the tiny Qwen2.5-VL, pruner-only (its base is `../tiny_qwen2_5_vl`): that main job's
+`budget/final` of seed 0, shipped by `scripts/ship_pruner.py` with its `results.json`."""
+
 
 def require_embedded_base(name_or_path: str, option: str) -> None:
     """A clear error when a command defaults to the embedded base and its files are missing (a partial install)."""
@@ -32,6 +36,7 @@ __all__ = [
     "COLORS",
     "EMBEDDED_BASE_PATH",
     "EMBEDDED_QWEN2_5_VL_PATH",
+    "EMBEDDED_QWEN2_5_VL_TPRL_PATH",
     "EMBEDDED_TPRL_PATH",
     "QUESTION_TYPES",
     "SPLITS",

@@ -69,11 +69,13 @@ def evaluate_methods(
     seed: int = 0,
     num_digits: int | None = None,
     adaptive_targets: list[float] = (),
+    position_ablation: bool = True,
 ) -> dict:
     """Every method and budget on `num_examples` held-out test questions, per question type; `full` once. Each row
     has the accuracy and the named-target coverage (the share of questions whose named digits keep every patch).
     `adaptive_targets` add rows of the adaptive policy at those target mean keep ratios (method `ADAPTIVE`), with
-    the mean kept tokens overall and per question type.
+    the mean kept tokens overall and per question type. With `position_ablation`, an mRoPE family's `tprl` rows are
+    repeated with the kept tokens at consecutive positions (`CONSECUTIVE_POSITIONS`).
 
     `num_digits` fixes the digits per canvas (see `DIGIT_WORLD_SPLITS`). Batches are spread over `accelerate launch`
     processes; the numbers do not depend on how many there are.
@@ -85,7 +87,7 @@ def evaluate_methods(
     runs = [("full", 1.0, total)] if "full" in methods else []
     runs += [(m, r, budgets[r]) for m in methods if m != "full" for r in keep_ratios]
     runs += [(ADAPTIVE, target, target) for target in adaptive_targets]
-    if "tprl" in methods and model.family.position_ndim > 2:
+    if position_ablation and "tprl" in methods and model.family.position_ndim > 2:
         runs += [(CONSECUTIVE_POSITIONS, r, budgets[r]) for r in keep_ratios]
     patch_size = token_patch_size(processor)
 

@@ -63,7 +63,7 @@ def evaluate_training_run(
             model, processor, methods, keep_ratios, num_examples, num_digits=num_digits, adaptive_targets=targets
         )
         imitation_rows = evaluate_methods(
-            imitation, processor, ["tprl"], keep_ratios, num_examples, num_digits=num_digits
+            imitation, processor, ["tprl"], keep_ratios, num_examples, num_digits=num_digits, position_ablation=False
         )
         full_accuracy = split["rows"][0]["accuracy"]
         for row in imitation_rows["rows"]:

@@ -1,12 +1,16 @@
-"""Refreshes the shipped trained pruner (`digit_world/tiny_llava_tprl/`) from a main-job checkpoint.
+"""Refreshes a shipped trained pruner (`digit_world/tiny_llava_tprl/`, `digit_world/tiny_qwen2_5_vl_tprl/`) from a
+main-job checkpoint.
 
     tprl-train --config train/configs/digit_world.yaml
     python scripts/ship_pruner.py --checkpoint outputs/tprl_digit_world/budget/final \
         --results outputs/tprl_digit_world/eval/results.json
+    tprl-train --config train/configs/digit_world_qwen2_5_vl.yaml
+    python scripts/ship_pruner.py --checkpoint outputs/tprl_digit_world_qwen2_5_vl/budget/final \
+        --results outputs/tprl_digit_world_qwen2_5_vl/eval/results.json --target digit_world/tiny_qwen2_5_vl_tprl
 
 Copies the pruner-only checkpoint's config, weights, generation config and processor (not its code files: the
-package that ships it has the code), names the shipped tiny LLaVA as its base relative to itself ("../tiny_llava"),
-adds the evaluation's results.json, then loads the shipped copy and checks that it answers as the source does.
+package that ships it has the code), names its shipped tiny base relative to itself ("../tiny_llava"), adds the
+evaluation's results.json, then loads the shipped copy and checks that it answers as the source does.
 """
 
 import json
@@ -22,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # scripts/ is not installed
 
 from modeling_tprl import TPRLForConditionalGeneration  # noqa: E402
-from tprl_digit_world import EMBEDDED_TPRL_PATH, DigitWorld, build_processor  # noqa: E402
+from modeling_tprl.processing_tprl import load_processor  # noqa: E402
+from tprl_digit_world import EMBEDDED_TPRL_PATH, DigitWorld  # noqa: E402
 from tprl_digit_world.batching import DigitWorldCollator  # noqa: E402
 
 
@@ -41,22 +46,24 @@ def ship(checkpoint: Path, results: Path, target: Path) -> None:
     config = json.loads((checkpoint / "config.json").read_text())
     if config.get("model_type") != "tprl" or not config.get("pruner_only"):
         raise ValueError(f"{checkpoint} is not a pruner-only TPRL checkpoint (the main job's budget/final is one).")
+    base = Path(config["base_model_name_or_path"]).name
+    if not (target.parent / base / "config.json").exists():
+        raise ValueError(f"{checkpoint}'s base {base!r} is not a tiny base shipped beside {target}.")
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     for name in SHIPPED_FILES:
         shutil.copy2(checkpoint / name, target / name)
-    config["base_model_name_or_path"] = "../tiny_llava"
+    config["base_model_name_or_path"] = f"../{base}"
     config.pop("auto_map", None)  # no code files here: the installed package is the code
     (target / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     shutil.copy2(results, target / "results.json")
 
     source, shipped = (TPRLForConditionalGeneration.from_pretrained(path) for path in (checkpoint, target))
     examples = [DigitWorld("test").sample(np.random.default_rng(seed)) for seed in range(16)]
-    inputs = DigitWorldCollator(build_processor())(examples)
+    inputs = DigitWorldCollator(load_processor(target))(examples)
+    adaptive_target = sum(source.config.adaptive_keep_ratio_range) / 2  # within its measured operating points
     with torch.no_grad():
-        for keep_ratio in (1 / 9, "adaptive"):
-            budget = {"keep_ratio": keep_ratio, "target_keep_ratio": 1 / 9} if keep_ratio == "adaptive" else {}
-            budget = budget or {"keep_ratio": keep_ratio}
+        for budget in ({"keep_ratio": 1 / 9}, {"keep_ratio": "adaptive", "target_keep_ratio": adaptive_target}):
             expected, got = (model.generate(**inputs, max_new_tokens=3, **budget) for model in (source, shipped))
             if not torch.equal(expected, got):
                 raise RuntimeError(f"The shipped pruner answers differently from {checkpoint} at {budget}.")

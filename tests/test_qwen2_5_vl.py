@@ -387,7 +387,7 @@ def test_tprl_train_runs_every_stage_on_a_qwen2_5_vl_base(digit_world_qwen_dir, 
     # No [CLS] token: the vision tower's score is the attention tokens receive. The ablation of the kept tokens'
     # positions is reported at every budget.
     assert "vision_attention" in methods and "cls_attention" not in methods
-    assert methods.count("tprl (consecutive positions)") == 3
+    assert methods.count("tprl (consecutive positions)") == 3 and methods.count("tprl (imitation only)") == 3
     assert "| tprl (consecutive positions) | 16 |" in (tmp_path / "eval" / "report.md").read_text()
     model = AutoModelForImageTextToText.from_pretrained(tmp_path / "budget" / "final")
     assert type(model.base) is Qwen2_5_VLForConditionalGeneration and model.config.visual_grid == [12, 12]
