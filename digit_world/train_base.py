@@ -5,13 +5,14 @@ Qwen2.5-VL that `train/configs/digit_world_qwen2_5_vl.yaml` prunes.
     tprl-train-base --family qwen2_5_vl --output_dir digit_world/tiny_qwen2_5_vl
 
 A real `LlavaForConditionalGeneration` (CLIP vision tower + Llama LM) or `Qwen2_5_VLForConditionalGeneration` is
-built from small configs and trained from scratch in two stages. First the vision tower and projector alone learn auxiliary per-token heads (which
-digit / which colour lies under this patch), so the visual tokens carry the local content that question-aware
-pruning relies on. Then the whole model learns to answer digit-world questions, on a curriculum from 1 to 6
-digits per canvas, with the auxiliary weight decaying to zero by 60% of the run. On half of the steps the LM sees
-only some of the visual tokens (every digit kept, background cut at random): besides teaching it that absent
-background means nothing, this is what made digit-keyed questions learnable here (76% held-out without it, 98%
-with it). The defaults are the shipped model's recipe: 48 to 100 minutes on 2 CPU cores, by machine.
+built from small configs and trained from scratch in two stages. First the vision tower and projector alone learn
+auxiliary per-token heads (which digit / which colour lies under this patch), so the visual tokens carry the local
+content that question-aware pruning relies on. Then the whole model learns to answer digit-world questions, on a
+curriculum from 1 to 6 digits per canvas, with the auxiliary weight decaying to zero by 60% of the run. On half of
+the steps the LM sees only some of the visual tokens (every digit kept, background cut at random): besides teaching
+it that absent background means nothing, this is what made digit-keyed questions learnable here (76% held-out
+without it, 98% with it). The defaults are the shipped models' recipe: 48 to 100 minutes on 2 CPU cores for the
+tiny LLaVA, by machine; 73 minutes for the tiny Qwen2.5-VL.
 """
 
 import json

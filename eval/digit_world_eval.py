@@ -34,8 +34,8 @@ ADAPTIVE = "tprl (adaptive)"
 
 CONSECUTIVE_POSITIONS = "tprl (consecutive positions)"
 """For mRoPE families (Qwen-VL), the ablation of the kept tokens' positions: the policy's selection, with the pruned
-sequence re-indexed 0, 1, 2, ... in every dimension, as calling the base with `inputs_embeds` and no positions does
-(the TPRL authors' code), instead of the base's own 3-D positions of the kept tokens."""
+sequence re-indexed 0, 1, 2, ... in every dimension, as calling the base with `inputs_embeds` and no positions does for
+an unpadded prompt (the TPRL authors' code), instead of the base's own 3-D positions of the kept tokens."""
 
 DIGIT_WORLD_SPLITS = {"digit_world": None, "digit_world_dense": 6}
 """The evaluated splits of held-out test questions and their digits per canvas (`None`: 3-6, as in training)."""
