@@ -60,20 +60,22 @@ def build_processor() -> LlavaProcessor:
     )
 
 
-def build_qwen2_5_vl_processor() -> ImageOnlyQwenVLProcessor:
+def build_qwen2_5_vl_processor(image_processor: Qwen2VLImageProcessorPil | None = None) -> ImageOnlyQwenVLProcessor:
     """Builds the processor of the tiny digit-world Qwen2.5-VL: the same words and chat template as the tiny LLaVA's,
     the image between Qwen's `<|vision_start|>` and `<|vision_end|>`, and Qwen2-VL's image processor at the canvas
-    size (8-px patches, no merge: the 12x12 token grid of the tiny LLaVA). It saves as `Qwen2_5_VLProcessor`."""
+    size (8-px patches, no merge: the 12x12 token grid of the tiny LLaVA), or `image_processor` (the dry run's, at
+    a real base's patches). It saves as `Qwen2_5_VLProcessor`."""
     tokenizer = _word_tokenizer(SPECIAL_TOKENS[:3] + QWEN_VISION_TOKENS)
     tokenizer.add_special_tokens({"additional_special_tokens": QWEN_VISION_TOKENS})  # matched before words split
     tokenizer.image_token, tokenizer.video_token = "<|image_pad|>", "<|video_pad|>"
-    image_processor = Qwen2VLImageProcessorPil(
-        patch_size=PATCH_SIZE,
-        merge_size=1,
-        temporal_patch_size=2,
-        min_pixels=CANVAS_SIZE**2,
-        max_pixels=CANVAS_SIZE**2,
-    )
+    if image_processor is None:
+        image_processor = Qwen2VLImageProcessorPil(
+            patch_size=PATCH_SIZE,
+            merge_size=1,
+            temporal_patch_size=2,
+            min_pixels=CANVAS_SIZE**2,
+            max_pixels=CANVAS_SIZE**2,
+        )
     chat_template = CHAT_TEMPLATE.replace("<image> ", "<|vision_start|><|image_pad|><|vision_end|> ")
     return ImageOnlyQwenVLProcessor(image_processor, tokenizer, chat_template=chat_template)
 

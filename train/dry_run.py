@@ -47,9 +47,9 @@ from transformers import (
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from modeling_tprl.families import SUPPORTED_BASE_MODEL_TYPES, family_of
-from modeling_tprl.processing_tprl import ImageOnlyQwenVLProcessor
-from tprl_digit_world import build_processor
+from tprl_digit_world import build_processor, build_qwen2_5_vl_processor
 from tprl_digit_world.evaluation import fixed_examples
+from tprl_digit_world.processor import QWEN_VISION_TOKENS
 from tprl_eval.flops import (
     CPU_SDPA_FLOPS,
     SHIPPED_CONFIGS,
@@ -182,16 +182,22 @@ def build_dry_run_base(config: PreTrainedConfig, path: Path, dtype: str, image_s
 
 
 def build_qwen_dry_run_base(config: PreTrainedConfig, path: Path, dtype: str, image_size: int) -> PreTrainedConfig:
-    """A Qwen-VL dry-run base: the embedded tokenizer with the vision placeholders (the base's vocabulary size kept),
+    """A Qwen-VL dry-run base: the tiny Qwen2.5-VL's tokenizer and chat template (the base's vocabulary size kept),
     an image-only processor resizing to `image_size` squares."""
-    embedded = build_processor()
-    tokenizer = embedded.tokenizer
+    vision = config.vision_config
+    processor = build_qwen2_5_vl_processor(
+        Qwen2VLImageProcessorPil(
+            patch_size=vision.patch_size,
+            merge_size=vision.spatial_merge_size,
+            temporal_patch_size=vision.temporal_patch_size,
+            min_pixels=image_size**2,
+            max_pixels=image_size**2,
+        )
+    )
+    tokenizer = processor.tokenizer
     tokenizer.model_max_length = 8192
-    placeholders = ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>"]
-    tokenizer.add_special_tokens({"additional_special_tokens": placeholders})
-    tokenizer.image_token, tokenizer.video_token = "<|image_pad|>", "<|video_pad|>"  # the embedded one's is <image>
     proxy = shallow_config(config, DRY_RUN_LAYERS)
-    start, image, end, video = tokenizer.convert_tokens_to_ids(placeholders)
+    start, image, end, video = tokenizer.convert_tokens_to_ids(QWEN_VISION_TOKENS)
     proxy.vision_start_token_id, proxy.image_token_id, proxy.vision_end_token_id, proxy.video_token_id = (
         start, image, end, video
     )  # fmt: skip
@@ -199,16 +205,7 @@ def build_qwen_dry_run_base(config: PreTrainedConfig, path: Path, dtype: str, im
     torch.manual_seed(0)
     model = family_of(config).model_class(proxy).to(getattr(torch, dtype))
     model.save_pretrained(path)
-    vision = config.vision_config
-    image_processor = Qwen2VLImageProcessorPil(
-        patch_size=vision.patch_size,
-        merge_size=vision.spatial_merge_size,
-        temporal_patch_size=vision.temporal_patch_size,
-        min_pixels=image_size**2,
-        max_pixels=image_size**2,
-    )
-    chat_template = embedded.chat_template.replace("<image> ", "<|vision_start|><|image_pad|><|vision_end|> ")
-    ImageOnlyQwenVLProcessor(image_processor, tokenizer, chat_template=chat_template).save_pretrained(path)
+    processor.save_pretrained(path)
     return proxy
 
 
