@@ -3,8 +3,15 @@
 from pathlib import Path
 
 from .canvas import COLORS, QUESTION_TYPES, SPLITS, DigitPlacement, DigitWorld, relevant_placements
-from .model import build_tiny_llava, build_tiny_qwen2_5_vl
-from .processor import build_processor, build_qwen2_5_vl_processor, pixel_values_of, prompt_for, token_patch_size
+from .model import build_tiny_llava, build_tiny_llava_next, build_tiny_qwen2_5_vl
+from .processor import (
+    build_llava_next_processor,
+    build_processor,
+    build_qwen2_5_vl_processor,
+    pixel_values_of,
+    prompt_for,
+    token_patch_size,
+)
 
 
 EMBEDDED_BASE_PATH = str(Path(__file__).parent / "tiny_llava")
@@ -42,9 +49,11 @@ __all__ = [
     "SPLITS",
     "DigitPlacement",
     "DigitWorld",
+    "build_llava_next_processor",
     "build_processor",
     "build_qwen2_5_vl_processor",
     "build_tiny_llava",
+    "build_tiny_llava_next",
     "build_tiny_qwen2_5_vl",
     "pixel_values_of",
     "prompt_for",

@@ -5,12 +5,12 @@ from functools import lru_cache
 import torch
 from transformers import ProcessorMixin
 
-from .processor import num_canvas_tokens, pixel_values_of
+from .processor import canvas_token_count, pixel_values_of
 
 
 class DigitWorldCollator:
-    """Batches examples into `input_ids`, `attention_mask`, the image inputs (`pixel_values`; Qwen-VL's
-    `image_grid_thw` and `mm_token_type_ids` too) and, with answers, `labels`.
+    """Batches examples into `input_ids`, `attention_mask`, the image inputs (`pixel_values`; LLaVA-NeXT's
+    `image_sizes`, Qwen-VL's `image_grid_thw` and `mm_token_type_ids` too) and, with answers, `labels`.
 
     The token ids equal what `processor(images=..., text=prompt)` gives; the tokenisation of each distinct
     question is cached and the pixels are normalised in one tensor operation, which keeps CPU training fast.
@@ -20,7 +20,8 @@ class DigitWorldCollator:
     turn's answer is scored.
 
     Args:
-        processor ([`ProcessorMixin`]): the tiny base's processor (`build_processor`, `build_qwen2_5_vl_processor`).
+        processor ([`ProcessorMixin`]): the tiny base's processor (`build_processor`, `build_llava_next_processor`,
+            `build_qwen2_5_vl_processor`).
         with_answers (`bool`): append the answer and `</s>` and return `labels` that score only them.
     """
 
@@ -29,17 +30,16 @@ class DigitWorldCollator:
         self.with_answers = with_answers
         self.pad_id = processor.tokenizer.pad_token_id
         self.eos_id = processor.tokenizer.eos_token_id
-        self.num_image_tokens = num_canvas_tokens(processor)
         self.image_token_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
         self._prompt_ids = lru_cache(maxsize=None)(self._encode_prompt)
         self._turn_ids = lru_cache(maxsize=None)(self._encode_turn)
 
-    def _encode_prompt(self, question: str) -> tuple[int, ...]:
+    def _encode_prompt(self, question: str, image_shape: tuple[int, int]) -> tuple[int, ...]:
         # The processor expands each <image> into one placeholder per visual token, as done here.
         image_token = self.processor.image_token
         conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
         prompt = self.processor.apply_chat_template(conversation, add_generation_prompt=True)
-        text = prompt.replace(image_token, image_token * self.num_image_tokens)
+        text = prompt.replace(image_token, image_token * canvas_token_count(self.processor, image_shape))
         return tuple(self.processor.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _encode_turn(self, question: str) -> tuple[int, ...]:
@@ -51,7 +51,7 @@ class DigitWorldCollator:
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         sequences, targets = [], []
         for example in examples:
-            prompt = list(self._prompt_ids(example["question"]))
+            prompt = list(self._prompt_ids(example["question"], example["image"].shape[:2]))
             answer = self.answer_ids(example["answer"]) if self.with_answers else []
             sequence, target = prompt + answer, [-100] * len(prompt) + answer
             for turn in example.get("follow_ups", []) if self.with_answers else []:
@@ -71,7 +71,7 @@ class DigitWorldCollator:
         batch = {"input_ids": input_ids, "attention_mask": attention_mask}
         images = [example["image"] for example in examples]
         image_processor = self.processor.image_processor
-        if "image_grid_thw" in image_processor.model_input_names:
+        if image_processor.model_input_names != ["pixel_values"]:  # image_grid_thw, image_sizes
             batch |= image_processor(images, return_tensors="pt")
         else:
             batch["pixel_values"] = pixel_values_of(images, image_processor)

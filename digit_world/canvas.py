@@ -3,7 +3,8 @@
 Every canvas is a 96x96 black image holding 3-6 distinct digits from scikit-learn's bundled handwritten
 digits (real 8x8 scans), each upscaled to 16x16 px, tinted with one of six colours and placed on an 8-px grid
 without overlap. With 8-px patches a digit covers exactly 2x2 of the 12x12 visual tokens, so the answer to a
-question depends on a handful of tokens that the question names.
+question depends on a handful of tokens that the question names. The tiled digit world (`TILED_CANVAS_SHAPES`)
+draws each canvas at one of two shapes, for bases whose tile grid follows the image's aspect ratio (LLaVA-NeXT).
 """
 
 from dataclasses import dataclass
@@ -13,6 +14,9 @@ from sklearn.datasets import load_digits
 
 
 CANVAS_SIZE = 96
+SQUARE_CANVAS = ((CANVAS_SIZE, CANVAS_SIZE),)
+TILED_CANVAS_SHAPES = ((CANVAS_SIZE, CANVAS_SIZE), (CANVAS_SIZE // 2, CANVAS_SIZE))
+"""(height, width) of the tiled digit world's canvases: square, and twice as wide as high."""
 DIGIT_SIZE = 16
 GRID = 8
 COLORS = {
@@ -55,10 +59,17 @@ class DigitWorld:
 
     Args:
         split (`str`): `"train"`, `"validation"` or `"test"`; selects which source scans may appear.
+        canvas_shapes (`tuple[tuple[int, int], ...]`): the (height, width) a canvas may have, in multiples of 8 px,
+            drawn with equal chances (`TILED_CANVAS_SHAPES` for the tiled digit world).
     """
 
-    def __init__(self, split: str):
+    def __init__(self, split: str, canvas_shapes: tuple[tuple[int, int], ...] = SQUARE_CANVAS):
+        if not canvas_shapes or any(side < DIGIT_SIZE or side % GRID for shape in canvas_shapes for side in shape):
+            raise ValueError(
+                f"canvas_shapes must be (height, width) pairs, multiples of {GRID} px, got {canvas_shapes}."
+            )
         self.split = split
+        self.canvas_shapes = tuple(tuple(shape) for shape in canvas_shapes)
         self.images, self.labels = split_digit_pool(split)
         self._by_label = {d: np.flatnonzero(self.labels == d) for d in range(10)}
 
@@ -84,37 +95,42 @@ class DigitWorld:
             palette = list(rng.choice(palette, size=int(rng.integers(2, 4)), replace=False))
         colors = [str(palette[i]) for i in rng.integers(len(palette), size=num_digits)]
         target = int(rng.integers(num_digits))
+        shape = self.canvas_shapes[0]
+        if len(self.canvas_shapes) > 1:  # one shape draws nothing: the square world's examples stay what they were
+            shape = self.canvas_shapes[int(rng.integers(len(self.canvas_shapes)))]
         if question_type == "digit":  # the named colour must identify one digit
             used = {c for i, c in enumerate(colors) if i != target}
             if colors[target] in used:
                 free = [c for c in COLORS if c not in used]
                 colors[target] = str(free[rng.integers(len(free))])
 
-        layout = [DigitPlacement(int(d), c, box) for d, c, box in zip(digits, colors, self._place(rng, num_digits))]
+        layout = [
+            DigitPlacement(int(d), c, box) for d, c, box in zip(digits, colors, self._place(rng, num_digits, shape))
+        ]
         question, answer = self._ask(rng, question_type, layout, target)
         return {
-            "image": self._draw(rng, layout),
+            "image": self._draw(rng, layout, shape),
             "question": question,
             "answer": answer,
             "question_type": question_type,
             "layout": layout,
         }
 
-    def _place(self, rng: np.random.Generator, count: int) -> list[tuple[int, int, int, int]]:
-        cells = CANVAS_SIZE // GRID
+    def _place(self, rng: np.random.Generator, count: int, shape: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+        cells = np.array(shape) // GRID
         span = DIGIT_SIZE // GRID
-        free = np.ones((cells, cells), dtype=bool)
+        free = np.ones(tuple(cells), dtype=bool)
         boxes = []
         while len(boxes) < count:
-            row, col = rng.integers(cells - span + 1, size=2)
+            row, col = rng.integers(cells - span + 1)
             if free[row : row + span, col : col + span].all():
                 free[row : row + span, col : col + span] = False
                 x0, y0 = int(col) * GRID, int(row) * GRID
                 boxes.append((x0, y0, x0 + DIGIT_SIZE, y0 + DIGIT_SIZE))
         return boxes
 
-    def _draw(self, rng: np.random.Generator, layout: list[DigitPlacement]) -> np.ndarray:
-        canvas = np.zeros((CANVAS_SIZE, CANVAS_SIZE, 3), dtype=np.float32)
+    def _draw(self, rng: np.random.Generator, layout: list[DigitPlacement], shape: tuple[int, int]) -> np.ndarray:
+        canvas = np.zeros((*shape, 3), dtype=np.float32)
         for item in layout:
             scan = self.images[rng.choice(self._by_label[item.digit])]
             x0, y0, x1, y1 = item.box
@@ -149,9 +165,9 @@ class DigitWorld:
         return {"question": question, "answer": answer, "question_type": question_type}
 
 
-def patch_indices(box: tuple[int, int, int, int], patch_size: int) -> list[int]:
-    """Row-major indices of the visual tokens (patches of `patch_size` px) under a digit's box."""
-    side = CANVAS_SIZE // patch_size
+def patch_indices(box: tuple[int, int, int, int], patch_size: int, width: int = CANVAS_SIZE) -> list[int]:
+    """Row-major indices of the patches of `patch_size` px under a digit's box, on a canvas `width` px wide."""
+    side = width // patch_size
     x0, y0, x1, y1 = box
     rows = range(y0 // patch_size, (y1 - 1) // patch_size + 1)
     cols = range(x0 // patch_size, (x1 - 1) // patch_size + 1)

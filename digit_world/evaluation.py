@@ -6,16 +6,23 @@ import numpy as np
 import torch
 
 from .batching import DigitWorldCollator
-from .canvas import CANVAS_SIZE, QUESTION_TYPES, DigitWorld, patch_indices, relevant_placements
-from .processor import token_patch_size
+from .canvas import QUESTION_TYPES, SQUARE_CANVAS, DigitWorld, patch_indices, relevant_placements
+from .processor import canvas_token_grid, token_patch_size
 
 
-def fixed_examples(split: str, count: int, seed: int = 0, num_digits: int | None = None) -> list[dict]:
+def fixed_examples(
+    split: str,
+    count: int,
+    seed: int = 0,
+    num_digits: int | None = None,
+    canvas_shapes: tuple[tuple[int, int], ...] = SQUARE_CANVAS,
+) -> list[dict]:
     """`count` examples of `split`, the same for the same seed; question types in equal shares. `num_digits` fixes
-    the digits per canvas (6: the dense canvases); by default each canvas holds 3-6."""
+    the digits per canvas (6: the dense canvases); by default each canvas holds 3-6. `canvas_shapes`: those of the
+    base's canvases (`canvas_shapes_of` its processor)."""
     if count < 1:
         raise ValueError(f"count must be positive, got {count}.")
-    world = DigitWorld(split)
+    world = DigitWorld(split, canvas_shapes)
     rng = np.random.default_rng(seed)
     types = [QUESTION_TYPES[i % len(QUESTION_TYPES)] for i in range(count)]
     return [world.sample(rng, num_digits=num_digits, question_type=question_type) for question_type in types]
@@ -51,10 +58,12 @@ def answer_hits_from_logits(processor, examples: list[dict], logits: torch.Tenso
 
 
 def named_target_covered(
-    examples: list[dict], kept_visual_indices: torch.Tensor | None, patch_size: int
+    examples: list[dict], kept_visual_indices: torch.Tensor | None, processor
 ) -> list[bool | None]:
-    """Per example, whether every patch of the digits its question names (`relevant_placements`) is kept; `None` when
-    the question names no digit on the canvas (a presence question answered "no"). `None` indices keep every patch."""
+    """Per example, whether every patch of the digits its question names (`relevant_placements`) is kept (for a tiled
+    base, its tile tokens); `None` when the question names no digit on the canvas (a presence question answered
+    "no"). `None` indices keep every patch."""
+    patch_size = token_patch_size(processor)
     covered = []
     for row, example in enumerate(examples):
         named = relevant_placements(example["question"], example["layout"])
@@ -62,9 +71,9 @@ def named_target_covered(
             covered.append(None)
             continue
         kept = None if kept_visual_indices is None else set(kept_visual_indices[row].tolist())
-        patches = {i for item in named for i in patch_indices(item.box, patch_size)}
-        if kept is not None and max(patches) >= (CANVAS_SIZE // patch_size) ** 2:
-            raise ValueError(f"Patch size {patch_size} does not tile the {CANVAS_SIZE}-px digit-world canvas.")
+        height, width = example["image"].shape[:2]
+        tokens = canvas_token_grid(processor, (height, width)).flatten()
+        patches = {int(tokens[i]) for item in named for i in patch_indices(item.box, patch_size, width)}
         covered.append(kept is None or patches <= kept)
     return covered
 
@@ -112,7 +121,7 @@ def answer_accuracy(
         batch = examples[start : start + batch_size]
         batch_hits, kept = answer_hits(model, processor, batch, **model_kwargs)
         hits += batch_hits
-        covered += named_target_covered(batch, kept, token_patch_size(processor))
+        covered += named_target_covered(batch, kept, processor)
     return summarize_hits(examples, hits) | summarize_coverage(examples, covered)
 
 

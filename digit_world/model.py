@@ -1,5 +1,5 @@
-"""The tiny digit-world bases' architectures: a real `LlavaForConditionalGeneration` and a real
-`Qwen2_5_VLForConditionalGeneration`, built from small configs."""
+"""The tiny digit-world bases' architectures: a real `LlavaForConditionalGeneration`,
+`LlavaNextForConditionalGeneration` and `Qwen2_5_VLForConditionalGeneration`, built from small configs."""
 
 import math
 
@@ -9,6 +9,8 @@ from transformers import (
     LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
+    LlavaNextConfig,
+    LlavaNextForConditionalGeneration,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
 )
@@ -19,17 +21,51 @@ from .processor import QWEN_VISION_TOKENS
 
 def build_tiny_llava(processor) -> LlavaForConditionalGeneration:
     """The tiny LLaVA's architecture: 144 visual tokens (96 px, patch 8), CLIP width 64, Llama width 128."""
-    tokenizer = processor.tokenizer
-    vision_config = CLIPVisionConfig(
+    config = LlavaConfig(
+        vision_config=_tiny_clip_config(CANVAS_SIZE, processor.patch_size),
+        text_config=_tiny_llama_config(processor.tokenizer),
+        image_token_id=processor.tokenizer.convert_tokens_to_ids(processor.image_token),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        image_seq_length=(CANVAS_SIZE // processor.patch_size) ** 2,
+        projector_hidden_act="gelu",
+    )
+    return _with_generation_ids(LlavaForConditionalGeneration(config), processor.tokenizer)
+
+
+def build_tiny_llava_next(processor) -> LlavaNextForConditionalGeneration:
+    """The tiny LLaVA-NeXT's architecture: the tiny LLaVA's CLIP and Llama widths, 48-px crops of 6x6 tokens; a
+    96x96 canvas gives a base view and 2x2 tiles (192 tokens with the row newlines), a 96-wide, 48-high one 1x2 tiles
+    (114)."""
+    image_processor = processor.image_processor
+    crop = image_processor.crop_size["height"]
+    config = LlavaNextConfig(
+        vision_config=_tiny_clip_config(crop, processor.patch_size),
+        text_config=_tiny_llama_config(processor.tokenizer),
+        image_token_id=processor.tokenizer.convert_tokens_to_ids(processor.image_token),
+        image_grid_pinpoints=image_processor.image_grid_pinpoints,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        image_seq_length=(crop // processor.patch_size) ** 2,
+        projector_hidden_act="gelu",
+    )
+    return _with_generation_ids(LlavaNextForConditionalGeneration(config), processor.tokenizer)
+
+
+def _tiny_clip_config(image_size: int, patch_size: int) -> CLIPVisionConfig:
+    return CLIPVisionConfig(
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
-        image_size=CANVAS_SIZE,
-        patch_size=processor.patch_size,
+        image_size=image_size,
+        patch_size=patch_size,
         projection_dim=64,
     )
-    text_config = LlamaConfig(
+
+
+def _tiny_llama_config(tokenizer) -> LlamaConfig:
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=128,
         intermediate_size=256,
@@ -42,16 +78,10 @@ def build_tiny_llava(processor) -> LlavaForConditionalGeneration:
         bos_token_id=None,
         tie_word_embeddings=False,
     )
-    config = LlavaConfig(
-        vision_config=vision_config,
-        text_config=text_config,
-        image_token_id=tokenizer.convert_tokens_to_ids(processor.image_token),
-        vision_feature_layer=-1,
-        vision_feature_select_strategy="default",
-        image_seq_length=(CANVAS_SIZE // processor.patch_size) ** 2,
-        projector_hidden_act="gelu",
-    )
-    model = LlavaForConditionalGeneration(config)
+
+
+def _with_generation_ids(model, tokenizer):
+    """The model with the tokenizer's padding and end ids for generation, and 2-D sin-cos patch positions."""
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     _init_sincos_positions(model.model.vision_tower.embeddings.position_embedding.weight)

@@ -1,17 +1,26 @@
 """The tiny bases' processors: a word-level tokenizer with a LLaVA-1.5 chat template, and the family's image
-processor (CLIP's for the tiny LLaVA, Qwen2-VL's for the tiny Qwen2.5-VL)."""
+processor (CLIP's for the tiny LLaVA, LLaVA-NeXT's for the tiny LLaVA-NeXT, Qwen2-VL's for the tiny Qwen2.5-VL)."""
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import CLIPImageProcessorPil, LlavaProcessor, PreTrainedTokenizerFast, Qwen2VLImageProcessorPil
+from transformers import (
+    CLIPImageProcessorPil,
+    LlavaNextImageProcessorPil,
+    LlavaNextProcessor,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+    Qwen2VLImageProcessorPil,
+)
 
 from modeling_tprl.processing_tprl import ImageOnlyQwenVLProcessor
 
-from .canvas import CANVAS_SIZE, vocabulary
+from .canvas import CANVAS_SIZE, TILED_CANVAS_SHAPES, vocabulary
 
 
 PATCH_SIZE = 8
+TILE_SIZE = CANVAS_SIZE // 2
+"""Pixels on a side of the tiny LLaVA-NeXT's crops: a 96x96 canvas is a base view and 2x2 tiles."""
 SPECIAL_TOKENS = ["<pad>", "<unk>", "</s>", "<image>"]
 QWEN_VISION_TOKENS = ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>"]
 # LLaVA-1.5's conversation format, on whitespace-separated words.
@@ -60,6 +69,26 @@ def build_processor() -> LlavaProcessor:
     )
 
 
+def build_llava_next_processor() -> LlavaNextProcessor:
+    """Builds the `LlavaNextProcessor` of the tiny digit-world LLaVA-NeXT: the tiny LLaVA's words and chat template,
+    48-px crops of 8-px patches (6x6 tokens and a [CLS] each), and the tiled digit world's canvas shapes as the grid
+    pinpoints, so a canvas is tiled at its own resolution: its tiles' tokens are its 8-px patches."""
+    tokenizer = _word_tokenizer(SPECIAL_TOKENS, extra_special_tokens={"image_token": "<image>"})
+    image_processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": TILE_SIZE},
+        crop_size={"height": TILE_SIZE, "width": TILE_SIZE},
+        image_grid_pinpoints=[list(shape) for shape in TILED_CANVAS_SHAPES],
+    )
+    return LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
 def build_qwen2_5_vl_processor(image_processor: Qwen2VLImageProcessorPil | None = None) -> ImageOnlyQwenVLProcessor:
     """Builds the processor of the tiny digit-world Qwen2.5-VL: the same words and chat template as the tiny LLaVA's,
     the image between Qwen's `<|vision_start|>` and `<|vision_end|>`, and Qwen2-VL's image processor at the canvas
@@ -89,8 +118,39 @@ def token_patch_size(processor) -> int:
 
 
 def num_canvas_tokens(processor) -> int:
-    """Visual tokens of one digit-world canvas (144 for either tiny base)."""
+    """Visual tokens of one square digit-world canvas (144 for the tiny LLaVA and the tiny Qwen2.5-VL)."""
     return (CANVAS_SIZE // token_patch_size(processor)) ** 2
+
+
+def canvas_shapes_of(processor) -> tuple[tuple[int, int], ...]:
+    """The (height, width) of the digit-world canvases a tiny base reads: its grid pinpoints for a tiled base (each
+    canvas tiled at its own resolution), else the square canvas."""
+    pinpoints = getattr(processor.image_processor, "image_grid_pinpoints", None)
+    return tuple(tuple(shape) for shape in pinpoints) if pinpoints else ((CANVAS_SIZE, CANVAS_SIZE),)
+
+
+def base_view_tokens(processor) -> int:
+    """Tokens of a tiled base's base view, which come before the tiles' (0 for an untiled base)."""
+    if getattr(processor.image_processor, "image_grid_pinpoints", None) is None:
+        return 0
+    return (processor.image_processor.crop_size["height"] // processor.patch_size) ** 2
+
+
+def canvas_token_grid(processor, shape: tuple[int, int]) -> torch.LongTensor:
+    """`[rows, columns]` where each patch of a canvas of `shape` (height, width) sits among the image's visual tokens:
+    row-major for an untiled base; for the tiny LLaVA-NeXT after the base view, each row of tiles' tokens closed by
+    its newline token (the canvas is tiled at its own resolution, so its tile tokens are its patches)."""
+    patch = token_patch_size(processor)
+    rows, columns = shape[0] // patch, shape[1] // patch
+    newline = int(base_view_tokens(processor) > 0)
+    grid = torch.arange(rows)[:, None] * (columns + newline) + torch.arange(columns)
+    return base_view_tokens(processor) + grid
+
+
+def canvas_token_count(processor, shape: tuple[int, int]) -> int:
+    """Visual tokens of one canvas of `shape` (height, width), as the processor expands its `<image>`."""
+    grid = canvas_token_grid(processor, shape)
+    return int(grid[-1, -1]) + 1 + int(base_view_tokens(processor) > 0)
 
 
 def prompt_for(question: str) -> str:

@@ -112,7 +112,7 @@ def evaluate_methods(
                 hits, kept_visual_indices = answer_hits(
                     model, processor, batch, inputs, image_features=image_features, **selection
                 )
-            covered = named_target_covered(batch, kept_visual_indices, patch_size)
+            covered = named_target_covered(batch, kept_visual_indices, processor)
             counts = [total] * len(batch)
             if kept_visual_indices is not None:
                 counts = (kept_visual_indices >= 0).sum(1).tolist()

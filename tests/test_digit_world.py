@@ -5,6 +5,7 @@ from PIL import Image
 
 from tprl_digit_world import (
     DigitWorld,
+    build_llava_next_processor,
     build_processor,
     build_qwen2_5_vl_processor,
     pixel_values_of,
@@ -14,8 +15,10 @@ from tprl_digit_world import (
 )
 from tprl_digit_world.batching import DigitWorldCollator
 from tprl_digit_world.builder import DigitWorldBuilder
-from tprl_digit_world.canvas import patch_indices, split_digit_pool
+from tprl_digit_world.canvas import TILED_CANVAS_SHAPES, patch_indices, split_digit_pool
 from tprl_digit_world.evaluation import fixed_examples
+from tprl_digit_world.model import build_tiny_llava_next
+from tprl_digit_world.processor import canvas_shapes_of, canvas_token_count, canvas_token_grid
 from tprl_eval.oracle import oracle_indices
 
 
@@ -51,13 +54,28 @@ def test_presence_answers_are_balanced():
     assert 0.45 < answers.count("yes") / len(answers) < 0.55
 
 
-TINY_PROCESSORS = pytest.mark.parametrize("build_tiny_processor", [build_processor, build_qwen2_5_vl_processor])
+def test_the_tiled_world_draws_both_shapes_and_keeps_digits_inside():
+    examples = fixed_examples("test", 60, seed=5, canvas_shapes=TILED_CANVAS_SHAPES)
+    shapes = [example["image"].shape[:2] for example in examples]
+    assert set(shapes) == {(96, 96), (48, 96)} and 0.3 < shapes.count((48, 96)) / len(shapes) < 0.7
+    for example, (height, width) in zip(examples, shapes):
+        boxes = [item.box for item in example["layout"]]
+        assert all(x1 <= width and y1 <= height for _, _, x1, y1 in boxes)
+        cells = {i for box in boxes for i in patch_indices(box, 8, width)}
+        assert len(cells) == 4 * len(boxes)  # no overlap
+    with pytest.raises(ValueError, match="multiples of 8"):
+        DigitWorld("test", ((96, 90),))
+
+
+TINY_PROCESSORS = pytest.mark.parametrize(
+    "build_tiny_processor", [build_processor, build_llava_next_processor, build_qwen2_5_vl_processor]
+)
 
 
 @TINY_PROCESSORS
 def test_collator_matches_processor(build_tiny_processor):
     processor = build_tiny_processor()
-    examples = fixed_examples("test", 3)
+    examples = fixed_examples("test", 4, canvas_shapes=canvas_shapes_of(processor))
     batch = DigitWorldCollator(processor)(examples)
     messages = [
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": e["question"]}]}] for e in examples
@@ -68,7 +86,7 @@ def test_collator_matches_processor(build_tiny_processor):
         padding=True,
         return_tensors="pt",
     )
-    assert batch.keys() == reference.keys()  # Qwen's image_grid_thw and mm_token_type_ids too
+    assert batch.keys() == reference.keys()  # LLaVA-NeXT's image_sizes, Qwen's image_grid_thw and mm_token_type_ids
     for name, value in reference.items():
         assert torch.equal(batch[name], value), name
 
@@ -76,7 +94,7 @@ def test_collator_matches_processor(build_tiny_processor):
 @TINY_PROCESSORS
 def test_follow_up_turns_match_the_chat_template(build_tiny_processor):
     processor = build_tiny_processor()
-    world, rng = DigitWorld("train"), np.random.default_rng(3)
+    world, rng = DigitWorld("train", canvas_shapes_of(processor)[-1:]), np.random.default_rng(3)
     example = world.sample(rng, question_type="color")
     example["follow_ups"] = [world.follow_up(rng, example["layout"], kind) for kind in ("presence", "count")]
     messages = [
@@ -109,6 +127,31 @@ def test_both_tiny_bases_read_the_canvas_in_8_pixel_tokens():
     assert token_patch_size(build_processor()) == token_patch_size(build_qwen2_5_vl_processor()) == 8
     image = np.zeros((96, 96, 3), np.uint8)
     assert build_qwen2_5_vl_processor().image_processor(image)["image_grid_thw"].tolist() == [[1, 12, 12]]
+
+
+def test_the_tiny_llava_next_reads_each_canvas_patch_at_its_token():
+    # The tiles are the canvas at its own resolution: the token canvas_token_grid names for a patch is that patch's
+    # projected feature, in the order the base packs them (base view, then the tile rows, each closed by a newline).
+    processor = build_llava_next_processor()
+    torch.manual_seed(0)
+    model = build_tiny_llava_next(processor).eval()
+    examples = fixed_examples("test", 8, canvas_shapes=TILED_CANVAS_SHAPES)
+    examples = [next(e for e in examples if e["image"].shape[0] == side) for side in (96, 48)]
+    inputs = processor.image_processor([e["image"] for e in examples], return_tensors="pt")
+    with torch.no_grad():
+        packed = model.model.get_image_features(**inputs).pooler_output
+        tower = model.model.vision_tower(inputs["pixel_values"].flatten(0, 1), output_hidden_states=True)
+        crops = model.model.multi_modal_projector(tower.hidden_states[-1][:, 1:]).view(2, -1, 6, 6, 128)
+    for image, example in enumerate(examples):
+        shape = example["image"].shape[:2]
+        grid = canvas_token_grid(processor, shape)
+        assert len(packed[image]) == canvas_token_count(processor, shape)
+        assert torch.allclose(packed[image][:36], crops[image, 0].flatten(0, 1), atol=1e-6)  # the base view
+        tiles_wide = shape[1] // 48
+        for row, column in [(0, 0), (5, 7), (grid.shape[0] - 1, grid.shape[1] - 1)]:
+            crop = 1 + (row // 6) * tiles_wide + column // 6
+            assert torch.allclose(packed[image][grid[row, column]], crops[image, crop, row % 6, column % 6], atol=1e-6)
+        assert torch.equal(packed[image][grid[:, -1] + 1], model.model.image_newline.expand(grid.shape[0], -1))
 
 
 def test_chat_template_gives_the_prompt(processor):
@@ -178,14 +221,14 @@ def test_dense_canvases_and_named_target_coverage(processor):
     examples = fixed_examples("test", 40, seed=3, num_digits=6)
     assert all(len(example["layout"]) == 6 for example in examples)
     oracle = oracle_indices(examples, 16, processor.patch_size)
-    covered = named_target_covered(examples, oracle, processor.patch_size)
+    covered = named_target_covered(examples, oracle, processor)
     for example, value in zip(examples, covered):
         named = relevant_placements(example["question"], example["layout"])
         assert (value is None) == (not named)  # a presence question answered "no" names no digit on the canvas
         if named and len(named) <= 4:  # four named digits' 2x2 patches fit in 16 tokens: the oracle keeps them all
             assert value
-    assert named_target_covered(examples, None, processor.patch_size) == [v if v is None else True for v in covered]
+    assert named_target_covered(examples, None, processor) == [v if v is None else True for v in covered]
     first = examples[next(i for i, v in enumerate(covered) if v)]
     patch = patch_indices(relevant_placements(first["question"], first["layout"])[0].box, processor.patch_size)[0]
     missing_one = torch.tensor([[i for i in range(144) if i != patch][:16]])
-    assert named_target_covered([first], missing_one, processor.patch_size) == [False]
+    assert named_target_covered([first], missing_one, processor) == [False]
