@@ -1,8 +1,9 @@
-"""Prefill FLOPs of a LLaVA or Qwen2.5-VL with visual tokens pruned: analytic (FastV's convention) and measured;
-`tprl-flops`.
+"""Prefill FLOPs of a LLaVA, LLaVA-NeXT, LLaVA-OneVision or Qwen2.5-VL with visual tokens pruned: analytic (FastV's
+convention) and measured; `tprl-flops`.
 
     tprl-flops --model llava-1.5-7b --kept 192,128,64 --text_tokens 64 [--measure]
     tprl-flops --model qwen2.5-vl-7b --image_size 1008 --kept 432,288,144
+    tprl-flops --model llava-onevision-7b --image_size 1152 --kept 2430,1620,810
 
 Analytic, per transformer layer over n tokens with hidden d and FFN width m, in multiply-adds: 4nd^2 (q, k, v, o;
 less for grouped k/v) + 2n^2d (QK^T and AV) + k*ndm, with k = 3 for LLaMA's gated FFN and 2 for CLIP's MLP; FLOPs
@@ -12,7 +13,9 @@ policy steps; FastV's scoring layers on the full sequence; [CLS] attention's que
 reads, from the one vision pass), the language model over kept visual + text tokens, and the LM head on the last
 position (generate's prefill). Qwen2.5-VL's vision tower runs on 14x14 patches (4 per visual token after its 2x2
 merger) with window attention (8x8 patches) in all blocks but its full-attention ones, and a gated MLP; its
-`vision_attention` score recomputes q and k of the last full-attention block. Norms, softmax, rotary and activations
+`vision_attention` score recomputes q and k of the last full-attention block. LLaVA-NeXT's and OneVision's towers see
+the base view and every tile (OneVision's SigLIP has no [CLS]; its `vision_attention` score is every token's query
+against every key of the layer it reads, per crop). Norms, softmax, rotary and activations
 are left out, as `torch.utils.flop_counter.FlopCounterMode` leaves them out.
 """
 
@@ -26,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoConfig, HfArgumentParser, LlavaConfig, PreTrainedConfig
 
 from modeling_tprl import TPRLConfig, TPRLForConditionalGeneration
-from modeling_tprl.families import LlavaNextFamily, family_of, image_size_to_num_patches
+from modeling_tprl.families import family_of, image_size_to_num_patches
 from modeling_tprl.pruning_tprl import keep_schedule
 
 from .command_line import check_model_argument, command
@@ -47,36 +50,47 @@ def layer_flops(
 
 
 QWEN_IMAGE_SIZE = 1008  # Qwen2.5-VL-7B's shapes in the issue tracker: 1008x1008 pixels, 1296 visual tokens
-NEXT_IMAGE_SIZE = 672  # LLaVA-NeXT-7B's: 672x672 pixels, a base view and 2x2 tiles, 2,880 content tokens
+ANYRES_IMAGE_SIZES = {"llava_next": 672, "llava_onevision": 768}
+"""The default square image of the anyres families: LLaVA-NeXT-7B at 672x672 (a base view and 2x2 tiles, 2,880 content
+tokens), LLaVA-OneVision-7B at 768x768 (a base view and 2x2 tiles, 3,645 content tokens)."""
+
+
+def anyres_layout(config: PreTrainedConfig, image_size: int | None = None) -> tuple[int, int, int]:
+    """(base view tokens, tile rows, tile columns) of a square image of `image_size` (the family's default) for an
+    anyres family, as its `pack_image_features` packs it."""
+    side = image_size or ANYRES_IMAGE_SIZES[config.model_type]
+    return family_of(config).layout(config, (side, side))
 
 
 def num_image_tokens(config: PreTrainedConfig, image_size: int | None = None) -> int:
-    """Content tokens one image gives the LM: LLaVA's fixed count, Qwen2.5-VL's and LLaVA-NeXT's (base view and
-    tiles, without the row newlines) for a square image of `image_size`."""
+    """Content tokens one image gives the LM: LLaVA's fixed count, Qwen2.5-VL's, and LLaVA-NeXT's and OneVision's
+    (base view and tiles, without the row newlines) for a square image of `image_size`."""
     if config.model_type == "qwen2_5_vl":
         vision = config.vision_config
         return ((image_size or QWEN_IMAGE_SIZE) // (vision.patch_size * vision.spatial_merge_size)) ** 2
-    if config.model_type == "llava_next":
-        side = image_size or NEXT_IMAGE_SIZE
-        base, rows, columns = LlavaNextFamily.layout(config, (side, side))
+    if config.model_type in ANYRES_IMAGE_SIZES:
+        base, rows, columns = anyres_layout(config, image_size)
         return base + rows * columns
     return config.image_seq_length
 
 
 def num_layout_tokens(config: PreTrainedConfig, image_size: int | None = None) -> int:
-    """LLaVA-NeXT's row newlines of a square image (all kept: `layout_tokens="all"`, or "rows" at worst); 0 elsewhere."""
-    if config.model_type != "llava_next":
-        return 0
-    side = image_size or NEXT_IMAGE_SIZE
-    return LlavaNextFamily.layout(config, (side, side))[1]
+    """An anyres image's row newlines (all kept: `layout_tokens="all"`, or "rows" at worst); 0 elsewhere."""
+    return anyres_layout(config, image_size)[1] if config.model_type in ANYRES_IMAGE_SIZES else 0
 
 
 def num_crops(config: PreTrainedConfig, image_size: int | None = None) -> int:
-    """Crops the CLIP tower sees per image: one for LLaVA, the base view and the tiles for LLaVA-NeXT."""
-    if config.model_type != "llava_next":
+    """Crops the vision tower sees per image: one for LLaVA, the base view and the tiles for the anyres families."""
+    if config.model_type not in ANYRES_IMAGE_SIZES:
         return 1
-    side = image_size or NEXT_IMAGE_SIZE
+    side = image_size or ANYRES_IMAGE_SIZES[config.model_type]
     return image_size_to_num_patches((side, side), config.image_grid_pinpoints, config.vision_config.image_size)
+
+
+def crop_tokens(config: PreTrainedConfig) -> int:
+    """Tokens the vision tower runs on per crop: the patches, and CLIP's [CLS] (SigLIP has none)."""
+    vision = config.vision_config
+    return (vision.image_size // vision.patch_size) ** 2 + family_of(config).has_cls_token
 
 
 def qwen2_5_vl_vision_flops(config: PreTrainedConfig, image_size: int | None = None) -> int:
@@ -101,38 +115,47 @@ def vision_flops(config: PreTrainedConfig, image_size: int | None = None) -> int
     """The vision tower and projector (or merger) on one image."""
     if config.model_type == "qwen2_5_vl":
         return qwen2_5_vl_vision_flops(config, image_size)
-    if config.model_type not in ("llava", "llava_next"):
-        raise ValueError(f"FLOPs are counted for llava, llava_next and qwen2_5_vl bases, not {config.model_type!r}.")
+    if config.model_type not in ("llava", *ANYRES_IMAGE_SIZES):
+        raise ValueError(
+            f"FLOPs are counted for llava, llava_next, llava_onevision and qwen2_5_vl bases, not {config.model_type!r}."
+        )
     return num_crops(config, image_size) * (vision_tower_flops(config) + projector_flops(config))
 
 
 def vision_attention_flops(config: PreTrainedConfig, image_size: int | None = None) -> int:
     """The `vision_attention` score from the one vision pass: LLaVA's [CLS] query against every key of the layer it
-    reads; Qwen2.5-VL's q, k (and v) of the last full-attention block and every query against every key."""
+    reads (per crop for LLaVA-NeXT); Qwen2.5-VL's q, k (and v) of the last full-attention block and every query
+    against every key; OneVision's q and k of the layer it reads and every query against every key, per crop."""
     tower = config.vision_config
     if config.model_type == "qwen2_5_vl":
         patches = ((image_size or QWEN_IMAGE_SIZE) // tower.patch_size) ** 2
         width = tower.hidden_size
         return linear_flops(patches, width, 3 * width) + 2 * patches * patches * width
-    tokens, width = (tower.image_size // tower.patch_size) ** 2 + 1, tower.hidden_size
-    per_crop = linear_flops(1, width, width) + linear_flops(tokens, width, width) + 2 * tokens * width
+    tokens, width = crop_tokens(config), tower.hidden_size
+    if family_of(config).has_cls_token:
+        per_crop = linear_flops(1, width, width) + linear_flops(tokens, width, width) + 2 * tokens * width
+    else:
+        per_crop = 2 * linear_flops(tokens, width, width) + 2 * tokens * tokens * width
     return num_crops(config, image_size) * per_crop
 
 
 def vision_tower_flops(config: LlavaConfig) -> int:
-    """CLIP vision tower on one image: patch embedding and every layer over the patches and [CLS]."""
+    """The CLIP (or SigLIP) vision tower on one crop: patch embedding and every layer over the patches (and [CLS])."""
     vision = config.vision_config
     patches = (vision.image_size // vision.patch_size) ** 2
     embedding = linear_flops(patches, vision.num_channels * vision.patch_size**2, vision.hidden_size)
     return embedding + vision.num_hidden_layers * layer_flops(
-        patches + 1, vision.hidden_size, vision.intermediate_size, vision.num_attention_heads, ffn_matrices=2
+        crop_tokens(config), vision.hidden_size, vision.intermediate_size, vision.num_attention_heads, ffn_matrices=2
     )
 
 
 def projector_flops(config: LlavaConfig) -> int:
-    """LLaVA's two-layer projector on the tokens it reads (the patches; [CLS] too with the "full" strategy)."""
+    """LLaVA's two-layer projector on the tokens it reads of a crop (the patches; [CLS] too with the "full" strategy,
+    where the tower has one)."""
     vision, text = config.vision_config, config.text_config
-    read = config.image_seq_length + (config.vision_feature_select_strategy != "default")
+    read = crop_tokens(config) - (
+        family_of(config).has_cls_token and config.vision_feature_select_strategy == "default"
+    )
     return linear_flops(read, vision.hidden_size, text.hidden_size) + linear_flops(
         read, text.hidden_size, text.hidden_size
     )
@@ -203,8 +226,8 @@ def prefill_flops(
     vision = vision_flops(config, image_size)
     selection = 0
     if method == "tprl":
-        if config.model_type == "llava_next":
-            raise ValueError("The learned policy reads a grid; LLaVA-NeXT's packed tiles take a training-free method.")
+        if config.model_type in ANYRES_IMAGE_SIZES:
+            raise ValueError("The learned policy reads a grid; packed anyres tiles take a training-free method.")
         if tprl_config is None:
             raise ValueError("The tprl method's overhead needs the TPRL config (autoencoder and policy sizes).")
         selection = tprl_pruner_flops(tprl_config, num_visual, num_text, num_kept)
@@ -290,9 +313,15 @@ SHIPPED_CONFIGS = {
     "llava-1.5-13b": str(Path(__file__).parent / "configs" / "llava-1.5-13b-hf"),
     "qwen2.5-vl-7b": str(Path(__file__).parent / "configs" / "qwen2.5-vl-7b-instruct"),
     "llava-next-7b": str(Path(__file__).parent / "configs" / "llava-v1.6-vicuna-7b-hf"),
+    "llava-onevision-7b": str(Path(__file__).parent / "configs" / "llava-onevision-qwen2-7b-ov-hf"),
 }
 METHODS = ("tprl", "fastv", "cls_attention", "vision_attention", "random", "uniform")
-REFERENCE_SHAPES = {"llava": "llava-1.5-7b", "llava_next": "llava-next-7b", "qwen2_5_vl": "qwen2.5-vl-7b"}
+REFERENCE_SHAPES = {
+    "llava": "llava-1.5-7b",
+    "llava_next": "llava-next-7b",
+    "llava_onevision": "llava-onevision-7b",
+    "qwen2_5_vl": "qwen2.5-vl-7b",
+}
 """Per base family, the shipped config of the size users run: reports also count a selection's FLOPs there, where a
 tiny base's pruner cost would mislead (on the digit world's 0.45M-parameter LLaVA, TPRL's policy is a third of the
 prefill; at LLaVA-1.5-7B's, under 0.5%)."""
@@ -310,7 +339,8 @@ class FlopsArguments:
     image_size: int | None = field(
         default=None,
         metadata={
-            "help": f"Qwen2.5-VL: side of the square image in pixels (default {QWEN_IMAGE_SIZE}). LLaVA: fixed."
+            "help": f"Qwen2.5-VL, LLaVA-NeXT, LLaVA-OneVision: side of the square image in pixels (defaults "
+            f"{QWEN_IMAGE_SIZE}, {ANYRES_IMAGE_SIZES['llava_next']}, {ANYRES_IMAGE_SIZES['llava_onevision']}). LLaVA: fixed."
         },
     )
     kept: str = field(default="192,128,64", metadata={"help": "Comma-separated visual-token budgets."})
@@ -347,10 +377,10 @@ def load_configs(name_or_path: str, image_size: int | None = None) -> tuple[PreT
     config = AutoConfig.from_pretrained(SHIPPED_CONFIGS.get(name_or_path, name_or_path))
     if isinstance(config, TPRLConfig):
         return config.base_config, config
-    if config.model_type not in ("llava", "llava_next", "qwen2_5_vl"):
+    if config.model_type not in ("llava", "qwen2_5_vl", *ANYRES_IMAGE_SIZES):
         raise ValueError(
-            f"{name_or_path} is a {config.model_type!r} config; tprl-flops needs a llava, llava_next, qwen2_5_vl or "
-            "tprl one."
+            f"{name_or_path} is a {config.model_type!r} config; tprl-flops needs a llava, llava_next, llava_onevision, "
+            "qwen2_5_vl or tprl one."
         )
     side = round(num_image_tokens(config, image_size) ** 0.5)
     grid = {"visual_grid": [side, side]} if config.model_type == "qwen2_5_vl" else {}
@@ -393,9 +423,9 @@ def flops_table(args: FlopsArguments) -> str:
     header = "| kept | method | visual-only reduction | vision GFLOPs | selection GFLOPs | LM GFLOPs | total GFLOPs "
     header += "| full-prefill reduction |"
     if args.measure:
-        if config.model_type == "llava_next":
+        if config.model_type in ANYRES_IMAGE_SIZES:
             raise ValueError(
-                "--measure runs proxies of llava and qwen2_5_vl bases; llava_next is counted analytically."
+                f"--measure runs proxies of llava and qwen2_5_vl bases; {config.model_type} is counted analytically."
             )
         proxy_config, proxy_tprl = proxy_configs(config, tprl_config)
         proxy = TPRLForConditionalGeneration(proxy_tprl).to(torch.bfloat16).eval()
@@ -413,7 +443,7 @@ def flops_table(args: FlopsArguments) -> str:
         "|---" * (header.count("|") - 1) + "|",
     ]
     methods = args.method_list
-    if config.model_type == "llava_next":  # the learned policy reads a grid, not the packed tiles
+    if config.model_type in ANYRES_IMAGE_SIZES:  # the learned policy reads a grid, not the packed tiles
         methods = [method for method in methods if method != "tprl"]
         lines[0] += f" Plus {num_layout_tokens(config, args.image_size)} row newlines, all counted as kept."
     rows = [("full", num_visual)] + [(m, k) for k in args.kept_list for m in methods]

@@ -83,7 +83,7 @@ def test_budget_out_of_range_and_non_llava_config(tmp_path):
     with pytest.raises(ValueError, match=r"num_kept must be in \[1, 576\]"):
         prefill_flops(config, 600, 64, tprl_config=tprl_config)
     config.text_config.save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="needs a llava, llava_next, qwen2_5_vl or tprl one"):
+    with pytest.raises(ValueError, match="needs a llava, llava_next, llava_onevision, qwen2_5_vl or tprl one"):
         load_configs(str(tmp_path))
 
 
@@ -100,3 +100,33 @@ def test_llava_next_7b_counts_its_crops_content_tokens_and_newlines():
     assert kept.language_model == prefill_flops(llava, 368, 64, method="random").language_model  # 320 + 48 newlines
     with pytest.raises(ValueError, match="training-free method"):
         prefill_flops(config, 320, 64, method="tprl")
+
+
+@pytest.mark.parametrize(("side", "tokens", "newlines", "crops"), [(768, 3645, 54, 5), (1152, 7290, 81, 10)])
+def test_llava_onevision_7b_counts_its_siglip_crops_content_tokens_and_newlines(side, tokens, newlines, crops):
+    from tprl_eval.flops import (
+        language_model_flops,
+        layer_flops,
+        linear_flops,
+        num_crops,
+        num_image_tokens,
+        num_layout_tokens,
+    )
+
+    config, _ = load_configs("llava-onevision-7b")
+    # A base view of 27x27 SigLIP tokens (no [CLS]), then 2x2 or 3x3 tiles of 27x27, a newline after each tile row.
+    assert (num_image_tokens(config, side), num_layout_tokens(config, side), num_crops(config, side)) == (
+        tokens,
+        newlines,
+        crops,
+    )
+    vision = config.vision_config
+    tower = linear_flops(729, 3 * 14 * 14, 1152) + 26 * layer_flops(729, 1152, 4304, 16, ffn_matrices=2)
+    projector = linear_flops(729, 1152, 3584) + linear_flops(729, 3584, 3584)
+    assert vision.num_hidden_layers == 26 and not getattr(vision, "vision_use_head", False)
+    full = prefill_flops(config, tokens, 64, method="full", image_size=side)
+    assert full.vision == crops * (tower + projector)
+    kept = prefill_flops(config, tokens // 9, 64, method="vision_attention", image_size=side)
+    assert kept.language_model == language_model_flops(config, tokens // 9 + newlines + 64)  # the newlines kept
+    with pytest.raises(ValueError, match="has none"):
+        prefill_flops(config, 100, 64, method="cls_attention", image_size=side)
