@@ -24,7 +24,13 @@ setup(
         "tprl_demo": "demo",
     },
     package_data={
-        "tprl_digit_world": ["tiny_llava/*", "tiny_llava_tprl/*", "tiny_qwen2_5_vl/*", "tiny_qwen2_5_vl_tprl/*"],
+        "tprl_digit_world": [
+            "tiny_llava/*",
+            "tiny_llava_tprl/*",
+            "tiny_llava_next/*",
+            "tiny_qwen2_5_vl/*",
+            "tiny_qwen2_5_vl_tprl/*",
+        ],
         "tprl_train": ["configs/*.yaml"],
         "tprl_hub_cards": ["*.md"],
         "tprl_eval.metrics": ["*/*.py"],

@@ -1,4 +1,4 @@
-"""The digit world: the embedded default task, its tiny LLaVA and its tiny Qwen2.5-VL."""
+"""The digit world: the embedded default task, its tiny LLaVA, its tiny Qwen2.5-VL and (tiled) its tiny LLaVA-NeXT."""
 
 from pathlib import Path
 
@@ -21,6 +21,10 @@ EMBEDDED_TPRL_PATH = str(Path(__file__).parent / "tiny_llava_tprl")
 """A trained TPRL pruner of the embedded base, pruner-only (its base is `../tiny_llava`): the main job's
 `budget/final` of seed 0, shipped by `scripts/ship_pruner.py` with its `results.json`."""
 
+EMBEDDED_LLAVA_NEXT_PATH = str(Path(__file__).parent / "tiny_llava_next")
+"""The shipped, trained tiny LLaVA-NeXT of the tiled digit world (`tprl-train-base --family llava_next`, started from
+the tiny LLaVA): each canvas a base view and its tiles, packed with a newline after each row of tiles."""
+
 EMBEDDED_QWEN2_5_VL_PATH = str(Path(__file__).parent / "tiny_qwen2_5_vl")
 """The shipped, trained tiny Qwen2.5-VL (`tprl-train-base --family qwen2_5_vl`): the base of
 `train/configs/digit_world_qwen2_5_vl.yaml`."""
@@ -42,6 +46,7 @@ def require_embedded_base(name_or_path: str, option: str) -> None:
 __all__ = [
     "COLORS",
     "EMBEDDED_BASE_PATH",
+    "EMBEDDED_LLAVA_NEXT_PATH",
     "EMBEDDED_QWEN2_5_VL_PATH",
     "EMBEDDED_QWEN2_5_VL_TPRL_PATH",
     "EMBEDDED_TPRL_PATH",

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForImageTextToText, HfArgumentParser, set_seed
 
 from modeling_tprl import TPRLForConditionalGeneration
+from modeling_tprl.configuration_tprl import LAYOUT_TOKEN_CHOICES
 from tprl_eval.command_line import command
 
 from .batching import DigitWorldCollator
@@ -53,10 +54,6 @@ TINY_BASES = {
     "qwen2_5_vl": (build_qwen2_5_vl_processor, build_tiny_qwen2_5_vl),
 }
 """Per family, the builders of the tiny base's processor and of its model from that processor."""
-
-LAYOUT_TOKEN_CHOICES = ("all", "rows", "none")
-"""What a tiled base's token-dropping steps keep of the row newlines, drawn per step: the base then answers under each
-choice that `TPRLConfig.layout_tokens` may make, and the choice is measured on an even footing."""
 
 
 @dataclass
@@ -302,7 +299,7 @@ def train(args: BaseTrainingArguments) -> dict:
             if drop:
                 most = min(len(content_tokens(processor, example["image"].shape[:2])) for example in examples)
                 kept = content_first_indices(examples, int(rng.integers(16, most + 1)), processor, rng)
-                if tiled:
+                if tiled:  # a layout_tokens choice per step: the base answers under each, and they compare evenly
                     layout_tokens = LAYOUT_TOKEN_CHOICES[int(rng.integers(len(LAYOUT_TOKEN_CHOICES)))]
                     kept = with_newlines(kept, examples, processor, layout_tokens)
             else:

@@ -41,13 +41,13 @@ DIGIT_WORLD_SPLITS = {"digit_world": None, "digit_world_dense": 6}
 """The evaluated splits of held-out test questions and their digits per canvas (`None`: 3-6, as in training)."""
 
 
-def selection_kwargs(method: str, kept: int, examples: list[dict], patch_size: int) -> dict:
+def selection_kwargs(method: str, kept: int, examples: list[dict], processor) -> dict:
     """The forward arguments that make a TPRL model keep `kept` visual tokens of `examples` with `method`: `full`
     keeps them all, `oracle` imposes the named digits' patches, any other is a `pruning_method`."""
     if method == "full":
         return {"keep_ratio": 1.0}
     if method == "oracle":
-        return {"kept_visual_indices": oracle_indices(examples, kept, patch_size)}
+        return {"kept_visual_indices": oracle_indices(examples, kept, processor)}
     if method == ADAPTIVE:  # `kept` is the target mean share here
         return {"keep_ratio": "adaptive", "target_keep_ratio": kept}
     return {"pruning_method": method, "num_kept_tokens": kept}
@@ -89,7 +89,6 @@ def evaluate_methods(
     runs += [(ADAPTIVE, target, target) for target in adaptive_targets]
     if position_ablation and "tprl" in methods and model.family.position_ndim > 2:
         runs += [(CONSECUTIVE_POSITIONS, r, budgets[r]) for r in keep_ratios]
-    patch_size = token_patch_size(processor)
 
     def batch_results(batch: list[dict], index: int) -> list[tuple]:
         """Per example, each run's (hit, named target covered, kept tokens). The batch is collated once, and its
@@ -108,7 +107,7 @@ def evaluate_methods(
                     model, processor, batch, inputs, image_features, kept
                 )
             else:
-                selection = selection_kwargs(method, kept, batch, patch_size)
+                selection = selection_kwargs(method, kept, batch, processor)
                 hits, kept_visual_indices = answer_hits(
                     model, processor, batch, inputs, image_features=image_features, **selection
                 )
@@ -225,7 +224,7 @@ def kept_patch_selections(
         if method == "full":
             continue
         torch.manual_seed(seed)
-        selection = selection_kwargs(method, num_kept, examples, token_patch_size(processor))
+        selection = selection_kwargs(method, num_kept, examples, processor)
         with torch.no_grad():
             selections[method] = model(**inputs, **selection).kept_visual_indices
     return examples, selections

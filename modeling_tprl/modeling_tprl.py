@@ -21,7 +21,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs, cached_file, can_return_tuple, logging
 
-from .configuration_tprl import TPRLConfig, num_kept_for_ratio
+from .configuration_tprl import LAYOUT_TOKEN_CHOICES, TPRLConfig, num_kept_for_ratio
 from .families import ALL_FAMILIES, SUPPORTED_BASE_MODEL_TYPES, VisualTokens, family_of
 from .processing_tprl import load_processor
 from .pruning_methods import ALL_PRUNING_METHODS, as_visual_tokens, check_pruning_method
@@ -580,11 +580,13 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         num_kept: torch.LongTensor | None,
         pruning_method: str | None = None,
         compute_weight: float | None = None,
+        layout_tokens: str | None = None,
     ) -> torch.LongTensor:
         """
         Indices of the visual tokens each image keeps under `pruning_method` (the config's by default), increasing,
-        right-padded with -1: `num_kept[image]` per image, or with `compute_weight` as many as the learned policy
-        chooses.
+        right-padded with -1: `num_kept[image]` content tokens per image, or with `compute_weight` as many as the
+        learned policy chooses, and the layout tokens (LLaVA-NeXT's row newlines) that `layout_tokens` keeps (the
+        config's by default).
         """
         method = self._pruning_method(pruning_method)
         check_pruning_method(method)
@@ -595,7 +597,10 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
             question_embeds, question_mask = self.question_embeddings(input_ids, attention_mask, visual)
             return self.pruner.select(visual.features, question_embeds, question_mask, None, compute_weight)
         kept = ALL_PRUNING_METHODS[method](self, visual, input_ids, attention_mask, num_kept)
-        return self.family.complete_selection(self.config.base_config, kept, visual, self.config.layout_tokens)
+        layout_tokens = self.config.layout_tokens if layout_tokens is None else layout_tokens
+        if layout_tokens not in LAYOUT_TOKEN_CHOICES:
+            raise ValueError(f"layout_tokens must be one of {LAYOUT_TOKEN_CHOICES}, got {layout_tokens!r}.")
+        return self.family.complete_selection(self.config.base_config, kept, visual, layout_tokens)
 
     def _visual_tokens_for(self, pruning_method: str | None, image_inputs: dict) -> VisualTokens:
         attention = self._pruning_method(pruning_method) in ("cls_attention", "vision_attention")

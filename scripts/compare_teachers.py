@@ -60,7 +60,7 @@ def main() -> None:
     print("| selection | kept | accuracy | retention | named-target coverage | seconds per 100 examples |")
     print("|---|---|---|---|---|---|")
     for kept in (int(k) for k in args.kept.split(",")):
-        accuracy, coverage = score(kept_visual_indices=oracle_indices(examples, kept, processor.patch_size))
+        accuracy, coverage = score(kept_visual_indices=oracle_indices(examples, kept, processor))
         print(f"| oracle | {kept} | {100 * accuracy:.1f} | {100 * accuracy / full:.1f}% | {100 * coverage:.1f} | - |")
         accuracy, coverage = score(pruning_method="fastv", num_kept_tokens=kept)
         print(

@@ -164,7 +164,7 @@ def test_oracle_keeps_the_named_digit_first():
     (item,) = relevant_placements(example["question"], example["layout"])
     col, row = item.box[0] // 8, item.box[1] // 8  # a 16x16 digit covers 2x2 patches of 8 px
     expected = sorted([row * 12 + col, row * 12 + col + 1, (row + 1) * 12 + col, (row + 1) * 12 + col + 1])
-    assert oracle_indices([example], 4, patch_size=8).tolist() == [expected]
+    assert oracle_indices([example], 4, build_processor()).tolist() == [expected]
     assert len(patch_indices(item.box, patch_size=4)) == 16
 
 
@@ -220,7 +220,7 @@ def test_dense_canvases_and_named_target_coverage(processor):
 
     examples = fixed_examples("test", 40, seed=3, num_digits=6)
     assert all(len(example["layout"]) == 6 for example in examples)
-    oracle = oracle_indices(examples, 16, processor.patch_size)
+    oracle = oracle_indices(examples, 16, processor)
     covered = named_target_covered(examples, oracle, processor)
     for example, value in zip(examples, covered):
         named = relevant_placements(example["question"], example["layout"])

@@ -148,3 +148,26 @@ def test_image_sizes_is_in_the_forward_signature(next_base, next_model, mixed):
     inputs = {name: value for name, value in mixed.items() if name in names}
     assert set(inputs) == set(mixed)
     assert torch.equal(next_model(**inputs, keep_ratio=1.0).logits, next_base(**mixed).logits)
+
+
+def test_the_newline_choices_are_measured_on_the_tiled_digit_world():
+    from tprl_digit_world import build_llava_next_processor, build_tiny_llava_next
+    from tprl_eval.layout_tokens import evaluate_layout_tokens
+
+    digit_processor = build_llava_next_processor()
+    torch.manual_seed(0)
+    model = TPRLForConditionalGeneration.from_base(build_tiny_llava_next(digit_processor)).eval()
+    results = evaluate_layout_tokens(model, digit_processor, ["oracle", "uniform"], [0.25], 8, batch_size=4)
+    assert results["canvas_shapes"] == [[48, 96], [96, 96]]
+    full, *rows = results["rows"]
+    assert [(row["method"], row["layout_tokens"]) for row in rows] == [
+        (method, choice) for method in ("oracle", "uniform") for choice in ("all", "rows", "none")
+    ]
+    assert full["retention"] == 1.0 and 6 < full["newline_tokens"] < 12  # a newline per row of 6 or 12 tile rows
+    for row in rows:  # a quarter of each canvas's 180 or 108 content tokens, rounded
+        assert 27 <= row["content_tokens"] <= 45
+        expected = {"all": full["newline_tokens"], "none": 0}.get(row["layout_tokens"])
+        if expected is None:
+            assert 0 < row["newline_tokens"] <= full["newline_tokens"]
+        else:
+            assert row["newline_tokens"] == expected
