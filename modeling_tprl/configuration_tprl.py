@@ -70,7 +70,9 @@ class TPRLConfig(PreTrainedConfig):
             `[rows, columns]` of the visual-token grid of the images the learned policy reads. Fixed by the base for
             families whose images all give the same tokens (LLaVA: derived, leave it unset); for families whose token
             count follows the image size (Qwen2.5-VL) the grid the policy is trained on (default `[16, 16]`, 448x448
-            pixels). The training-free methods take images of any size.
+            pixels). For anyres families (LLaVA-NeXT, OneVision) the largest tile grid the policy reads, besides the
+            base view (default: the largest the grid pinpoints give); each image's tiles fill its top-left corner. The
+            training-free methods take images of any size.
         num_pruning_steps (`int`, *optional*, defaults to 3):
             Decisions per episode: each step keeps part of the tokens still kept, down to the budget.
         autoencoder_latent_size (`int`, *optional*):
@@ -275,17 +277,21 @@ class TPRLConfig(PreTrainedConfig):
         return self.text_config.hidden_size
 
     @property
+    def policy_grids(self) -> list[tuple[int, int]]:
+        """`(rows, columns)` of each grid of slots the policy reads per image, one after the other: the base's fixed
+        grid, else `visual_grid` (default 16x16); an anyres family's base view, then its tile grid."""
+        return family_of(self.base_config).policy_grids(self.base_config, self.visual_grid)
+
+    @property
     def policy_grid(self) -> tuple[int, int]:
-        """`(rows, columns)` of the visual tokens of each image the policy reads: the base's fixed grid, else
-        `visual_grid` (default 16x16)."""
-        fixed = family_of(self.base_config).default_visual_grid(self.base_config)
-        return tuple(fixed or self.visual_grid or (16, 16))
+        """`(rows, columns)` of the (last) grid the policy reads: its only one, or an anyres family's tile grid."""
+        return self.policy_grids[-1]
 
     @property
     def num_visual_tokens(self) -> int:
-        """Visual tokens per image that reach the language model (before pruning), for images of the policy's grid."""
-        rows, columns = self.policy_grid
-        return rows * columns
+        """Slots the policy reads per image: the visual tokens of an image of its grid, or an anyres family's base view
+        and largest tile grid."""
+        return sum(rows * columns for rows, columns in self.policy_grids)
 
     @property
     def visual_grid_side(self) -> int | None:

@@ -151,6 +151,20 @@ class ImageTextFamily:
         """The token grid every image has, for families whose images all give the same number of tokens."""
         return None
 
+    # ---- what the learned policy reads
+
+    def policy_grids(self, config: PreTrainedConfig, visual_grid: list[int] | None) -> list[tuple[int, int]]:
+        """The grids of slots the learned policy reads per image, row-major, one after the other: the base's fixed
+        grid, else `visual_grid` (default 16x16)."""
+        return [tuple(self.default_visual_grid(config) or visual_grid or (16, 16))]
+
+    def policy_slots(
+        self, config: PreTrainedConfig, image_inputs: dict, grids: list[tuple[int, int]]
+    ) -> torch.LongTensor | None:
+        """`[images, slots]` the token of each image (its index in the base's order) in each slot of `grids`, -1 in
+        slots the image leaves empty; `None` where an image's tokens are the slots, in order."""
+        return None
+
     # ---- positions of the language model
 
     def prompt_positions(
@@ -267,6 +281,49 @@ class LlavaNextFamily(LlavaFamily):
         rows, columns = unpad_image(torch.empty(0, tiles_high * side, tiles_wide * side), image_size).shape[1:]
         return side * side, rows, columns
 
+    def default_visual_grid(self, config):
+        return None  # the tile grid follows each image's aspect ratio
+
+    def policy_grids(self, config, visual_grid):
+        """The base view's grid, then a grid that holds every image's tiles (`visual_grid`; by default the largest the
+        grid pinpoints give), each image's tiles in its top-left corner: the same slot is the same place in every
+        image, and neighbours on the packed rows are neighbours on the grid."""
+        side = config.vision_config.image_size // config.vision_config.patch_size
+        if self.num_tokens(config) != side * side:
+            raise ValueError(
+                "The learned policy reads the base view as a grid of patches, but this base adds the [CLS] token "
+                "(vision_feature_select_strategy 'full'): choose a training-free pruning_method."
+            )
+        if visual_grid is None:
+            crop = config.vision_config.image_size
+            visual_grid = [max(size[axis] // crop * side for size in config.image_grid_pinpoints) for axis in (0, 1)]
+        return [(side, side), tuple(visual_grid)]
+
+    def policy_slots(self, config, image_inputs, grids):
+        """The base view's tokens in the first grid's slots; tile row r, column c in slot (r, c) of the second. An
+        untiled image (OneVision's several in a prompt) fills the first grid alone."""
+        (side, _), (max_rows, max_columns) = grids
+        device = image_inputs["image_sizes"].device
+        slots = torch.full((len(image_inputs["image_sizes"]), side * side + max_rows * max_columns), -1, device=device)
+        layouts, tiled = self.layouts(config, image_inputs), self.tiled(image_inputs)
+        for image, ((base, rows, columns), is_tiled) in enumerate(zip(layouts, tiled)):
+            if not is_tiled:  # the base view, then its newline
+                slots[image, : side * side] = torch.arange(side * side, device=device)
+                continue
+            if rows > max_rows or columns > max_columns:
+                raise ValueError(
+                    f"The learned pruner reads tile grids of up to {max_rows}x{max_columns} tokens "
+                    f"(config.visual_grid), but an image of size {image_inputs['image_sizes'][image].tolist()} gives "
+                    f"{rows}x{columns}: choose a training-free pruning_method, or train a pruner with a larger "
+                    "visual_grid."
+                )
+            row, column = torch.meshgrid(
+                torch.arange(rows, device=device), torch.arange(columns, device=device), indexing="ij"
+            )
+            slots[image, :base] = torch.arange(base, device=device)
+            slots[image, side * side + row * max_columns + column] = base + row * (columns + 1) + column
+        return slots
+
     def tiled(self, image_inputs: dict) -> list[bool]:
         """Whether each image is tiled (every one, for LLaVA-NeXT)."""
         return [True] * len(image_inputs["image_sizes"])
@@ -291,7 +348,8 @@ class LlavaNextFamily(LlavaFamily):
         return torch.tensor(counts, device=image_inputs["image_sizes"].device)
 
     def grids(self, config, image_inputs):
-        """No grid holds the packed tokens: one row of them (the learned policy needs images of its grid)."""
+        """No grid holds the packed tokens: one row of them (the learned policy reads them on its own grids,
+        `policy_slots`)."""
         counts = self.token_counts(config, image_inputs)
         return torch.stack([torch.ones_like(counts), counts], dim=1)
 

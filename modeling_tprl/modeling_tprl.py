@@ -24,7 +24,7 @@ from transformers.utils import ModelOutput, TransformersKwargs, cached_file, can
 from .configuration_tprl import LAYOUT_TOKEN_CHOICES, TPRLConfig, num_kept_for_ratio
 from .families import ALL_FAMILIES, SUPPORTED_BASE_MODEL_TYPES, VisualTokens, family_of
 from .processing_tprl import load_processor
-from .pruning_methods import ALL_PRUNING_METHODS, as_visual_tokens, check_pruning_method
+from .pruning_methods import ALL_PRUNING_METHODS, as_visual_tokens, check_pruning_method, tprl_selection
 from .pruning_tprl import TPRLPruner, kept_mask_of, sorted_kept
 
 
@@ -490,17 +490,20 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
     ) -> torch.FloatTensor:
         """
         Projected visual tokens of images that all give as many, `[num_images, num_visual_tokens, hidden]`, as the
-        base inserts them (what the trainers read). `keep_vision_layer_input` keeps, for these `pixel_values`, the
-        input of the vision layer the attention methods read (`pop_vision_layer_input`).
+        base inserts them (what the trainers read); for an anyres family, on the policy's slots (`policy_inputs`;
+        zeros in the slots an image leaves empty, `policy_slots` says which). `keep_vision_layer_input` keeps, for
+        these `pixel_values`, the input of the vision layer the attention methods read (`pop_vision_layer_input`).
         """
         visual = self.encode_images(keep_vision_layer_input, pixel_values=pixel_values, **image_inputs)
+        if keep_vision_layer_input:
+            self._vision_layer_input = (pixel_values, visual)
+        if self.policy_slots(visual.image_inputs) is not None:
+            return self.policy_inputs(visual)[0]
         if bool((visual.counts != visual.counts[0]).any()):
             raise ValueError(
                 f"These images give different numbers of visual tokens ({visual.counts.tolist()}); use encode_images, "
                 "which pads them, or images of one size."
             )
-        if keep_vision_layer_input:
-            self._vision_layer_input = (pixel_values, visual)
         return visual.features
 
     def pop_vision_layer_input(self, pixel_values: torch.FloatTensor) -> VisualTokens | None:
@@ -513,6 +516,58 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
     def _pruning_method(self, pruning_method: str | None) -> str:
         """This call's pruning method: `pruning_method`, else the config's."""
         return self.config.pruning_method if pruning_method is None else pruning_method
+
+    def policy_slots(self, image_inputs: dict) -> torch.LongTensor | None:
+        """`[images, slots]` which of each image's tokens the policy reads in each of its slots (-1: none, the
+        image's tile grid being smaller than the policy's); `None` where the tokens are the slots (every family but
+        the anyres ones)."""
+        return self.family.policy_slots(self.config.base_config, image_inputs, self.config.policy_grids)
+
+    def policy_inputs(self, visual: VisualTokens) -> tuple[torch.Tensor, torch.BoolTensor | None, torch.Tensor | None]:
+        """What the learned policy reads of these images: `[images, slots, hidden]` features on its slots (zeros where
+        an image has no token), the slots each image has a token in, and which token (`policy_slots`); for
+        families whose tokens are the slots, the features and `None`s."""
+        slots = self.policy_slots(visual.image_inputs)
+        if slots is None:
+            self.check_policy_grid(visual)
+            return visual.features, None, None
+        slots = slots.to(visual.features.device)
+        present = slots >= 0
+        hidden = visual.features.shape[-1]
+        features = visual.features.gather(1, slots.clamp(min=0)[..., None].expand(-1, -1, hidden))
+        return features * present[..., None].to(features.dtype), present, slots
+
+    def policy_present(self, image_inputs: dict) -> torch.BoolTensor | None:
+        """`[images, slots]` the policy's slots each image has a token in (`None`: all of them)."""
+        slots = self.policy_slots(image_inputs)
+        return None if slots is None else slots >= 0
+
+    @staticmethod
+    def tokens_of_slots(picks: torch.LongTensor, slots: torch.LongTensor) -> torch.LongTensor:
+        """The tokens (increasing, right-padded with -1) that `picks` (slot indices, -1 padding) name."""
+        return sorted_kept(slots.gather(1, picks.clamp(min=0)).masked_fill(picks < 0, -1))
+
+    def tokens_from_slots(
+        self, image_inputs: dict, features: torch.Tensor, picks: torch.LongTensor
+    ) -> tuple[VisualTokens, torch.LongTensor]:
+        """For an anyres family, the images' tokens in the base's packed order from their features on the policy's
+        slots (`visual_tokens`), the row newlines being the base's `image_newline`, and the tokens `picks` (slot
+        indices) keep with the layout tokens `config.layout_tokens` keeps: what `prune_inputs` takes."""
+        config = self.config.base_config
+        slots = self.policy_slots(image_inputs).to(features.device)
+        counts = self.family.token_counts(config, image_inputs).to(features.device)
+        content = self.family.content_mask(config, image_inputs).to(features.device)
+        valid = torch.arange(int(counts.max()), device=features.device) < counts[:, None]
+        packed = (
+            self.base.model.image_newline.to(features.dtype).expand(*valid.shape, -1) * (valid & ~content)[..., None]
+        )
+        rows, columns = (slots >= 0).nonzero(as_tuple=True)
+        packed = packed.index_put((rows, slots[rows, columns]), features[rows, columns])
+        visual = VisualTokens(packed, counts, self.family.grids(config, image_inputs), image_inputs, content=content)
+        kept = self.family.complete_selection(
+            config, self.tokens_of_slots(picks, slots), visual, self.config.layout_tokens
+        )
+        return visual, kept
 
     def check_policy_grid(self, visual: VisualTokens) -> None:
         """The learned policy reads images of the grid it was built for: a clear error for others."""
@@ -593,10 +648,9 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         if compute_weight is not None:
             if method != "tprl":
                 raise ValueError(f"Adaptive budgets are the learned policy's (pruning_method 'tprl'), not {method!r}.")
-            self.check_policy_grid(visual)
-            question_embeds, question_mask = self.question_embeddings(input_ids, attention_mask, visual)
-            return self.pruner.select(visual.features, question_embeds, question_mask, None, compute_weight)
-        kept = ALL_PRUNING_METHODS[method](self, visual, input_ids, attention_mask, num_kept)
+            kept = tprl_selection(self, visual, input_ids, attention_mask, None, compute_weight)
+        else:
+            kept = ALL_PRUNING_METHODS[method](self, visual, input_ids, attention_mask, num_kept)
         layout_tokens = self.config.layout_tokens if layout_tokens is None else layout_tokens
         if layout_tokens not in LAYOUT_TOKEN_CHOICES:
             raise ValueError(f"layout_tokens must be one of {LAYOUT_TOKEN_CHOICES}, got {layout_tokens!r}.")

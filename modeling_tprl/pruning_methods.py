@@ -136,12 +136,16 @@ def fastv_scores(
     return padded
 
 
-def tprl_selection(model, visual, input_ids, attention_mask, num_kept):
-    """The learned policy's most likely episode, reading each image's question."""
-    model.check_policy_grid(visual)
+def tprl_selection(model, visual, input_ids, attention_mask, num_kept, compute_weight=None):
+    """The learned policy's most likely episode, reading each image's question on its slots (`policy_inputs`); with
+    `compute_weight`, the policy chooses each image's budget."""
+    features, present, slots = model.policy_inputs(visual)
     question_embeds, question_mask = model.question_embeddings(input_ids, attention_mask, visual)
-    budget = int(num_kept[0]) if bool((num_kept == num_kept[0]).all()) else num_kept
-    return model.pruner.select(visual.features, question_embeds, question_mask, budget)
+    budget = num_kept
+    if num_kept is not None and bool((num_kept == num_kept[0]).all()):
+        budget = int(num_kept[0])
+    picks = model.pruner.select(features, question_embeds, question_mask, budget, compute_weight, present)
+    return picks if slots is None else model.tokens_of_slots(picks, slots)
 
 
 def random_selection(model, visual, input_ids, attention_mask, num_kept):

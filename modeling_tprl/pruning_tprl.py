@@ -29,10 +29,12 @@ def keep_schedule(num_tokens: int, num_kept: int, num_steps: int) -> list[int]:
     return counts
 
 
-def budget_schedules(num_tokens: int, num_kept: torch.Tensor, num_steps: int) -> torch.Tensor:
-    """`[rows, num_steps]` each row's `keep_schedule` down to its own budget `num_kept[row]`."""
-    schedules = {int(kept): keep_schedule(num_tokens, int(kept), num_steps) for kept in num_kept.unique()}
-    return torch.tensor([schedules[int(kept)] for kept in num_kept], device=num_kept.device, dtype=torch.long)
+def budget_schedules(num_tokens: int | torch.Tensor, num_kept: torch.Tensor, num_steps: int) -> torch.Tensor:
+    """`[rows, num_steps]` each row's `keep_schedule` from its tokens (`num_tokens`: one count, or one per row) down
+    to its own budget `num_kept[row]`."""
+    tokens = torch.as_tensor(num_tokens, device=num_kept.device).expand(len(num_kept)).tolist()
+    schedules = {pair: keep_schedule(*pair, num_steps) for pair in set(zip(tokens, num_kept.tolist()))}
+    return torch.tensor([schedules[pair] for pair in zip(tokens, num_kept.tolist())], device=num_kept.device)
 
 
 def run_episode(
@@ -48,16 +50,21 @@ def run_episode(
 
     Args:
         choose: the decision maker, e.g. the policy's mode, a sample from it, given picks or a teacher's ranking.
-        kept_mask: `[rows, tokens]` bool, the tokens kept at the start (usually all).
+        kept_mask: `[rows, tokens]` bool, the tokens kept at the start (all, or those an image has of the policy's
+            slots).
         num_kept: tokens kept at the end: one budget for all rows, or a `[rows]` tensor of budgets (an adaptive
-            episode), when `count` is a `[rows]` tensor too and the picks are right-padded with -1 to its maximum.
+            episode, or images of different sizes), when `count` is a `[rows]` tensor too and the picks are
+            right-padded with -1 to its maximum. Each row's schedule starts from the tokens it keeps at the start.
         num_steps: decisions in the episode.
 
     Returns:
         Per step, `(kept_mask before the step, picks)`.
     """
     rows, tokens = kept_mask.shape
-    if isinstance(num_kept, torch.Tensor):
+    if not bool(kept_mask.all()):  # rows with tokens of their own: a schedule each
+        num_kept = torch.as_tensor(num_kept, device=kept_mask.device).expand(rows)
+        counts = budget_schedules(kept_mask.sum(1), num_kept, num_steps).T
+    elif isinstance(num_kept, torch.Tensor):
         counts = budget_schedules(tokens, num_kept, num_steps).T
     else:
         counts = keep_schedule(tokens, num_kept, num_steps)
@@ -124,11 +131,20 @@ class TPRLPolicyLayer(nn.Module):
 class EpisodeInputs:
     """What the policy reads of each question, embedded once per episode (`TPRLPolicy.embed_inputs`): it does not
     depend on the step or on which tokens are still kept. `visual` `[rows, tokens, hidden]` (every token with its
-    neighbourhood), `question` `[rows, text_len, hidden]`, `question_mask` `[rows, text_len]` (real text tokens)."""
+    neighbourhood), `question` `[rows, text_len, hidden]`, `question_mask` `[rows, text_len]` (real text tokens),
+    `present` `[rows, tokens]` the slots each image has a token in (`None`: all of them)."""
 
     visual: torch.Tensor
     question: torch.Tensor
     question_mask: torch.Tensor
+    present: torch.Tensor | None = None
+
+    def start(self, episode_question: torch.Tensor | None = None) -> torch.Tensor:
+        """`[episodes, tokens]` the tokens kept before the first step: every one the image has."""
+        if self.present is None:
+            rows = len(self.visual) if episode_question is None else len(episode_question)
+            return torch.ones(rows, self.visual.shape[1], dtype=torch.bool, device=self.visual.device)
+        return self.present if episode_question is None else self.present[episode_question]
 
 
 @dataclass
@@ -202,7 +218,7 @@ class TPRLPolicy(nn.Module):
         # Each visual token is read with its neighbours on the patch grid, normalised together: an object spans
         # several patches, and from one patch alone the policy hardly tells which digit or object it belongs to.
         self.kernel_size = config.policy_kernel_size
-        self.visual_grid = config.policy_grid if self.kernel_size > 1 else (1, config.num_visual_tokens)
+        self.visual_grids = config.policy_grids if self.kernel_size > 1 else [(1, config.num_visual_tokens)]
         neighbourhood = config.autoencoder_latent_size * self.kernel_size**2
         self.visual_norm = nn.LayerNorm(neighbourhood)
         self.visual_in = nn.Linear(neighbourhood, hidden)
@@ -222,20 +238,32 @@ class TPRLPolicy(nn.Module):
             self.budget_head = TPRLBudgetHead(hidden, self.budgets, config.num_visual_tokens)
 
     def embed_inputs(
-        self, latents: torch.Tensor, question_embeds: torch.Tensor, question_mask: torch.Tensor
+        self,
+        latents: torch.Tensor,
+        question_embeds: torch.Tensor,
+        question_mask: torch.Tensor,
+        present: torch.Tensor | None = None,
     ) -> EpisodeInputs:
         """
         Args:
             latents: `[rows, tokens, latent]` autoencoder states of all visual tokens of each image.
             question_embeds: `[rows, text_len, hidden]` the base LM's input embeddings of the prompt's text.
             question_mask: `[rows, text_len]` bool, real (non-padding) text tokens.
+            present: `[rows, tokens]` bool, the slots each image has a token in (`None`: all); an empty slot reads
+                as the grid's edge does, zeros.
         """
         rows, _, width = latents.shape
-        grid = latents.transpose(1, 2).reshape(rows, width, *self.visual_grid)
-        neighbourhoods = F.unfold(grid, self.kernel_size, padding=self.kernel_size // 2).transpose(1, 2)
+        if present is not None:
+            latents = latents * present[..., None].to(latents.dtype)
+        neighbourhoods = []
+        for grid_latents, grid in zip(latents.split([r * c for r, c in self.visual_grids], dim=1), self.visual_grids):
+            grid_latents = grid_latents.transpose(1, 2).reshape(rows, width, *grid)
+            unfolded = F.unfold(grid_latents, self.kernel_size, padding=self.kernel_size // 2)
+            neighbourhoods.append(unfolded.transpose(1, 2))
+        neighbourhoods = neighbourhoods[0] if len(neighbourhoods) == 1 else torch.cat(neighbourhoods, dim=1)
         visual = self.visual_in(self.visual_norm(neighbourhoods))
         question = self.question_in(self.question_norm(question_embeds.to(self.question_in.weight.dtype)))
-        return EpisodeInputs(visual, question, question_mask)
+        return EpisodeInputs(visual, question, question_mask, present)
 
     def encode(
         self,
@@ -291,8 +319,7 @@ class TPRLPolicy(nn.Module):
     def budget_state(self, inputs: EpisodeInputs) -> torch.Tensor:
         """`[rows, 2 * hidden]` what the budget choice reads: the transformer's value token and mean question token
         before the first step (every token kept)."""
-        all_kept = torch.ones(inputs.visual.shape[:2], dtype=torch.bool, device=inputs.visual.device)
-        hidden, _ = self.encode(inputs.visual, inputs.question, all_kept, inputs.question_mask, 0)
+        hidden, _ = self.encode(inputs.visual, inputs.question, inputs.start(), inputs.question_mask, 0)
         question_mask = inputs.question_mask[..., None].to(hidden.dtype)
         question = (hidden[:, 1 : 1 + question_mask.shape[1]] * question_mask).sum(1)
         return torch.cat([hidden[:, 0], question / question_mask.sum(1).clamp(min=1)], dim=-1)
@@ -319,8 +346,7 @@ class TPRLPolicy(nn.Module):
             return self(inputs.visual, inputs.question, kept_mask, inputs.question_mask, step)
         # index_select, not indexing: its backward pass on the CPU sums in a fixed order, so runs are reproducible.
         if step == 0:
-            all_kept = kept_mask.new_ones(len(inputs.visual), kept_mask.shape[1])
-            logits, values = self(inputs.visual, inputs.question, all_kept, inputs.question_mask, step)
+            logits, values = self(inputs.visual, inputs.question, inputs.start(), inputs.question_mask, step)
             return logits.index_select(0, episode_question), values.index_select(0, episode_question)
         visual, question = (value.index_select(0, episode_question) for value in (inputs.visual, inputs.question))
         return self(visual, question, kept_mask, inputs.question_mask[episode_question], step)
@@ -386,8 +412,7 @@ class TPRLPolicy(nn.Module):
             )
             return decisions[-1][0]
 
-        all_kept = torch.ones(rows, inputs.visual.shape[1], dtype=torch.bool, device=device)
-        steps = run_episode(choose, all_kept, num_kept, self.num_steps)
+        steps = run_episode(choose, inputs.start(episode_question), num_kept, self.num_steps)
         return PolicyEpisode(
             kept_masks=[kept_mask for kept_mask, _ in steps],
             picks=[picks for _, picks in steps],
@@ -411,12 +436,16 @@ class TPRLPruner(nn.Module):
         self.policy = TPRLPolicy(config)
 
     def episode_inputs(
-        self, visual_tokens: torch.Tensor, question_embeds: torch.Tensor, question_mask: torch.Tensor
+        self,
+        visual_tokens: torch.Tensor,
+        question_embeds: torch.Tensor,
+        question_mask: torch.Tensor,
+        present: torch.Tensor | None = None,
     ) -> EpisodeInputs:
-        """The policy's inputs: the autoencoder's latents of `[images, tokens, hidden]` projected visual tokens and
-        the question's embeddings."""
+        """The policy's inputs: the autoencoder's latents of `[images, tokens, hidden]` projected visual tokens (on the
+        policy's slots, `present` where an image has a token) and the question's embeddings."""
         latents = self.autoencoder.encode(visual_tokens.to(self.policy.visual_in.weight.dtype))
-        return self.policy.embed_inputs(latents, question_embeds, question_mask)
+        return self.policy.embed_inputs(latents, question_embeds, question_mask, present)
 
     @torch.no_grad()
     def select(
@@ -424,15 +453,16 @@ class TPRLPruner(nn.Module):
         visual_tokens: torch.Tensor,
         question_embeds: torch.Tensor,
         question_mask: torch.Tensor,
-        num_kept: int | None,
+        num_kept: int | torch.Tensor | None,
         compute_weight: float | None = None,
+        present: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """
-        The policy's most likely episode; returns `[images, num_kept]` indices in increasing order. With
-        `compute_weight` (a price per share of kept tokens) instead of `num_kept`, the policy chooses each image's
-        budget: the indices are then right-padded with -1.
+        The policy's most likely episode; returns `[images, num_kept]` indices in increasing order (right-padded with
+        -1 where budgets differ). With `compute_weight` (a price per share of kept tokens) instead of `num_kept`, the
+        policy chooses each image's budget. `present`: the slots each image has a token in (`None`: all).
         """
-        inputs = self.episode_inputs(visual_tokens, question_embeds, question_mask)
+        inputs = self.episode_inputs(visual_tokens, question_embeds, question_mask, present)
         if compute_weight is not None:
             prices = torch.full((len(visual_tokens),), float(compute_weight), device=visual_tokens.device)
             return self.policy.episode(inputs, None, compute_weight=prices).kept_visual_indices()

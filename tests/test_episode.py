@@ -99,7 +99,9 @@ def test_an_episode_replayed_along_its_picks_gives_its_log_probs_and_values(tprl
     with torch.no_grad():
         sampled = policy.episode(episode_inputs, 16, sample=True, episode_question=episode_question)
         shared = policy.episode(episode_inputs, 16, actions=sampled.picks, episode_question=episode_question)
-        per_episode = type(episode_inputs)(*(value[episode_question] for value in vars(episode_inputs).values()))
+        per_episode = type(episode_inputs)(
+            *(None if value is None else value[episode_question] for value in vars(episode_inputs).values())
+        )
         separate = policy.episode(per_episode, 16, actions=sampled.picks)
     assert not torch.equal(sampled.picks[-1][3], sampled.picks[-1][4])  # sampled apart
     for replay in (shared, separate):

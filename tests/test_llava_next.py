@@ -88,7 +88,7 @@ def test_budgets_count_each_images_content_tokens_and_newlines_follow_the_choice
         assert set(((picks[is_newline] - base) // (columns + 1)).tolist()) == expected
 
 
-@pytest.mark.parametrize("method", ["uniform", "fastv", "cls_attention"])
+@pytest.mark.parametrize("method", ["uniform", "fastv", "cls_attention", "tprl"])
 def test_a_batch_answers_as_each_row_alone(next_model, mixed, processor, method):
     batch = next_model.generate(**mixed, **GREEDY, keep_ratio=0.25, pruning_method=method)
     for row, question in enumerate(QUESTIONS):
@@ -111,9 +111,41 @@ def test_cls_attention_reads_each_crop_and_packs_it_as_the_features(next_base, n
         assert (scores[image, newlines] == 0).all() and (scores[image, base : base + columns] > 0).all()
 
 
-def test_the_learned_policy_is_refused_with_a_clear_error(next_model, mixed):
-    with pytest.raises(ValueError, match="choose a training-free pruning_method"):
-        next_model(**mixed, keep_ratio=0.25)
+def test_the_learned_policy_reads_each_image_on_its_slots(next_model, mixed):
+    # Slots: the base view's grid, then the largest tile grid of the pinpoints; each image's tiles top-left.
+    side = CROP // PATCH
+    (base_grid, (max_rows, max_columns)) = next_model.config.policy_grids
+    assert base_grid == (side, side) and next_model.config.num_visual_tokens == side * side + max_rows * max_columns
+    visual = next_model.encode_images(**next_model.image_inputs(dict(mixed)))
+    features, present, slots = next_model.policy_inputs(visual)
+    for image, (base, rows, columns) in enumerate(layout_of(next_model, mixed)):
+        assert int(present[image].sum()) == base + rows * columns == int(visual.content_counts[image])
+        tile = slots[image, side * side :].view(max_rows, max_columns)
+        assert (
+            tile[:rows, :columns] == base + torch.arange(rows)[:, None] * (columns + 1) + torch.arange(columns)
+        ).all()
+        assert (tile[rows:] == -1).all() and (tile[:, columns:] == -1).all()
+        assert torch.equal(features[image][present[image]], visual.features[image][visual.selectable[image]])
+    # The trainers' way back: the packed tokens from the slots' features, the newlines the base's image_newline.
+    picks = torch.stack([row.nonzero()[:5, 0] for row in present])
+    packed, kept = next_model.tokens_from_slots(visual.image_inputs, features, picks)
+    assert torch.equal(packed.features, visual.features) and torch.equal(packed.counts, visual.counts)
+    chosen = next_model.tokens_of_slots(picks, slots)
+    assert (chosen >= 0).sum(1).tolist() == [5, 5, 5] and bool(visual.selectable.gather(1, chosen).all())
+    config = next_model.config
+    assert torch.equal(kept, next_model.family.complete_selection(config.base_config, chosen, visual, "rows"))
+    with torch.no_grad():
+        kept = next_model(**mixed, keep_ratio=0.25).kept_visual_indices
+    budgets = [max(1, round(int(count) * 0.25)) for count in visual.content_counts]
+    for image, budget in enumerate(budgets):
+        picks = kept[image][kept[image] >= 0]
+        assert int(visual.selectable[image][picks].sum()) == budget  # content tokens; the rest are newlines
+
+
+def test_an_image_beyond_the_policys_tile_grid_gets_a_clear_error(next_base, mixed):
+    model = TPRLForConditionalGeneration.from_base(next_base, policy_hidden_size=32, visual_grid=[2, 2]).eval()
+    with pytest.raises(ValueError, match="reads tile grids of up to 2x2 tokens"):
+        model(**mixed, keep_ratio=0.25)
 
 
 def test_a_pruner_only_checkpoint_loads_with_the_auto_class_and_answers_through_pipeline(
