@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import datasets
 import numpy as np
 
-from .canvas import COLORS, MAX_DIGITS, MIN_DIGITS, QUESTION_TYPES, SPLITS, DigitWorld
+from .canvas import COLORS, MAX_DIGITS, MIN_DIGITS, QUESTION_TYPES, SPLITS, SQUARE_CANVAS, DigitWorld
 
 
 @dataclass
@@ -16,6 +16,8 @@ class DigitWorldConfig(datasets.BuilderConfig):
         seed (`int`): base seed; each split draws from its own stream derived from it.
         train_size, validation_size, test_size (`int`): questions per split.
         min_digits, max_digits (`int`): each canvas holds a uniform draw of digits in this range.
+        canvas_shapes (`list[list[int]]`): the (height, width) a canvas may have (`DigitWorld`): the square canvas, or
+            the tiled digit world's shapes for a tiled base (`canvas_shapes_of` its processor).
     """
 
     seed: int = 0
@@ -24,6 +26,7 @@ class DigitWorldConfig(datasets.BuilderConfig):
     test_size: int = 2000
     min_digits: int = 3
     max_digits: int = MAX_DIGITS
+    canvas_shapes: tuple[tuple[int, int], ...] = SQUARE_CANVAS
 
     def validate(self) -> None:
         if not 0 <= self.seed < 2**32:
@@ -75,7 +78,7 @@ class DigitWorldBuilder(datasets.GeneratorBasedBuilder):
         return [datasets.SplitGenerator(name=names[split], gen_kwargs={"split": split}) for split in names]
 
     def _generate_examples(self, split: str):
-        world = DigitWorld(split)
+        world = DigitWorld(split, tuple(tuple(shape) for shape in self.config.canvas_shapes))
         rng = np.random.default_rng([self.config.seed, SPLITS.index(split)])
         for index in range(getattr(self.config, f"{split}_size")):
             num_digits = int(rng.integers(self.config.min_digits, self.config.max_digits + 1))

@@ -147,6 +147,12 @@ def canvas_token_grid(processor, shape: tuple[int, int]) -> torch.LongTensor:
     return base_view_tokens(processor) + grid
 
 
+def content_tokens(processor, shape: tuple[int, int]) -> list[int]:
+    """The content tokens of a canvas of `shape`: a tiled base's base view, then the patches' tokens (not the row
+    newlines)."""
+    return list(range(base_view_tokens(processor))) + canvas_token_grid(processor, shape).flatten().tolist()
+
+
 def canvas_token_count(processor, shape: tuple[int, int]) -> int:
     """Visual tokens of one canvas of `shape` (height, width), as the processor expands its `<image>`."""
     grid = canvas_token_grid(processor, shape)

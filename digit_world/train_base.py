@@ -44,6 +44,7 @@ from .processor import (
     canvas_shapes_of,
     canvas_token_count,
     canvas_token_grid,
+    content_tokens,
     token_patch_size,
 )
 
@@ -142,11 +143,6 @@ def auxiliary_loss(features: torch.Tensor, examples: list[dict], heads: nn.Modul
     digit_loss = nn.functional.cross_entropy(heads["digit"](features[content]), digits[content])
     color_loss = nn.functional.cross_entropy(heads["color"](features).flatten(0, 1), colors.flatten())
     return digit_loss + color_loss
-
-
-def content_tokens(processor, image_shape: tuple[int, int]) -> list[int]:
-    """The content tokens of a canvas of `image_shape`: a tiled base's base view, then the patches' tokens."""
-    return list(range(base_view_tokens(processor))) + canvas_token_grid(processor, image_shape).flatten().tolist()
 
 
 def content_first_indices(

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from modeling_tprl import TPRLForConditionalGeneration
+from modeling_tprl.configuration_tprl import num_kept_for_ratio
 from tprl_digit_world.batching import DigitWorldCollator
 from tprl_digit_world.canvas import CANVAS_SIZE
 from tprl_digit_world.evaluation import (
@@ -20,7 +21,13 @@ from tprl_digit_world.evaluation import (
     summarize_coverage,
     summarize_hits,
 )
-from tprl_digit_world.processor import num_canvas_tokens, token_patch_size
+from tprl_digit_world.processor import (
+    base_view_tokens,
+    canvas_shapes_of,
+    content_tokens,
+    num_canvas_tokens,
+    token_patch_size,
+)
 
 from .flops import REFERENCE_SHAPES, load_configs, num_image_tokens, prefill_flops
 from .metrics import load_metric
@@ -53,6 +60,23 @@ def selection_kwargs(method: str, kept: int, examples: list[dict], processor) ->
     return {"pruning_method": method, "num_kept_tokens": kept}
 
 
+def tiled_selection(
+    model: TPRLForConditionalGeneration, method: str, keep_ratio: float, examples: list[dict], visual, processor
+) -> dict:
+    """For a tiled base, the forward arguments that make the model keep `keep_ratio` of each canvas's own content
+    tokens with `method` (the oracle's picks completed with the newlines `config.layout_tokens` keeps)."""
+    if method == "full":
+        return {"keep_ratio": 1.0}
+    if method != "oracle":
+        return {"pruning_method": method, "keep_ratio": keep_ratio}
+    budgets = model.visual_budgets(visual.content_counts, keep_ratio=keep_ratio).tolist()
+    kept = oracle_indices(examples, budgets, processor).to(model.device)
+    config = model.config
+    return {
+        "kept_visual_indices": model.family.complete_selection(config.base_config, kept, visual, config.layout_tokens)
+    }
+
+
 def canvas_budget(model: TPRLForConditionalGeneration, processor, keep_ratio: float) -> int:
     """Visual tokens a canvas keeps at `keep_ratio`, of its own count (a base's fresh pruner may be built for another
     grid: Qwen-VL's default is 16x16)."""
@@ -80,10 +104,18 @@ def evaluate_methods(
     `num_digits` fixes the digits per canvas (see `DIGIT_WORLD_SPLITS`). Batches are spread over `accelerate launch`
     processes; the numbers do not depend on how many there are.
     """
-    examples = fixed_examples("test", num_examples, seed=seed, num_digits=num_digits)
-    prior = answer_prior(fixed_examples("train", 4000, seed=seed + 100, num_digits=num_digits), examples)
-    total = num_canvas_tokens(processor)
+    shapes = canvas_shapes_of(processor)
+    examples = fixed_examples("test", num_examples, seed=seed, num_digits=num_digits, canvas_shapes=shapes)
+    prior = answer_prior(
+        fixed_examples("train", 4000, seed=seed + 100, num_digits=num_digits, canvas_shapes=shapes), examples
+    )
+    # A tiled base's canvases differ in tokens: each keeps its keep ratio of its own, the rows give the mean.
+    tiled = base_view_tokens(processor) > 0
+    content = [len(content_tokens(processor, example["image"].shape[:2])) for example in examples]
+    total = sum(content) / len(content) if tiled else num_canvas_tokens(processor)
     budgets = {r: canvas_budget(model, processor, r) for r in keep_ratios}
+    if tiled:
+        budgets = {r: sum(num_kept_for_ratio(count, r) for count in content) / len(content) for r in keep_ratios}
     runs = [("full", 1.0, total)] if "full" in methods else []
     runs += [(m, r, budgets[r]) for m in methods if m != "full" for r in keep_ratios]
     runs += [(ADAPTIVE, target, target) for target in adaptive_targets]
@@ -98,22 +130,29 @@ def evaluate_methods(
         image_features = None
         if any(method != "full" for method, _, _ in runs):
             with torch.no_grad():
-                image_features = model.visual_tokens(**model.image_inputs(inputs))
+                image_inputs = model.image_inputs(inputs)
+                image_features = model.encode_images(**image_inputs) if tiled else model.visual_tokens(**image_inputs)
         results = []
-        for method, _, kept in runs:
+        for method, ratio, kept in runs:
             torch.manual_seed(seed + index)  # each run draws (the random method) as if it ran alone
             if method == CONSECUTIVE_POSITIONS:
                 hits, kept_visual_indices = consecutive_position_hits(
                     model, processor, batch, inputs, image_features, kept
                 )
             else:
-                selection = selection_kwargs(method, kept, batch, processor)
+                selection = (
+                    tiled_selection(model, method, ratio, batch, image_features, processor)
+                    if tiled
+                    else selection_kwargs(method, kept, batch, processor)
+                )
                 hits, kept_visual_indices = answer_hits(
                     model, processor, batch, inputs, image_features=image_features, **selection
                 )
             covered = named_target_covered(batch, kept_visual_indices, processor)
             counts = [total] * len(batch)
-            if kept_visual_indices is not None:
+            if tiled:  # content tokens: the newlines kept are not counted
+                counts = [num_kept_for_ratio(count, ratio) for count in image_features.content_counts.tolist()]
+            elif kept_visual_indices is not None:
                 counts = (kept_visual_indices >= 0).sum(1).tolist()
             results.append(list(zip(hits, covered, counts)))
         return list(zip(*results))
@@ -178,8 +217,11 @@ def add_compute(rows: list[dict], model: TPRLForConditionalGeneration, processor
     selections' FLOPs ratio at those shapes (`reference_flops_ratio`): the kept counts scaled to the reference's
     visual tokens (the same keep ratios), each method's selection cost counted there (`tprl-flops`'s figures)."""
     batch = DigitWorldCollator(processor)(examples[:64])
-    total = num_canvas_tokens(processor)
-    text_tokens = round(float((batch["attention_mask"].sum(1) - total).float().mean()))
+    image_tokens = batch["input_ids"].eq(model.config.image_token_id).sum(1)
+    text_tokens = round(float((batch["attention_mask"].sum(1) - image_tokens).float().mean()))
+    # A tiled base's FLOPs are those of a square canvas (its content tokens), at each row's keep ratio.
+    tiled = base_view_tokens(processor) > 0
+    total = len(content_tokens(processor, (CANVAS_SIZE, CANVAS_SIZE))) if tiled else num_canvas_tokens(processor)
     # (config, TPRL config, visual tokens per digit-world token, image side); the reference's images: its own size.
     shapes = {"": (model.base.config, model.config, 1.0, CANVAS_SIZE)}
     if model.base.config.model_type in REFERENCE_SHAPES:
@@ -192,6 +234,8 @@ def add_compute(rows: list[dict], model: TPRLForConditionalGeneration, processor
         for row in rows:
             method = "tprl" if row["method"] in (ADAPTIVE, CONSECUTIVE_POSITIONS) else row["method"]
             counts = row.get("kept_token_counts", {row["kept_tokens"]: 1})
+            if tiled:
+                counts = {num_kept_for_ratio(total, row["keep_ratio"]): 1}
             kept = [round(count * scale) for count, times in counts.items() for _ in range(times)]
             per_count = {
                 n: prefill_flops(config, n, text_tokens, method, tprl_config=tprl_config, image_size=image_size).total
@@ -336,17 +380,20 @@ def digit_world_report(
         suffix = "" if name == "digit_world" else "_dense"
         plot_accuracy(split, output_dir / f"accuracy_vs_kept{suffix}.png")
         plot_accuracy_vs_flops(split, output_dir / f"accuracy_vs_flops{suffix}.png")
-        examples, selections = kept_patch_selections(
-            model, processor, methods, num_kept, seed, num_digits=DIGIT_WORLD_SPLITS[name]
-        )
-        plot_kept_patches(examples, selections, token_patch_size(processor), output_dir / f"kept_patches{suffix}.png")
+        kept_patches = ""
+        if base_view_tokens(processor) == 0:  # the plot draws a square canvas's patches
+            examples, selections = kept_patch_selections(
+                model, processor, methods, num_kept, seed, num_digits=DIGIT_WORLD_SPLITS[name]
+            )
+            path = output_dir / f"kept_patches{suffix}.png"
+            plot_kept_patches(examples, selections, token_patch_size(processor), path)
+            kept_patches = f"![kept patches](kept_patches{suffix}.png)\n\n"
         budgets = adaptive_budget_table(split)
         if budgets:
             budgets = f"Adaptive budgets, mean kept tokens per question type:\n\n{budgets}\n"
         report += (
             f"{markdown_table(split)}\nNamed-target coverage per question type:\n\n{coverage_table(split)}\n{budgets}"
-            f"![accuracy](accuracy_vs_kept{suffix}.png) ![FLOPs](accuracy_vs_flops{suffix}.png)\n\n"
-            f"![kept patches](kept_patches{suffix}.png)\n\n"
+            f"![accuracy](accuracy_vs_kept{suffix}.png) ![FLOPs](accuracy_vs_flops{suffix}.png)\n\n{kept_patches}"
         )
     if splits:
         plot_coverage(splits, output_dir / "coverage_vs_kept.png")

@@ -226,8 +226,6 @@ def prefill_flops(
     vision = vision_flops(config, image_size)
     selection = 0
     if method == "tprl":
-        if config.model_type in ANYRES_IMAGE_SIZES:
-            raise ValueError("The learned policy reads a grid; packed anyres tiles take a training-free method.")
         if tprl_config is None:
             raise ValueError("The tprl method's overhead needs the TPRL config (autoencoder and policy sizes).")
         selection = tprl_pruner_flops(tprl_config, num_visual, num_text, num_kept)
@@ -443,8 +441,7 @@ def flops_table(args: FlopsArguments) -> str:
         "|---" * (header.count("|") - 1) + "|",
     ]
     methods = args.method_list
-    if config.model_type in ANYRES_IMAGE_SIZES:  # the learned policy reads a grid, not the packed tiles
-        methods = [method for method in methods if method != "tprl"]
+    if config.model_type in ANYRES_IMAGE_SIZES:
         lines[0] += f" Plus {num_layout_tokens(config, args.image_size)} row newlines, all counted as kept."
     rows = [("full", num_visual)] + [(m, k) for k in args.kept_list for m in methods]
     for method, kept in rows:

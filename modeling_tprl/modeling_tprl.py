@@ -618,11 +618,17 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         return embeds.masked_scatter(image_mask.unsqueeze(-1), features.to(embeds.dtype)), image_mask
 
     def question_embeddings(
-        self, input_ids: torch.LongTensor, attention_mask: torch.LongTensor, images: "int | VisualTokens"
+        self, input_ids: torch.LongTensor, attention_mask: torch.LongTensor, images: "int | VisualTokens | dict"
     ) -> tuple[torch.FloatTensor, torch.BoolTensor]:
         """The pruner's question input for each image (`images`: their `VisualTokens`, or how many images of the
-        policy's grid): `[num_images, text_len, hidden]` embeddings of its row's text tokens and their mask."""
-        counts = images.counts if isinstance(images, VisualTokens) else torch.full((images,), self.num_visual_tokens)
+        policy's grid, or their image inputs): `[num_images, text_len, hidden]` embeddings of its row's text tokens
+        and their mask."""
+        if isinstance(images, dict):
+            counts = self.family.token_counts(self.config.base_config, images)
+        elif isinstance(images, VisualTokens):
+            counts = images.counts
+        else:
+            counts = torch.full((images,), self.num_visual_tokens)
         image_rows = self._image_rows(input_ids, counts.to(input_ids.device))
         question_ids, question_mask = self.question_token_ids(input_ids, attention_mask)
         return self.get_input_embeddings()(question_ids)[image_rows], question_mask[image_rows]

@@ -90,7 +90,7 @@ def test_budget_out_of_range_and_non_llava_config(tmp_path):
 def test_llava_next_7b_counts_its_crops_content_tokens_and_newlines():
     from tprl_eval.flops import num_crops, num_image_tokens, num_layout_tokens
 
-    config, _ = load_configs("llava-next-7b")
+    config, tprl_config = load_configs("llava-next-7b")
     llava, _ = load_configs("llava-1.5-7b")
     # 672x672: a base view and 2x2 tiles, 576 + 48x48 content tokens, a newline after each of the 48 tile rows
     assert (num_image_tokens(config), num_layout_tokens(config), num_crops(config)) == (2880, 48, 5)
@@ -98,8 +98,10 @@ def test_llava_next_7b_counts_its_crops_content_tokens_and_newlines():
     assert full.vision == 5 * prefill_flops(llava, 576, 64, method="full").vision
     kept = prefill_flops(config, 320, 64, method="cls_attention")
     assert kept.language_model == prefill_flops(llava, 368, 64, method="random").language_model  # 320 + 48 newlines
-    with pytest.raises(ValueError, match="training-free method"):
-        prefill_flops(config, 320, 64, method="tprl")
+    # The learned policy: its slots are the base view's 24x24 grid and a 72x72 tile grid, its steps over the tokens.
+    assert tprl_config.policy_grids == [(24, 24), (72, 72)]
+    learned = prefill_flops(config, 320, 64, method="tprl", tprl_config=tprl_config)
+    assert learned.language_model == kept.language_model and 0 < learned.selection < 0.05 * learned.total
 
 
 @pytest.mark.parametrize(("side", "tokens", "newlines", "crops"), [(768, 3645, 54, 5), (1152, 7290, 81, 10)])

@@ -36,7 +36,10 @@ class StateAutoencoderTrainer(PrunerStageTrainer):
     def stage_loss(self, model: TPRLForConditionalGeneration, inputs: dict) -> tuple[torch.Tensor, dict[str, float]]:
         autoencoder = model.pruner.autoencoder
         with torch.no_grad():
-            tokens = model.visual_tokens(**model.image_inputs(inputs)).to(autoencoder.encoder[1].weight.dtype)
+            image_inputs = model.image_inputs(inputs)
+            tokens = model.visual_tokens(**image_inputs).to(autoencoder.encoder[1].weight.dtype)
+            present = model.policy_present(image_inputs)  # an anyres family's slots: the images' tokens alone
+            tokens = tokens if present is None else tokens[present.to(tokens.device)]
         _, reconstruction = autoencoder(tokens)
         loss = torch.nn.functional.mse_loss(reconstruction, tokens)
         relative = relative_reconstruction_error(tokens, reconstruction.detach()).item()

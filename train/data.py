@@ -68,8 +68,8 @@ class VQACollator:
 
 
 class ImageCollator:
-    """Batches the images of `{"image", ...}` examples into the image inputs alone (`pixel_values`, and Qwen's
-    `image_grid_thw`), as the processor makes them: what the autoencoder stage reads (it reads no text, and tokenising
+    """Batches the images of `{"image", ...}` examples into the image inputs alone (`pixel_values`, and LLaVA-NeXT's
+    `image_sizes` or Qwen's `image_grid_thw`), as the processor makes them: what the autoencoder stage reads (it reads no text, and tokenising
     the prompts cost it a fifth of its time).
 
     Args:
@@ -81,7 +81,7 @@ class ImageCollator:
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         images = [example["image"] for example in examples]
-        if "image_grid_thw" in self.image_processor.model_input_names:
+        if self.image_processor.model_input_names != ["pixel_values"]:  # image_grid_thw, image_sizes
             return dict(self.image_processor(images, return_tensors="pt"))
         return {"pixel_values": pixel_values_of(images, self.image_processor)}
 

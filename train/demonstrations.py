@@ -38,7 +38,8 @@ def make_demonstrations(
     `dataset`), `keep_ratio` and `picks` (per step, the teacher's ordered picks); a leave-one-in teacher adds a
     fourth, `leave_one_in` (per visual token, the answer's log-likelihood with that token alone kept: the relevance
     target of imitation). With `shard_dir`, each batch's demonstrations are written there and read back on a rerun
-    with the same settings (other settings start the shards afresh).
+    with the same settings (other settings start the shards afresh). On an anyres base each image's budget is the
+    keep ratio of its own tokens.
     """
     budgets = [model.num_kept_tokens(keep_ratio=ratio) for ratio in keep_ratios]
     settings = {"teacher": teacher, "budgets": budgets, "batch_size": batch_size, "examples": len(dataset)}
@@ -50,13 +51,18 @@ def make_demonstrations(
         if shard is not None and shard.exists():
             return json.loads(shard.read_text())
         batch = {k: v.to(model.device) for k, v in collator([dataset[i] for i in rows]).items()}
+        image_inputs = model.image_inputs(batch)
         with torch.no_grad():  # the teachers' [CLS]-attention scores read this same vision pass
-            image_features = model.visual_tokens(**model.image_inputs(batch), keep_vision_layer_input=True)
+            image_features = model.visual_tokens(**image_inputs, keep_vision_layer_input=True)
+        present = model.policy_present(image_inputs)
+        batch_budgets = budgets
+        if present is not None:  # an anyres base: each image its keep ratio of its own tokens
+            batch_budgets = [model.visual_budgets(present.sum(1), keep_ratio=ratio) for ratio in keep_ratios]
         alone = leave_one_in_scores(model, batch, image_features) if teacher in BUDGET_TEACHERS else None
-        episodes = teacher_demonstrations(model, batch, image_features, budgets, teacher, alone)
+        episodes = teacher_demonstrations(model, batch, image_features, batch_budgets, teacher, alone)
         demonstrated = [
             {
-                "picks": [[step[position].tolist() for step in steps] for steps in episodes],
+                "picks": [[step[position][step[position] >= 0].tolist() for step in steps] for steps in episodes],
                 "leave_one_in": None if alone is None else alone[position].tolist(),
             }
             for position in range(len(rows))

@@ -28,10 +28,12 @@ from .stage_trainer import PrunerStageTrainer
 @dataclass
 class FrozenInputs:
     """The frozen part of what the policy reads of each example: the autoencoder's latents of its visual tokens and
-    its question's token ids (the prompt's text, never the answer). Kept on the CPU (~0.3 MB per example at 7B)."""
+    its question's token ids (the prompt's text, never the answer), and for an anyres base the policy's slots its
+    image has a token in (`present`). Kept on the CPU (~0.3 MB per example at 7B)."""
 
     latents: torch.Tensor
     question_ids: list[torch.Tensor]
+    present: torch.Tensor | None = None
 
 
 @torch.no_grad()
@@ -39,14 +41,17 @@ def encode_examples(
     model: TPRLForConditionalGeneration, examples: datasets.Dataset, collator, batch_size: int
 ) -> FrozenInputs:
     """The `FrozenInputs` of `examples` (one image each), row `i` of `examples` being example `i`."""
-    latents, question_ids = [], []
+    latents, question_ids, present = [], [], []
     for start in tqdm(range(0, len(examples), batch_size), desc="imitation inputs (latents, questions)"):
         rows = [examples[i] for i in range(start, min(start + batch_size, len(examples)))]
         batch = {k: v.to(model.device) for k, v in collator(rows).items()}
-        latents.append(model.pruner.autoencoder.encode(model.visual_tokens(**model.image_inputs(batch))).cpu())
+        image_inputs = model.image_inputs(batch)
+        latents.append(model.pruner.autoencoder.encode(model.visual_tokens(**image_inputs)).cpu())
+        present.append(model.policy_present(image_inputs))
         ids, mask = model.question_token_ids(batch["input_ids"], prompt_attention_mask(batch))
         question_ids.extend(row[keep].cpu() for row, keep in zip(ids, mask))
-    return FrozenInputs(torch.cat(latents), question_ids)
+    present = None if present[0] is None else torch.cat(present).cpu()
+    return FrozenInputs(torch.cat(latents), question_ids, present)
 
 
 class DemonstrationDataset(Dataset):
@@ -86,27 +91,23 @@ class DemonstrationDataset(Dataset):
         """Examples demonstrated (each at every budget)."""
         return len(self.inputs.question_ids)
 
+    def frozen_inputs(self, example: int) -> dict:
+        """What the policy reads of `example` (an example index)."""
+        inputs = {"latents": self.inputs.latents[example], "question_ids": self.inputs.question_ids[example]}
+        if self.inputs.present is not None:
+            inputs["present"] = self.inputs.present[example]
+        return inputs
+
     def relevance_batch(self, examples: list[int]) -> dict:
         """The frozen inputs and the `relevant` tokens of `examples` (example indices), collated; for PPO's relevance
         target."""
         return collate_demonstrations(
-            [
-                {
-                    "latents": self.inputs.latents[example],
-                    "question_ids": self.inputs.question_ids[example],
-                    "relevant": self.relevant[example],
-                }
-                for example in examples
-            ]
+            [self.frozen_inputs(example) | {"relevant": self.relevant[example]} for example in examples]
         )
 
     def __getitem__(self, row: int) -> dict:
         example = self.examples[row]
-        item = {
-            "latents": self.inputs.latents[example],
-            "question_ids": self.inputs.question_ids[example],
-            "picks": [torch.tensor(step) for step in self.picks[row]],
-        }
+        item = self.frozen_inputs(example) | {"picks": [torch.tensor(step) for step in self.picks[row]]}
         if self.relevant is not None:
             item["relevant"] = self.relevant[example]
         return item
@@ -122,10 +123,14 @@ def collate_demonstrations(rows: list[dict]) -> dict:
         "question_ids": question_ids,
         "question_mask": torch.arange(question_ids.shape[1])[None] < lengths[:, None],
     }
-    if "picks" in rows[0]:
-        batch["picks"] = [torch.stack([row["picks"][step] for row in rows]) for step in range(len(rows[0]["picks"]))]
-    if "relevant" in rows[0]:
-        batch["relevant"] = torch.stack([row["relevant"] for row in rows])
+    if "picks" in rows[0]:  # right-padded with -1 where images of different sizes keep different counts
+        batch["picks"] = [
+            pad_sequence([row["picks"][step] for row in rows], batch_first=True, padding_value=-1)
+            for step in range(len(rows[0]["picks"]))
+        ]
+    for name in ("relevant", "present"):
+        if name in rows[0]:
+            batch[name] = torch.stack([row[name] for row in rows])
     return batch
 
 
@@ -133,7 +138,9 @@ def frozen_episode_inputs(model: TPRLForConditionalGeneration, batch: dict) -> E
     """The policy's inputs for collated `FrozenInputs` (`collate_demonstrations`): their latents and the base's
     embeddings of their question ids."""
     question_embeds = model.get_input_embeddings()(batch["question_ids"])
-    return model.pruner.policy.embed_inputs(batch["latents"], question_embeds, batch["question_mask"])
+    return model.pruner.policy.embed_inputs(
+        batch["latents"], question_embeds, batch["question_mask"], batch.get("present")
+    )
 
 
 def relevance_loss(keep_logits: list[torch.Tensor], relevant: torch.Tensor) -> torch.Tensor:
@@ -150,6 +157,22 @@ def relevance_loss(keep_logits: list[torch.Tensor], relevant: torch.Tensor) -> t
         bce = F.binary_cross_entropy_with_logits(logits.masked_fill(~scored, 0.0), target, reduction="none")
         losses.append((bce * scored).sum() / scored.sum().clamp(min=1))
     return torch.stack(losses).mean()
+
+
+def episode_budgets(picks: list[torch.Tensor]) -> int | torch.Tensor:
+    """The budget of each episode of given `picks` (per step, right-padded with -1): one for all, or one per row."""
+    counts = (picks[-1] >= 0).sum(1)
+    return picks[-1].shape[1] if bool((counts == picks[-1].shape[1]).all()) else counts
+
+
+def pick_mean(values: torch.Tensor, picks: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """The mean of per-pick `values` over the real picks (`picks` right-padded with -1), over all or along `dim`."""
+    real = picks >= 0
+    if bool(real.all()):
+        return values.mean() if dim is None else values.mean(dim)
+    if dim is None:
+        return (values * real).sum() / real.sum().clamp(min=1)
+    return (values * real).sum(dim) / real.sum(dim).clamp(min=1)
 
 
 class BudgetBatchSampler(Sampler):
@@ -223,8 +246,8 @@ class ImitationTrainer(PrunerStageTrainer):
 
     def stage_loss(self, model: TPRLForConditionalGeneration, inputs: dict) -> tuple[torch.Tensor, dict[str, float]]:
         policy, picks = model.pruner.policy, inputs["picks"]
-        episode = policy.episode(frozen_episode_inputs(model, inputs), picks[-1].shape[1], actions=picks)
-        loss = -torch.stack([log_probs.mean() for log_probs in episode.log_probs]).mean()
+        episode = policy.episode(frozen_episode_inputs(model, inputs), episode_budgets(picks), actions=picks)
+        loss = -torch.stack([pick_mean(log_probs, step) for log_probs, step in zip(episode.log_probs, picks)]).mean()
         if self.relevance_coef == 0:
             return loss, {}
         relevance = relevance_loss(episode.keep_logits, inputs["relevant"])

@@ -29,7 +29,7 @@ from modeling_tprl.configuration_tprl import num_kept_for_ratio
 from modeling_tprl.pruning_tprl import TPRLPolicy
 
 from .data import prompt_attention_mask
-from .imitation import DemonstrationDataset, frozen_episode_inputs, relevance_loss
+from .imitation import DemonstrationDataset, episode_budgets, frozen_episode_inputs, pick_mean, relevance_loss
 from .ppo_config import TPRLPPOConfig
 from .scoring import answer_scores
 from .stage_trainer import PrunerStageTrainer
@@ -92,7 +92,8 @@ class Rollout:
     """One batch of episodes, everything the PPO epochs need. Per question: the policy's frozen inputs (`latents`,
     `question_embeds`, `question_mask`); per episode: its question (`episode_question`) and whether the PPO epochs
     train on it (`trained`); per step t: `picks[t]` and `log_probs[t]` (`[episodes, k_t]`); per episode and step:
-    values, advantages, returns. `metrics` are logged."""
+    values, advantages, returns. `metrics` are logged. For an anyres base, `present`: the policy's slots each question's
+    image has a token in (the picks then right-padded with -1)."""
 
     latents: torch.Tensor
     question_embeds: torch.Tensor
@@ -105,6 +106,7 @@ class Rollout:
     returns: torch.Tensor
     trained: torch.Tensor
     metrics: dict[str, float]
+    present: torch.Tensor | None = None
 
 
 class RolloutSampler(Sampler):
@@ -211,13 +213,15 @@ class TPRLPPOTrainer(PrunerStageTrainer):
         args, model = self.args, self.tprl_model
         policy = model.pruner.policy
         policy.eval()
-        image_features = model.visual_tokens(**model.image_inputs(batch))
+        image_inputs = model.image_inputs(batch)
+        image_features = model.visual_tokens(**image_inputs)
+        present = model.policy_present(image_inputs)  # an anyres base: each image its own tokens and budget
         questions, total, _ = image_features.shape
         all_tokens = torch.arange(total, device=image_features.device).expand(questions, -1)
         full_score, _ = self._score(batch, image_features, all_tokens)
         latents = model.pruner.autoencoder.encode(image_features)
         question_embeds, question_mask = model.question_embeddings(
-            batch["input_ids"], prompt_attention_mask(batch), questions
+            batch["input_ids"], prompt_attention_mask(batch), questions if present is None else image_inputs
         )
         # Consecutive episodes share a question: what does not depend on the episode is computed once per question.
         group_size = args.num_generations
@@ -225,20 +229,24 @@ class TPRLPPOTrainer(PrunerStageTrainer):
         batch = {key: value[episode_question] for key, value in batch.items() if key != "pixel_values"}
         image_features, score = image_features[episode_question], full_score[episode_question]
         num_kept = model.num_kept_tokens(keep_ratio=keep_ratio)
-        inputs = policy.embed_inputs(latents, question_embeds, question_mask)
+        if present is not None:
+            total = present.sum(1)[episode_question]
+            num_kept = model.visual_budgets(present.sum(1), keep_ratio=keep_ratio)[episode_question]
+        inputs = policy.embed_inputs(latents, question_embeds, question_mask, present)
         episode = policy.episode(inputs, num_kept, sample=True, episode_question=episode_question)
-        ref_inputs = self.ref_policy.embed_inputs(latents, question_embeds, question_mask)
+        ref_inputs = self.ref_policy.embed_inputs(latents, question_embeds, question_mask, present)
         reference = self.ref_policy.episode(
             ref_inputs, num_kept, actions=episode.picks, episode_question=episode_question
         )
         rewards, kls, previous = [], [], total
         for picks, log_probs, ref_log_probs in zip(episode.picks, episode.log_probs, reference.log_probs):
-            kl = (log_probs - ref_log_probs).mean(1)
+            kl = pick_mean(log_probs - ref_log_probs, picks, dim=1)
             new_score, correct = self._score(batch, image_features, picks.sort(dim=1).values)
-            removed = (previous - picks.shape[1]) / total
+            kept = picks.shape[1] if present is None else (picks >= 0).sum(1)
+            removed = (previous - kept) / total
             rewards.append(args.score_weight * (new_score - score) + args.compute_weight * removed - args.kl_coef * kl)
             kls.append(kl)
-            score, previous = new_score, picks.shape[1]
+            score, previous = new_score, kept
         rewards = torch.stack(rewards, 1)
         if args.whiten_rewards:
             rewards = whiten(rewards, shift_mean=False)
@@ -256,7 +264,7 @@ class TPRLPPOTrainer(PrunerStageTrainer):
             "objective/score_full": full_score.mean().item(),
             "objective/score_kept": score.mean().item(),
             "objective/accuracy_kept": correct.mean().item(),
-            "objective/keep_ratio": num_kept / total,
+            "objective/keep_ratio": num_kept / total if present is None else (num_kept / total).mean().item(),
             "objective/kl": torch.stack(kls, 1).sum(1).mean().item(),
             "objective/trained_questions": trained.float().mean().item(),  # the share that carries the signal
             "val/explained_variance": (1 - (returns - episode.values).var() / returns.var().clamp(min=1e-8)).item(),
@@ -273,6 +281,7 @@ class TPRLPPOTrainer(PrunerStageTrainer):
             returns=returns,
             trained=trained,
             metrics=metrics,
+            present=present,
         )
 
     def _keep_ratio_for(self, rollout_index: int) -> float:
@@ -325,6 +334,8 @@ class TPRLPPOTrainer(PrunerStageTrainer):
             k: v.to(self.args.device) for k, v in self.relevance_dataset.relevance_batch(examples.tolist()).items()
         }
         budget = model.num_kept_tokens(keep_ratio=min(self.args.keep_ratios))
+        if "present" in batch:  # an anyres base: each image its keep ratio of its own tokens
+            budget = model.visual_budgets(batch["present"].sum(1), keep_ratio=min(self.args.keep_ratios))
         episode = model.pruner.policy.episode(frozen_episode_inputs(model, batch), budget)
         return relevance_loss(episode.keep_logits, batch["relevant"])
 
@@ -336,11 +347,12 @@ class TPRLPPOTrainer(PrunerStageTrainer):
         if len(rows) == 0:  # no episode here (but maybe on another process): a zero loss that reaches every weight
             return sum(parameter.sum() for parameter in policy.parameters()) * 0.0, {}
         questions, episode_question = rollout.episode_question[rows].unique(return_inverse=True)
+        present = None if rollout.present is None else rollout.present[questions]
         inputs = policy.embed_inputs(
-            rollout.latents[questions], rollout.question_embeds[questions], rollout.question_mask[questions]
+            rollout.latents[questions], rollout.question_embeds[questions], rollout.question_mask[questions], present
         )
         picks = [step_picks[rows] for step_picks in rollout.picks]
-        episode = policy.episode(inputs, picks[-1].shape[1], actions=picks, episode_question=episode_question)
+        episode = policy.episode(inputs, episode_budgets(picks), actions=picks, episode_question=episode_question)
         num_steps = len(picks)
         loss, stats = 0.0, dict.fromkeys(PPO_STATS, 0.0)
         for step in range(num_steps):
@@ -348,19 +360,19 @@ class TPRLPPOTrainer(PrunerStageTrainer):
             ratio = log_ratio.exp()
             advantage = rollout.advantages[rows, step, None]
             clipped_ratio = ratio.clamp(1 - args.cliprange, 1 + args.cliprange)
-            policy_loss = torch.max(-advantage * ratio, -advantage * clipped_ratio).mean()
+            policy_loss = pick_mean(torch.max(-advantage * ratio, -advantage * clipped_ratio), picks[step])
             value, old_value, target = episode.values[:, step], rollout.values[rows, step], rollout.returns[rows, step]
             clipped_value = old_value + (value - old_value).clamp(-args.cliprange_value, args.cliprange_value)
             value_losses = torch.stack([(value - target) ** 2, (clipped_value - target) ** 2])
             value_loss = 0.5 * value_losses.max(0).values.mean()
-            entropy = episode.entropies[step].mean()
+            entropy = pick_mean(episode.entropies[step], picks[step])
             loss = loss + (policy_loss + args.vf_coef * value_loss - args.entropy_coef * entropy) / num_steps
             for key, value in (
                 ("loss/policy_avg", policy_loss),
                 ("loss/value_avg", value_loss),
                 ("policy/entropy_avg", entropy),
-                ("policy/clipfrac_avg", ((ratio - 1).abs() > args.cliprange).float().mean()),
-                ("policy/approxkl_avg", 0.5 * (log_ratio**2).mean()),
+                ("policy/clipfrac_avg", pick_mean(((ratio - 1).abs() > args.cliprange).float(), picks[step])),
+                ("policy/approxkl_avg", 0.5 * pick_mean(log_ratio**2, picks[step])),
                 ("val/clipfrac_avg", (value_losses[1] > value_losses[0]).float().mean()),
             ):
                 stats[key] += value.item() / num_steps

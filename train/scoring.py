@@ -27,14 +27,20 @@ def answer_scores(
     Args:
         model ([`TPRLForConditionalGeneration`]): the model; only its base and insertion path are used.
         batch (`dict`): `input_ids`, `attention_mask`, `labels` (answer tokens, `-100` elsewhere).
-        image_features (`torch.Tensor`): `[images, tokens, hidden]` projected visual tokens of `pixel_values`.
-        kept_visual_indices (`torch.Tensor`): `[images, kept]` the selection to score.
+        image_features (`torch.Tensor`): `[images, tokens, hidden]` projected visual tokens of `pixel_values`
+            (`model.visual_tokens`: for an anyres base, on the policy's slots).
+        kept_visual_indices (`torch.Tensor`): `[images, kept]` the selection to score (right-padded with -1).
     """
+    # The family's other image inputs (Qwen's image_grid_thw): the kept tokens' positions are read from them.
+    image_inputs = {name: value for name, value in model.image_inputs(batch).items() if name != "pixel_values"}
+    if model.policy_slots(image_inputs) is not None:  # an anyres base: its packed tokens and their newlines
+        image_features, kept_visual_indices = model.tokens_from_slots(
+            image_inputs, image_features, kept_visual_indices
+        )
     pruned = model.prune_inputs(
         batch["input_ids"],
         pixel_values=None,
-        # The family's other image inputs (Qwen's image_grid_thw): the kept tokens' positions are read from them.
-        **{name: value for name, value in model.image_inputs(batch).items() if name != "pixel_values"},
+        **image_inputs,
         attention_mask=batch["attention_mask"],
         labels=batch["labels"],
         kept_visual_indices=kept_visual_indices,

@@ -118,7 +118,12 @@ def cls_attention_importance(
 ) -> torch.Tensor:
     """`[images, tokens]` the vision pass's attention score of each token (the vision_attention method: LLaVA's [CLS]
     attention, what Qwen's tokens receive in a full-attention block); -inf if dropped."""
-    scores = vision_attention_scores(model, **model.image_inputs(batch))
+    image_inputs = model.image_inputs(batch)
+    scores = vision_attention_scores(model, **image_inputs)
+    slots = model.policy_slots(image_inputs)
+    if slots is not None:  # an anyres base's tokens onto the policy's slots, nothing in the empty ones
+        slots = slots.to(scores.device)
+        scores = scores.gather(1, slots.clamp(min=0)).masked_fill(slots < 0, 0.0)
     return _mask_dropped(scores.float(), kept_visual_indices)
 
 
@@ -161,6 +166,14 @@ def leave_one_in_scores(
     """`[images, tokens]` the answer's log-likelihood when each visual token alone is kept (one image per row)."""
     images, total, hidden = image_features.shape
     chunk_size = chunk_size or leave_one_in_chunk_size(batch["input_ids"].shape[1], hidden)
+    present = model.policy_present(model.image_inputs(batch))
+    if present is not None:  # an anyres base: the slots each image has a token in; -inf in the others
+        rows, alone = present.to(image_features.device).nonzero(as_tuple=True)
+        scores = torch.full((images, total), -torch.inf, device=image_features.device)
+        scores[rows, alone] = _log_likelihoods_of_selections(
+            model, batch, image_features, rows, alone[:, None], chunk_size
+        ).float()
+        return scores
     rows = torch.arange(images, device=image_features.device).repeat_interleave(total)
     alone = torch.arange(total, device=image_features.device).repeat(images)[:, None]
     return (
@@ -179,29 +192,34 @@ def leave_one_in_or_cls_attention(
     model: TPRLForConditionalGeneration,
     batch: dict[str, torch.Tensor],
     image_features: torch.Tensor,
-    budgets: list[int],
+    budgets: list[int | torch.Tensor],
     alone: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
     """
-    For each budget k of `budgets`, `[images, tokens]` per example the ranking whose k tokens give the frozen LLaVA
-    the highest answer log-likelihood among: log [CLS] attention, and leave-one-in's top k x each of
-    `LEAVE_ONE_IN_SHARES` ahead of it. Leave-one-in, the costly part, does not depend on the budget: it is scored
-    once for all of them (or given: `alone`, `leave_one_in_scores`).
+    For each budget k of `budgets` (one for all images, or one per image), `[images, tokens]` per example the ranking
+    whose k tokens give the frozen LLaVA the highest answer log-likelihood among: log [CLS] attention, and
+    leave-one-in's top k x each of `LEAVE_ONE_IN_SHARES` ahead of it. Leave-one-in, the costly part, does not depend
+    on the budget: it is scored once for all of them (or given: `alone`, `leave_one_in_scores`).
     """
     every_token = torch.arange(image_features.shape[1], device=image_features.device).expand(len(image_features), -1)
     cls = cls_attention_importance(model, batch, image_features, every_token).log()
     alone = leave_one_in_scores(model, batch, image_features) if alone is None else alone
+    lowest = alone.masked_fill(alone.isinf(), torch.inf).min()  # of the tokens there are (an anyres base's slots)
     rankings = []
     for num_kept in budgets:
         candidates = [cls]
         for share in LEAVE_ONE_IN_SHARES:
-            top = alone.topk(max(1, round(num_kept * share)), dim=1)
-            candidates.append(cls.scatter(1, top.indices, top.values - alone.min() + cls.max() + 1))
+            if isinstance(num_kept, int):
+                top = alone.topk(max(1, round(num_kept * share)), dim=1)
+                candidates.append(cls.scatter(1, top.indices, top.values - lowest + cls.max() + 1))
+            else:  # each image its own top: the others keep their [CLS] score
+                top = top_k(alone, (num_kept * share).round().long().clamp(min=1))
+                boosted = alone.gather(1, top.clamp(min=0)) - lowest + cls.max() + 1
+                boosted = torch.where(top >= 0, boosted, cls.gather(1, top.clamp(min=0)))
+                candidates.append(cls.scatter(1, top.clamp(min=0), boosted))
         likelihoods = torch.stack(
             [
-                answer_scores(
-                    model, batch, image_features, scores.topk(num_kept, dim=1).indices.sort(dim=1).values
-                ).log_likelihood
+                answer_scores(model, batch, image_features, top_k(scores, num_kept).sort(dim=1).values).log_likelihood
                 for scores in candidates
             ],
             dim=1,
@@ -209,6 +227,15 @@ def leave_one_in_or_cls_attention(
         best = likelihoods.argmax(dim=1)
         rankings.append(torch.stack(candidates, dim=1)[torch.arange(len(best), device=best.device), best])
     return rankings
+
+
+def top_k(scores: torch.Tensor, count: int | torch.Tensor) -> torch.Tensor:
+    """Each row's `count` highest-scoring tokens (`count`: one for all rows, or one per row, when the rows are
+    right-padded with -1), in decreasing order of score."""
+    if isinstance(count, int):
+        return scores.topk(count, dim=1).indices
+    indices = scores.topk(int(count.max()), dim=1).indices
+    return indices.masked_fill(torch.arange(indices.shape[1], device=indices.device) >= count[:, None], -1)
 
 
 def _mask_dropped(scores: torch.Tensor, kept_visual_indices: torch.Tensor) -> torch.Tensor:
@@ -230,13 +257,15 @@ LAST_STEP_TEACHERS = {"cls_attention_then_leave_one_out": leave_one_out_with_cls
 SELECTION_FREE_TEACHERS = {"answer_attention", "cls_attention", "cls_attention_then_leave_one_out"}
 # Teachers whose scores do not depend on the selection but on the episode's budget: scored once for all budgets.
 BUDGET_TEACHERS = {"leave_one_in_or_cls_attention"}
+# Teachers that rank an anyres base's images, whose token counts and budgets differ, by scores made once.
+ANYRES_TEACHERS = ("cls_attention", "leave_one_in_or_cls_attention")
 
 
 def teacher_demonstrations(
     model: TPRLForConditionalGeneration,
     batch: dict[str, torch.Tensor],
     image_features: torch.Tensor,
-    budgets: list[int],
+    budgets: list[int | torch.Tensor],
     teacher: str,
     leave_one_in: torch.Tensor | None = None,
 ) -> list[list[torch.Tensor]]:
@@ -244,10 +273,17 @@ def teacher_demonstrations(
     The teacher's episode at each budget of `budgets`: for each step, `[images, k_step]` picks ordered by decreasing
     importance (the order is the Plackett-Luce action the policy imitates). Each step's picks are a subset of the
     previous step's. Scores that do not depend on the selection are computed once for all budgets; a budget teacher
-    takes the `leave_one_in` scores if they are given.
+    takes the `leave_one_in` scores if they are given. For an anyres base (`image_features` on the policy's slots) a
+    budget is one per image, the picks right-padded with -1, and each episode starts from the slots an image has.
     """
     if teacher not in TEACHERS:
         raise ValueError(f"Unknown teacher {teacher!r}; choose from {tuple(TEACHERS)}.")
+    present = model.policy_present(model.image_inputs(batch))
+    if present is not None and teacher not in ANYRES_TEACHERS:
+        raise ValueError(
+            f"Teacher {teacher!r} scores selections of a fixed size; on an anyres base (images of different token "
+            f"counts) use one of {ANYRES_TEACHERS}."
+        )
     images, total, _ = image_features.shape
     every_token = torch.arange(total, device=image_features.device).expand(images, -1)
     if teacher in BUDGET_TEACHERS:
@@ -261,6 +297,8 @@ def teacher_demonstrations(
     for num_kept, scores_of_episode in zip(budgets, fixed_scores):
 
         def rank(step: int, kept_mask: torch.Tensor, count: int, scores_of_episode=scores_of_episode) -> torch.Tensor:
+            if present is not None:  # the images keep different counts: masked, not gathered
+                return top_k(scores_of_episode.masked_fill(~kept_mask, -torch.inf), count)
             kept = kept_mask.nonzero()[:, 1].view(images, -1)
             if step == num_steps - 1 and teacher in LAST_STEP_TEACHERS:
                 scores = LAST_STEP_TEACHERS[teacher](model, batch, image_features, kept)
@@ -270,6 +308,7 @@ def teacher_demonstrations(
                 scores = TEACHERS[teacher](model, batch, image_features, kept)
             return scores.topk(count, dim=1).indices
 
-        all_kept = torch.ones(images, total, dtype=torch.bool, device=image_features.device)
-        episodes.append([picks for _, picks in run_episode(rank, all_kept, num_kept, num_steps)])
+        start = torch.ones(images, total, dtype=torch.bool, device=image_features.device)
+        start = start if present is None else present.to(start.device)
+        episodes.append([picks for _, picks in run_episode(rank, start, num_kept, num_steps)])
     return episodes

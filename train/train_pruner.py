@@ -26,13 +26,15 @@ from pathlib import Path
 
 import datasets
 from accelerate import PartialState
-from transformers import AutoConfig, PreTrainedConfig, Trainer, TrainingArguments, set_seed
+from transformers import AutoConfig, PreTrainedConfig, ProcessorMixin, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import TrlParser
 
 from modeling_tprl import TPRLConfig, TPRLForConditionalGeneration
 from modeling_tprl.processing_tprl import load_processor
 from tprl_digit_world.builder import DigitWorldBuilder
+from tprl_digit_world.canvas import SQUARE_CANVAS
+from tprl_digit_world.processor import canvas_shapes_of
 from tprl_eval.command_line import command
 from tprl_eval.flops import num_image_tokens
 
@@ -187,14 +189,20 @@ class PrunerTrainingArguments:
             raise ValueError(f"num_demonstrations ({self.num_demonstrations}) exceeds train_size ({self.train_size}).")
 
 
-def load_training_data(args: PrunerTrainingArguments, cache_dir: str, seed: int) -> datasets.Dataset:
+def load_training_data(
+    args: PrunerTrainingArguments, cache_dir: str, seed: int, processor: ProcessorMixin | None = None
+) -> datasets.Dataset:
+    """The training split: the digit world (its canvases of the shapes the base's `processor` reads), or a dataset
+    with image, question and answer columns."""
     if args.dataset == "digit_world":
+        shapes = canvas_shapes_of(processor) if processor is not None else SQUARE_CANVAS
         builder = DigitWorldBuilder(
             cache_dir=cache_dir,
             seed=seed,
             train_size=args.train_size,
             min_digits=args.min_digits,
             max_digits=args.max_digits,
+            **({} if shapes == SQUARE_CANVAS else {"canvas_shapes": shapes}),  # the square world's cache stays
         )
         builder.download_and_prepare()
         return builder.as_dataset(args.dataset_split)
@@ -363,7 +371,7 @@ def run(script_args: PrunerTrainingArguments, model_args: TPRLModelConfig, ppo_c
     collator = VQACollator(processor)
     distributed = PartialState()
     with distributed.main_process_first():
-        dataset = load_training_data(script_args, str(output_dir / "data_cache"), ppo_config.seed)
+        dataset = load_training_data(script_args, str(output_dir / "data_cache"), ppo_config.seed, processor)
     device, batch_size = ppo_config.device, script_args.stage_batch_size
 
     stage_dir = output_dir / "autoencoder"
