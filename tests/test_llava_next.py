@@ -203,3 +203,52 @@ def test_the_newline_choices_are_measured_on_the_tiled_digit_world():
             assert 0 < row["newline_tokens"] <= full["newline_tokens"]
         else:
             assert row["newline_tokens"] == expected
+
+
+@pytest.fixture(scope="module")
+def digit_world_next_dir(tmp_path_factory):
+    """The tiny LLaVA-NeXT of the tiled digit world (random weights) with its processor, on disk."""
+    from tprl_digit_world import build_llava_next_processor as build_digit_processor
+    from tprl_digit_world import build_tiny_llava_next
+
+    processor = build_digit_processor()
+    set_seed(0)
+    path = tmp_path_factory.mktemp("next_base")
+    build_tiny_llava_next(processor).save_pretrained(path)
+    processor.save_pretrained(path)
+    return str(path)
+
+
+def test_tprl_train_runs_every_stage_on_a_llava_next_base(digit_world_next_dir, tmp_path):
+    import datasets
+    import numpy as np
+
+    from modeling_tprl.processing_tprl import load_processor
+    from tprl_digit_world import prompt_for
+    from tprl_train.train_pruner import main
+
+    main(
+        [
+            *["--config", "train/configs/digit_world_llava_next.yaml"],
+            *["--base_model_name_or_path", digit_world_next_dir, "--output_dir", str(tmp_path), "--train_size", "32"],
+            *["--autoencoder_steps", "2", "--num_demonstrations", "8", "--imitation_steps", "2", "--max_steps", "4"],
+            *["--num_generations", "2", "--per_device_train_batch_size", "4", "--save_steps", "4"],
+            *["--eval_size", "8", "--disable_tqdm", "true"],
+        ]
+    )
+    # The teacher kept each canvas's keep ratio of its own content tokens (180 or 108) on the policy's 180 slots.
+    demonstrations = datasets.load_from_disk(str(tmp_path / "demonstrations"))
+    for row in demonstrations:
+        assert len(row["picks"][-1]) in {max(1, round(count * row["keep_ratio"])) for count in (180, 108)}
+        assert all(0 <= pick < 180 for step in row["picks"] for pick in step)
+    assert {len(row["picks"][-1]) for row in demonstrations if row["keep_ratio"] < 0.2} == {20, 12}
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "| tprl (imitation only) |" in report and "| oracle |" in report and "| cls_attention |" in report
+    # The trained checkpoint keeps each canvas's own budget: 20 of 180 and 12 of 108 content tokens at 1/9.
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path / "ppo" / "final").eval()
+    processor = load_processor(tmp_path / "ppo" / "final")
+    images = [np.zeros((96, 96, 3), np.uint8), np.zeros((48, 96, 3), np.uint8)]
+    inputs = processor(images=images, text=[prompt_for("what color is the 7")] * 2, return_tensors="pt", padding=True)
+    model.config.layout_tokens = "none"
+    with torch.no_grad():
+        assert model(**inputs, keep_ratio=1 / 9).num_visual_tokens_kept.tolist() == [20, 12]
