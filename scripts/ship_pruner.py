@@ -1,5 +1,5 @@
-"""Refreshes a shipped trained pruner (`digit_world/tiny_llava_tprl/`, `digit_world/tiny_qwen2_5_vl_tprl/`) from a
-main-job checkpoint.
+"""Refreshes a shipped trained pruner (`digit_world/tiny_llava_tprl/`, `digit_world/tiny_qwen2_5_vl_tprl/`,
+`digit_world/tiny_llava_next_tprl/`) from a main-job checkpoint.
 
     tprl-train --config train/configs/digit_world.yaml
     python scripts/ship_pruner.py --checkpoint outputs/tprl_digit_world/budget/final \
@@ -7,6 +7,9 @@ main-job checkpoint.
     tprl-train --config train/configs/digit_world_qwen2_5_vl.yaml
     python scripts/ship_pruner.py --checkpoint outputs/tprl_digit_world_qwen2_5_vl/budget/final \
         --results outputs/tprl_digit_world_qwen2_5_vl/eval/results.json --target digit_world/tiny_qwen2_5_vl_tprl
+    tprl-train --config train/configs/digit_world_llava_next.yaml
+    python scripts/ship_pruner.py --checkpoint outputs/tprl_digit_world_llava_next/ppo/final \
+        --results outputs/tprl_digit_world_llava_next/eval/results.json --target digit_world/tiny_llava_next_tprl
 
 Copies the pruner-only checkpoint's config, weights, generation config and processor (not its code files: the
 package that ships it has the code), names its shipped tiny base relative to itself ("../tiny_llava"), adds the
@@ -29,6 +32,7 @@ from modeling_tprl import TPRLForConditionalGeneration  # noqa: E402
 from modeling_tprl.processing_tprl import load_processor  # noqa: E402
 from tprl_digit_world import EMBEDDED_TPRL_PATH, DigitWorld  # noqa: E402
 from tprl_digit_world.batching import DigitWorldCollator  # noqa: E402
+from tprl_digit_world.processor import canvas_shapes_of  # noqa: E402
 
 
 SHIPPED_FILES = (
@@ -59,11 +63,16 @@ def ship(checkpoint: Path, results: Path, target: Path) -> None:
     shutil.copy2(results, target / "results.json")
 
     source, shipped = (TPRLForConditionalGeneration.from_pretrained(path) for path in (checkpoint, target))
-    examples = [DigitWorld("test").sample(np.random.default_rng(seed)) for seed in range(16)]
-    inputs = DigitWorldCollator(load_processor(target))(examples)
-    adaptive_target = sum(source.config.adaptive_keep_ratio_range) / 2  # within its measured operating points
+    processor = load_processor(target)
+    world = DigitWorld("test", canvas_shapes_of(processor))
+    examples = [world.sample(np.random.default_rng(seed)) for seed in range(16)]
+    inputs = DigitWorldCollator(processor)(examples)
+    budgets = [{"keep_ratio": 1 / 9}]
+    if source.config.adaptive_budgets:
+        adaptive_target = sum(source.config.adaptive_keep_ratio_range) / 2  # within its measured operating points
+        budgets.append({"keep_ratio": "adaptive", "target_keep_ratio": adaptive_target})
     with torch.no_grad():
-        for budget in ({"keep_ratio": 1 / 9}, {"keep_ratio": "adaptive", "target_keep_ratio": adaptive_target}):
+        for budget in budgets:
             expected, got = (model.generate(**inputs, max_new_tokens=3, **budget) for model in (source, shipped))
             if not torch.equal(expected, got):
                 raise RuntimeError(f"The shipped pruner answers differently from {checkpoint} at {budget}.")

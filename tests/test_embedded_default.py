@@ -1,5 +1,5 @@
-"""The shipped tiny bases (LLaVA, Qwen2.5-VL): plain transformers loads them, they answer held-out questions, and
-their shipped pruners answer as their evaluations say."""
+"""The shipped tiny bases (LLaVA, LLaVA-NeXT, Qwen2.5-VL): plain transformers loads them, they answer held-out
+questions, and their shipped pruners answer as their evaluations say."""
 
 import json
 from pathlib import Path
@@ -13,14 +13,18 @@ from modeling_tprl import TPRLForConditionalGeneration
 from modeling_tprl.processing_tprl import load_processor
 from tprl_digit_world import (
     EMBEDDED_BASE_PATH,
+    EMBEDDED_LLAVA_NEXT_PATH,
     EMBEDDED_QWEN2_5_VL_PATH,
     EMBEDDED_QWEN2_5_VL_TPRL_PATH,
     EMBEDDED_TPRL_PATH,
 )
 from tprl_digit_world.evaluation import answer_accuracy, fixed_examples
+from tprl_digit_world.processor import canvas_shapes_of
 
 
-EMBEDDED_BASES = pytest.mark.parametrize("base", [EMBEDDED_BASE_PATH, EMBEDDED_QWEN2_5_VL_PATH], ids=["llava", "qwen"])
+EMBEDDED_BASES = pytest.mark.parametrize(
+    "base", [EMBEDDED_BASE_PATH, EMBEDDED_LLAVA_NEXT_PATH, EMBEDDED_QWEN2_5_VL_PATH], ids=["llava", "next", "qwen"]
+)
 SHIPPED_PRUNERS = pytest.mark.parametrize(
     "pruner, base",
     [(EMBEDDED_TPRL_PATH, EMBEDDED_BASE_PATH), (EMBEDDED_QWEN2_5_VL_TPRL_PATH, EMBEDDED_QWEN2_5_VL_PATH)],
@@ -31,8 +35,9 @@ SHIPPED_PRUNERS = pytest.mark.parametrize(
 @EMBEDDED_BASES
 def test_pipeline_answers_a_test_canvas(base):
     # The processor as load_processor gives it: Qwen's full one needs torchvision for its video processor.
-    pipe = pipeline("image-text-to-text", model=base, processor=load_processor(base))
-    examples = fixed_examples("test", 8, seed=123)
+    processor = load_processor(base)
+    pipe = pipeline("image-text-to-text", model=base, processor=processor)
+    examples = fixed_examples("test", 8, seed=123, canvas_shapes=canvas_shapes_of(processor))
     answers = []
     for example in examples:
         messages = [
@@ -54,7 +59,9 @@ def test_shipped_accuracy_matches_its_training_record(base):
     model = AutoModelForImageTextToText.from_pretrained(base)
     record = json.loads((Path(base) / "training_run.json").read_text())
     torch.manual_seed(0)
-    result = answer_accuracy(model, load_processor(base), fixed_examples("test", 2000, seed=0)[:256])
+    processor = load_processor(base)
+    examples = fixed_examples("test", 2000, seed=0, canvas_shapes=canvas_shapes_of(processor))[:256]
+    result = answer_accuracy(model, processor, examples)
     assert result["accuracy"] >= record["test"]["accuracy"] - 0.06
 
 

@@ -351,12 +351,14 @@ class TPRLPPOTrainer(PrunerStageTrainer):
         inputs = policy.embed_inputs(
             rollout.latents[questions], rollout.question_embeds[questions], rollout.question_mask[questions], present
         )
-        picks = [step_picks[rows] for step_picks in rollout.picks]
+        # These episodes' picks, right-padded to the most any of them keeps (a rollout's largest image may keep more).
+        widths = [int((step_picks[rows] >= 0).sum(1).max()) for step_picks in rollout.picks]
+        picks = [step_picks[rows, :width] for step_picks, width in zip(rollout.picks, widths)]
         episode = policy.episode(inputs, episode_budgets(picks), actions=picks, episode_question=episode_question)
         num_steps = len(picks)
         loss, stats = 0.0, dict.fromkeys(PPO_STATS, 0.0)
         for step in range(num_steps):
-            log_ratio = episode.log_probs[step] - rollout.log_probs[step][rows]
+            log_ratio = episode.log_probs[step] - rollout.log_probs[step][rows, : widths[step]]
             ratio = log_ratio.exp()
             advantage = rollout.advantages[rows, step, None]
             clipped_ratio = ratio.clamp(1 - args.cliprange, 1 + args.cliprange)
