@@ -28,6 +28,7 @@ setup(
             "tiny_llava/*",
             "tiny_llava_tprl/*",
             "tiny_llava_next/*",
+            "tiny_llava_next_tprl/*",
             "tiny_qwen2_5_vl/*",
             "tiny_qwen2_5_vl_tprl/*",
         ],

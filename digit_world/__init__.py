@@ -25,6 +25,10 @@ EMBEDDED_LLAVA_NEXT_PATH = str(Path(__file__).parent / "tiny_llava_next")
 """The shipped, trained tiny LLaVA-NeXT of the tiled digit world (`tprl-train-base --family llava_next`, started from
 the tiny LLaVA): each canvas a base view and its tiles, packed with a newline after each row of tiles."""
 
+EMBEDDED_LLAVA_NEXT_TPRL_PATH = str(Path(__file__).parent / "tiny_llava_next_tprl")
+"""A trained TPRL pruner of the tiny LLaVA-NeXT, pruner-only (its base is `../tiny_llava_next`): the main job's
+`ppo/final` of seed 0 (`train/configs/digit_world_llava_next.yaml`), shipped by `scripts/ship_pruner.py`."""
+
 EMBEDDED_QWEN2_5_VL_PATH = str(Path(__file__).parent / "tiny_qwen2_5_vl")
 """The shipped, trained tiny Qwen2.5-VL (`tprl-train-base --family qwen2_5_vl`): the base of
 `train/configs/digit_world_qwen2_5_vl.yaml`."""
@@ -47,6 +51,7 @@ __all__ = [
     "COLORS",
     "EMBEDDED_BASE_PATH",
     "EMBEDDED_LLAVA_NEXT_PATH",
+    "EMBEDDED_LLAVA_NEXT_TPRL_PATH",
     "EMBEDDED_QWEN2_5_VL_PATH",
     "EMBEDDED_QWEN2_5_VL_TPRL_PATH",
     "EMBEDDED_TPRL_PATH",

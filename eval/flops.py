@@ -171,13 +171,15 @@ def language_model_flops(config: LlavaConfig, tokens: int, num_layers: int | Non
 
 def tprl_pruner_flops(tprl_config, num_visual: int, num_text: int, num_kept: int) -> int:
     """The state autoencoder's encoder on every visual token and the policy's input layers (every token's patch-grid
-    neighbourhood, the question) once per episode, then per pruning step the policy's transformer over the tokens still
-    kept before that step (`keep_schedule`)."""
+    neighbourhood, the question) once per episode, on every slot the policy reads (an anyres family's tile grid holds
+    more slots than an image has tokens), then per pruning step the policy's transformer over the tokens still kept
+    before that step (`keep_schedule`)."""
     latent, hidden = tprl_config.autoencoder_latent_size, tprl_config.policy_hidden_size
     width = tprl_config.base_text_hidden_size
-    encoder = linear_flops(num_visual, width, 2 * latent) + linear_flops(num_visual, 2 * latent, latent)
+    slots = max(num_visual, tprl_config.num_visual_tokens)
+    encoder = linear_flops(slots, width, 2 * latent) + linear_flops(slots, 2 * latent, latent)
     steps = [num_visual, *keep_schedule(num_visual, num_kept, tprl_config.num_pruning_steps)[:-1]]
-    visual_in = linear_flops(num_visual, latent * tprl_config.policy_kernel_size**2, hidden)
+    visual_in = linear_flops(slots, latent * tprl_config.policy_kernel_size**2, hidden)
     total = encoder + visual_in + linear_flops(num_text, width, hidden)
     for visible in steps:
         length = 1 + num_text + visible  # value token, question, the kept visual latents

@@ -58,6 +58,7 @@ def ship(checkpoint: Path, results: Path, target: Path) -> None:
     for name in SHIPPED_FILES:
         shutil.copy2(checkpoint / name, target / name)
     config["base_model_name_or_path"] = f"../{base}"
+    config["base_config"]["_name_or_path"] = f"../{base}"  # not the machine's path the job loaded it from
     config.pop("auto_map", None)  # no code files here: the installed package is the code
     (target / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     shutil.copy2(results, target / "results.json")

@@ -14,6 +14,7 @@ from modeling_tprl.processing_tprl import load_processor
 from tprl_digit_world import (
     EMBEDDED_BASE_PATH,
     EMBEDDED_LLAVA_NEXT_PATH,
+    EMBEDDED_LLAVA_NEXT_TPRL_PATH,
     EMBEDDED_QWEN2_5_VL_PATH,
     EMBEDDED_QWEN2_5_VL_TPRL_PATH,
     EMBEDDED_TPRL_PATH,
@@ -27,8 +28,12 @@ EMBEDDED_BASES = pytest.mark.parametrize(
 )
 SHIPPED_PRUNERS = pytest.mark.parametrize(
     "pruner, base",
-    [(EMBEDDED_TPRL_PATH, EMBEDDED_BASE_PATH), (EMBEDDED_QWEN2_5_VL_TPRL_PATH, EMBEDDED_QWEN2_5_VL_PATH)],
-    ids=["llava", "qwen"],
+    [
+        (EMBEDDED_TPRL_PATH, EMBEDDED_BASE_PATH),
+        (EMBEDDED_LLAVA_NEXT_TPRL_PATH, EMBEDDED_LLAVA_NEXT_PATH),
+        (EMBEDDED_QWEN2_5_VL_TPRL_PATH, EMBEDDED_QWEN2_5_VL_PATH),
+    ],
+    ids=["llava", "next", "qwen"],
 )
 
 
@@ -72,10 +77,11 @@ def test_shipped_pruner_answers_as_its_evaluation_says(pruner, base):
     assert Path(model.config.base_model_name_or_path) == Path(base).resolve()
     processor = load_processor(pruner)
     results = json.loads((Path(pruner) / "results.json").read_text())
-    (row,) = [row for row in results["rows"] if row["method"] == "tprl" and row["kept_tokens"] == 16]
-    examples = fixed_examples("test", 2000, seed=0)[:256]
-    result = answer_accuracy(model, processor, examples, num_kept_tokens=16)
+    (row,) = [row for row in results["rows"] if row["method"] == "tprl" and row["keep_ratio"] < 0.2]  # 11% kept
+    examples = fixed_examples("test", 2000, seed=0, canvas_shapes=canvas_shapes_of(processor))[:256]
+    result = answer_accuracy(model, processor, examples, keep_ratio=row["keep_ratio"])
     assert result["accuracy"] >= row["accuracy"] - 0.05, (result["accuracy"], row["accuracy"])
     torch.manual_seed(0)
     untrained = TPRLForConditionalGeneration.from_base(base, visual_grid=model.config.visual_grid)
-    assert answer_accuracy(untrained, processor, examples, num_kept_tokens=16)["accuracy"] < row["accuracy"] - 0.1
+    untrained_accuracy = answer_accuracy(untrained, processor, examples, keep_ratio=row["keep_ratio"])["accuracy"]
+    assert untrained_accuracy < row["accuracy"] - 0.1
