@@ -72,7 +72,7 @@ def test_pruning_off_gives_the_bases_tokens(setup, mixed, multi):
     assert_same_tokens(model.generate(**multi, **beams, keep_ratio=1.0), base.generate(**multi, **beams))
 
 
-@pytest.mark.parametrize("method", ["uniform", "fastv", "vision_attention"])
+@pytest.mark.parametrize("method", ["uniform", "fastv", "vision_attention", "tprl"])
 def test_a_batch_answers_as_each_row_alone_with_budgets_over_content_tokens(setup, mixed, method):
     processor, _, model = setup
     output = model(**mixed, keep_ratio=0.25, pruning_method=method)
@@ -104,12 +104,14 @@ def test_vision_attention_is_the_attention_each_token_receives_packed_as_the_fea
         model(**mixed, keep_ratio=0.25, pruning_method="cls_attention")
 
 
-def test_multi_image_prompts_prune_each_image_and_beams_keep_its_row(setup, multi):
+@pytest.mark.parametrize("method", ["uniform", "tprl"])
+def test_multi_image_prompts_prune_each_image_and_beams_keep_its_row(setup, multi, method):
     _, _, model = setup
-    output = model(**multi, keep_ratio=0.25, pruning_method="uniform")
-    assert output.num_visual_tokens_kept.tolist()[:2] == [4 + 1, 4 + 1]  # 4 of 16 and the image's newline
+    output = model(**multi, keep_ratio=0.25, pruning_method=method)
+    # 4 of 16 and the image's newline (the learned policy reads an untiled image on the base view's slots alone)
+    assert output.num_visual_tokens_kept.tolist()[:2] == [4 + 1, 4 + 1]
     beams = {"max_new_tokens": 3, "num_beams": 2, "num_return_sequences": 2, "do_sample": False}
-    assert model.generate(**multi, **beams, keep_ratio=0.25, pruning_method="uniform").shape[0] == 4
+    assert model.generate(**multi, **beams, keep_ratio=0.25, pruning_method=method).shape[0] == 4
 
 
 def test_the_processor_loads_without_torchvision(setup, mixed, tmp_path):
