@@ -53,40 +53,36 @@ def _word_tokenizer(special_tokens: list[str], **kwargs) -> PreTrainedTokenizerF
     )
 
 
-def build_processor() -> LlavaProcessor:
-    """Builds the `LlavaProcessor` of the tiny digit-world LLaVA (no torchvision needed)."""
-    tokenizer = _word_tokenizer(SPECIAL_TOKENS, extra_special_tokens={"image_token": "<image>"})
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": CANVAS_SIZE}, crop_size={"height": CANVAS_SIZE, "width": CANVAS_SIZE}
-    )
-    return LlavaProcessor(
+def _llava_style_processor(processor_class: type, image_processor) -> LlavaProcessor | LlavaNextProcessor:
+    """A LLaVA-style processor of the digit world's words and chat template: 8-px patches, a [CLS] token per crop."""
+    return processor_class(
         image_processor=image_processor,
-        tokenizer=tokenizer,
+        tokenizer=_word_tokenizer(SPECIAL_TOKENS, extra_special_tokens={"image_token": "<image>"}),
         patch_size=PATCH_SIZE,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
         chat_template=CHAT_TEMPLATE,
     )
+
+
+def build_processor() -> LlavaProcessor:
+    """Builds the `LlavaProcessor` of the tiny digit-world LLaVA (no torchvision needed)."""
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": CANVAS_SIZE}, crop_size={"height": CANVAS_SIZE, "width": CANVAS_SIZE}
+    )
+    return _llava_style_processor(LlavaProcessor, image_processor)
 
 
 def build_llava_next_processor() -> LlavaNextProcessor:
     """Builds the `LlavaNextProcessor` of the tiny digit-world LLaVA-NeXT: the tiny LLaVA's words and chat template,
     48-px crops of 8-px patches (6x6 tokens and a [CLS] each), and the tiled digit world's canvas shapes as the grid
     pinpoints, so a canvas is tiled at its own resolution: its tiles' tokens are its 8-px patches."""
-    tokenizer = _word_tokenizer(SPECIAL_TOKENS, extra_special_tokens={"image_token": "<image>"})
     image_processor = LlavaNextImageProcessorPil(
         size={"shortest_edge": TILE_SIZE},
         crop_size={"height": TILE_SIZE, "width": TILE_SIZE},
         image_grid_pinpoints=[list(shape) for shape in TILED_CANVAS_SHAPES],
     )
-    return LlavaNextProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=PATCH_SIZE,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=CHAT_TEMPLATE,
-    )
+    return _llava_style_processor(LlavaNextProcessor, image_processor)
 
 
 def build_qwen2_5_vl_processor(image_processor: Qwen2VLImageProcessorPil | None = None) -> ImageOnlyQwenVLProcessor:

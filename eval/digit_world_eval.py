@@ -113,9 +113,12 @@ def evaluate_methods(
     tiled = base_view_tokens(processor) > 0
     content = [len(content_tokens(processor, example["image"].shape[:2])) for example in examples]
     total = sum(content) / len(content) if tiled else num_canvas_tokens(processor)
-    budgets = {r: canvas_budget(model, processor, r) for r in keep_ratios}
-    if tiled:
-        budgets = {r: sum(num_kept_for_ratio(count, r) for count in content) / len(content) for r in keep_ratios}
+    budgets = {
+        r: sum(num_kept_for_ratio(count, r) for count in content) / len(content)
+        if tiled
+        else canvas_budget(model, processor, r)
+        for r in keep_ratios
+    }
     runs = [("full", 1.0, total)] if "full" in methods else []
     runs += [(m, r, budgets[r]) for m in methods if m != "full" for r in keep_ratios]
     runs += [(ADAPTIVE, target, target) for target in adaptive_targets]
