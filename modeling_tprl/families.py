@@ -304,25 +304,26 @@ class LlavaNextFamily(LlavaFamily):
         untiled image (OneVision's several in a prompt) fills the first grid alone."""
         (side, _), (max_rows, max_columns) = grids
         device = image_inputs["image_sizes"].device
-        slots = torch.full((len(image_inputs["image_sizes"]), side * side + max_rows * max_columns), -1, device=device)
-        layouts, tiled = self.layouts(config, image_inputs), self.tiled(image_inputs)
-        for image, ((base, rows, columns), is_tiled) in enumerate(zip(layouts, tiled)):
-            if not is_tiled:  # the base view, then its newline
-                slots[image, : side * side] = torch.arange(side * side, device=device)
+        layouts = self.layouts(config, image_inputs)
+        distinct = list(dict.fromkeys(layouts))
+        table = torch.full((len(distinct), side * side + max_rows * max_columns), -1, device=device)
+        for slots, (base, rows, columns) in zip(table, distinct):
+            if base == 0:  # untiled: the base view, then its newline
+                slots[: side * side] = torch.arange(side * side, device=device)
                 continue
             if rows > max_rows or columns > max_columns:
+                size = image_inputs["image_sizes"][layouts.index((base, rows, columns))].tolist()
                 raise ValueError(
                     f"The learned pruner reads tile grids of up to {max_rows}x{max_columns} tokens "
-                    f"(config.visual_grid), but an image of size {image_inputs['image_sizes'][image].tolist()} gives "
-                    f"{rows}x{columns}: choose a training-free pruning_method, or train a pruner with a larger "
-                    "visual_grid."
+                    f"(config.visual_grid), but an image of size {size} gives {rows}x{columns}: choose a "
+                    "training-free pruning_method, or train a pruner with a larger visual_grid."
                 )
             row, column = torch.meshgrid(
                 torch.arange(rows, device=device), torch.arange(columns, device=device), indexing="ij"
             )
-            slots[image, :base] = torch.arange(base, device=device)
-            slots[image, side * side + row * max_columns + column] = base + row * (columns + 1) + column
-        return slots
+            slots[:base] = torch.arange(base, device=device)
+            slots[side * side + row * max_columns + column] = base + row * (columns + 1) + column
+        return table[torch.tensor([distinct.index(layout) for layout in layouts], device=device)]
 
     def tiled(self, image_inputs: dict) -> list[bool]:
         """Whether each image is tiled (every one, for LLaVA-NeXT)."""
@@ -330,8 +331,16 @@ class LlavaNextFamily(LlavaFamily):
 
     def layouts(self, config: PreTrainedConfig, image_inputs: dict) -> list[tuple[int, int, int]]:
         """Each image's `layout`."""
-        sizes = image_inputs["image_sizes"].tolist()
-        return [self.layout(config, size, tiled) for size, tiled in zip(sizes, self.tiled(image_inputs))]
+        # Once per distinct size: the trainers score thousands of selections of a few images at once.
+        images = [
+            (tuple(size), tiled) for size, tiled in zip(image_inputs["image_sizes"].tolist(), self.tiled(image_inputs))
+        ]
+        layouts = {image: self.layout(config, *image) for image in dict.fromkeys(images)}
+        return [layouts[image] for image in images]
+
+    def layout_table(self, config: PreTrainedConfig, image_inputs: dict) -> torch.LongTensor:
+        """`[images, 3]` each image's `layout` (base view tokens, tile rows, tile columns)."""
+        return torch.tensor(self.layouts(config, image_inputs), device=image_inputs["image_sizes"].device).view(-1, 3)
 
     def num_crops(self, config: PreTrainedConfig, image_inputs: dict) -> list[int]:
         """Crops the vision tower sees of each image: the base view and the tiles (one crop for an untiled image)."""
@@ -354,25 +363,26 @@ class LlavaNextFamily(LlavaFamily):
         return torch.stack([torch.ones_like(counts), counts], dim=1)
 
     def content_mask(self, config, image_inputs):
-        counts = self.token_counts(config, image_inputs)
-        mask = torch.zeros(len(counts), int(counts.max()), dtype=torch.bool, device=counts.device)
-        for image, (base, rows, columns) in enumerate(self.layouts(config, image_inputs)):
-            mask[image, : base + rows * (columns + 1)] = True
-            mask[image, base + columns : base + rows * (columns + 1) : columns + 1] = False  # each row's newline
-        return mask
+        base, rows, columns = self.layout_table(config, image_inputs)[:, :, None].unbind(1)
+        counts = base + rows * (columns + 1)
+        position = torch.arange(int(counts.max()), device=counts.device)
+        newline = (position >= base) & ((position - base) % (columns + 1) == columns)
+        return (position < counts) & ~newline
 
     def complete_selection(self, config, kept, visual, layout_tokens):
         if layout_tokens == "none":
             return kept
-        rows_of_kept = []
-        for image, (base, rows, columns) in enumerate(self.layouts(config, visual.image_inputs)):
-            picks = kept[image][kept[image] >= 0]
-            newlines = base + columns + (columns + 1) * torch.arange(rows, device=kept.device)
-            if layout_tokens == "rows":
-                tile_rows = (picks[picks >= base] - base) // (columns + 1)
-                newlines = newlines[torch.isin(torch.arange(rows, device=kept.device), tile_rows)]
-            rows_of_kept.append(torch.cat([picks, newlines]).sort().values)
-        return nn.utils.rnn.pad_sequence(rows_of_kept, batch_first=True, padding_value=-1)
+        base, rows, columns = self.layout_table(config, visual.image_inputs)[:, :, None].unbind(1)
+        row = torch.arange(int(rows.max()), device=kept.device)
+        newlines = (base + columns + (columns + 1) * row).masked_fill(row >= rows, -1)
+        if layout_tokens == "rows":  # the newlines of the tile rows that keep a token
+            in_tiles = kept >= base
+            tile_rows = ((kept - base) // (columns + 1)).masked_fill(~in_tiles, len(row))
+            has_token = torch.zeros(len(kept), len(row) + 1, dtype=torch.bool, device=kept.device)
+            has_token = has_token.scatter(1, tile_rows, True)[:, :-1]
+            newlines = newlines.masked_fill(~has_token, -1)
+        completed = sorted_kept(torch.cat([kept, newlines], dim=1))
+        return completed[:, : int((completed >= 0).sum(1).max())]
 
     def split_images(self, config, image_inputs):
         pixel_values, image_sizes = image_inputs["pixel_values"], image_inputs["image_sizes"]
