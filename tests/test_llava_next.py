@@ -240,3 +240,29 @@ def test_tprl_train_runs_every_stage_on_a_llava_next_base(tmp_path):
     model.config.layout_tokens = "none"
     with torch.no_grad():
         assert model(**inputs, keep_ratio=1 / 9).num_visual_tokens_kept.tolist() == [20, 12]
+
+
+def test_the_dry_run_runs_every_stage_of_the_7b_recipe_on_a_llava_next_base(tmp_path, capsys):
+    """The LLaVA-NeXT-7B recipe's dry run on the tiny LLaVA-NeXT's config: a 2-layer copy with a LLaVA-NeXT processor
+    of its crops and pinpoints, 672x672 fixture images (each a base view and 2x2 tiles)."""
+    import json
+
+    from PIL import Image
+
+    from modeling_tprl.processing_tprl import load_processor
+    from tprl_digit_world import EMBEDDED_LLAVA_NEXT_PATH
+    from tprl_train.train_pruner import main
+
+    recipe = ["--config", "train/configs/llava-next-7b.yaml", "--base_model_name_or_path", EMBEDDED_LLAVA_NEXT_PATH]
+    main([*recipe, "--relevance_tokens", "4", "--dry_run", "--use_cpu", "true", "--output_dir", str(tmp_path)])
+    dry = tmp_path / "dry_run"
+    processor = load_processor(dry / "base")
+    inputs = processor.image_processor(Image.new("RGB", (672, 672)), return_tensors="pt")
+    assert inputs["image_sizes"].tolist() == [[672, 672]] and inputs["pixel_values"].shape[1] == 5  # base + 2x2
+    config = LlavaNextForConditionalGeneration.config_class.from_pretrained(dry / "base")
+    assert (config.text_config.num_hidden_layers, config.vision_config.num_hidden_layers) == (2, 2)
+    rows = {row["stage"]: row for row in json.loads((dry / "dry_run.json").read_text())}
+    assert set(rows) == {"autoencoder", "demonstrations", "imitation", "ppo"}
+    assert all(row["dry_seconds"] > 0 and row["projected_hours_same_device"] > 0 for row in rows.values())
+    assert rows["demonstrations"]["real_examples"] == 20000
+    assert "Projected GPU time of the whole run" in capsys.readouterr().out

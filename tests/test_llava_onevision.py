@@ -124,3 +124,28 @@ def test_the_processor_loads_without_torchvision(setup, mixed, tmp_path):
         images=random_images(SHAPES), text=[prompt(q) for q in QUESTIONS], return_tensors="pt", padding=True
     )
     assert all(torch.equal(again[name], mixed[name]) for name in mixed)
+
+
+def test_the_dry_run_runs_every_stage_of_the_7b_recipe_on_a_llava_onevision_base(setup, tmp_path, capsys):
+    """The LLaVA-OneVision-7B recipe's dry run on the tiny OneVision's config: a 2-layer copy with OneVision's image
+    processing (its crops, pinpoints and anyres_max), 768x768 fixture images."""
+    import json
+
+    from PIL import Image
+
+    from tprl_train.train_pruner import main
+
+    processor, base, _ = setup
+    base.save_pretrained(tmp_path / "base")
+    recipe = ["--config", "train/configs/llava-onevision-7b.yaml", "--base_model_name_or_path", str(tmp_path / "base")]
+    main([*recipe, "--relevance_tokens", "4", "--dry_run", "--use_cpu", "true", "--output_dir", str(tmp_path / "run")])
+    dry = tmp_path / "run" / "dry_run"
+    dry_processor = load_processor(dry / "base")
+    assert dry_processor.vision_aspect_ratio == processor.vision_aspect_ratio
+    image = Image.new("RGB", (768, 768))
+    crops = [p.image_processor(image, return_tensors="pt")["pixel_values"].shape for p in (dry_processor, processor)]
+    assert crops[0] == crops[1]
+    rows = {row["stage"]: row for row in json.loads((dry / "dry_run.json").read_text())}
+    assert set(rows) == {"autoencoder", "demonstrations", "imitation", "ppo"}
+    assert all(row["dry_seconds"] > 0 and row["projected_hours_same_device"] > 0 for row in rows.values())
+    assert "Projected GPU time of the whole run" in capsys.readouterr().out

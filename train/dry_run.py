@@ -3,9 +3,10 @@
 
     tprl-train --config train/configs/llava-1.5-7b.yaml --dry_run
 
-The base's config comes from `base_model_name_or_path` (or, offline, the config shipped for a llava-hf LLaVA-1.5 id),
-its tokenizer from the embedded default (its ids fit any LLaMA vocabulary). The fixture is digit-world questions,
-their canvases resized to the base's image size. Each stage runs a few steps on small batches.
+The base's config comes from `base_model_name_or_path` (or, offline, the config shipped for its id: LLaVA-1.5,
+LLaVA-NeXT, OneVision, Qwen2.5-VL), its tokenizer from the embedded default (its ids fit any vocabulary). The fixture
+is digit-world questions, their canvases resized to squares of the base's image size (for LLaVA-NeXT and OneVision,
+their default 672 and 768: a base view and 2x2 tiles). Each stage runs a few steps on small batches.
 
 Projection, per stage, to the recipe's real run on one process, then on each of `dry_run_num_processes`:
 - time: the dry stage's time x (examples through the base in the real stage / in the dry one) x (the base's forward
@@ -39,18 +40,23 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import (
     AutoConfig,
     CLIPImageProcessorPil,
-    LlavaForConditionalGeneration,
+    LlavaNextImageProcessorPil,
+    LlavaNextProcessor,
+    LlavaOnevisionImageProcessorPil,
     LlavaProcessor,
     PreTrainedConfig,
+    ProcessorMixin,
     Qwen2VLImageProcessorPil,
 )
-from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from transformers.image_utils import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from modeling_tprl.families import SUPPORTED_BASE_MODEL_TYPES, family_of
+from modeling_tprl.processing_tprl import ImageOnlyLlavaOnevisionProcessor
 from tprl_digit_world import build_processor, build_qwen2_5_vl_processor
 from tprl_digit_world.evaluation import fixed_examples
 from tprl_digit_world.processor import QWEN_VISION_TOKENS
 from tprl_eval.flops import (
+    ANYRES_IMAGE_SIZES,
     CPU_SDPA_FLOPS,
     SHIPPED_CONFIGS,
     num_image_tokens,
@@ -141,44 +147,77 @@ def full_base_config(name_or_path: str) -> PreTrainedConfig:
 
 
 def dry_run_image_size(config: PreTrainedConfig, visual_grid: list[int] | None) -> int:
-    """The side of the fixture's square images: the base's image size, or for Qwen-VL the policy's grid in pixels."""
+    """The side of the fixture's square images: LLaVA's image size, the anyres families' default square (672 for
+    LLaVA-NeXT, 768 for OneVision: a base view and 2x2 tiles), or for Qwen-VL the policy's grid in pixels."""
     vision = config.vision_config
     if config.model_type == "llava":
         return vision.image_size
+    if config.model_type in ANYRES_IMAGE_SIZES:
+        return ANYRES_IMAGE_SIZES[config.model_type]
     return (visual_grid or [16, 16])[0] * vision.patch_size * vision.spatial_merge_size
 
 
 def build_dry_run_base(config: PreTrainedConfig, path: Path, dtype: str, image_size: int) -> PreTrainedConfig:
     """Saves a random-weight base of `config`'s widths and token counts with `DRY_RUN_LAYERS` layers, and a processor
     for it (the embedded tokenizer, the family's image processor at `image_size`); returns its config."""
-    if config.model_type != "llava":
+    if config.model_type not in ("llava", *ANYRES_IMAGE_SIZES):
         return build_qwen_dry_run_base(config, path, dtype, image_size)
-    embedded = build_processor()
-    tokenizer = embedded.tokenizer
-    tokenizer.model_max_length = 4096
+    processor = llava_style_dry_run_processor(config)
+    tokenizer = processor.tokenizer
     proxy = shallow_config(config, DRY_RUN_LAYERS)
-    proxy.image_token_index = tokenizer.convert_tokens_to_ids("<image>")
+    proxy.image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    if hasattr(proxy, "video_token_id"):  # OneVision: no videos here
+        proxy.video_token_id = tokenizer.unk_token_id
     proxy.pad_token_id = tokenizer.pad_token_id
     proxy.text_config.pad_token_id = tokenizer.pad_token_id
     torch.manual_seed(0)
-    model = LlavaForConditionalGeneration(proxy).to(getattr(torch, dtype))
+    model = family_of(config).model_class(proxy).to(getattr(torch, dtype))
     model.save_pretrained(path)
-    size = config.vision_config.image_size
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": size},
-        crop_size={"height": size, "width": size},
-        image_mean=OPENAI_CLIP_MEAN,
-        image_std=OPENAI_CLIP_STD,
-    )
-    LlavaProcessor(
+    processor.save_pretrained(path)
+    return proxy
+
+
+def llava_style_dry_run_processor(config: PreTrainedConfig) -> ProcessorMixin:
+    """A LLaVA, LLaVA-NeXT or OneVision processor of the embedded tokenizer (its ids fit any vocabulary) and the
+    base's own image processing: its crop size, CLIP's or SigLIP's normalisation, its grid pinpoints."""
+    embedded = build_processor()
+    tokenizer = embedded.tokenizer
+    tokenizer.model_max_length = 8192  # an anyres image is thousands of tokens
+    vision = config.vision_config
+    size = vision.image_size
+    if config.model_type == "llava_onevision":
+        image_processor = LlavaOnevisionImageProcessorPil(
+            size={"height": size, "width": size},
+            image_grid_pinpoints=config.image_grid_pinpoints,
+            image_mean=IMAGENET_STANDARD_MEAN,  # SigLIP's 0.5s
+            image_std=IMAGENET_STANDARD_STD,
+        )
+        return ImageOnlyLlavaOnevisionProcessor(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            num_image_tokens=(size // vision.patch_size) ** 2,
+            vision_feature_select_strategy=config.vision_feature_select_strategy,
+            chat_template=embedded.chat_template,
+            vision_aspect_ratio=config.vision_aspect_ratio,
+        )
+    clip = {
+        "size": {"shortest_edge": size},
+        "crop_size": {"height": size, "width": size},
+        "image_mean": OPENAI_CLIP_MEAN,
+        "image_std": OPENAI_CLIP_STD,
+    }
+    if config.model_type == "llava_next":
+        image_processor = LlavaNextImageProcessorPil(**clip, image_grid_pinpoints=config.image_grid_pinpoints)
+    else:
+        image_processor = CLIPImageProcessorPil(**clip)
+    return (LlavaNextProcessor if config.model_type == "llava_next" else LlavaProcessor)(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        patch_size=config.vision_config.patch_size,
+        patch_size=vision.patch_size,
         vision_feature_select_strategy=config.vision_feature_select_strategy,
         num_additional_image_tokens=1,
         chat_template=embedded.chat_template,
-    ).save_pretrained(path)
-    return proxy
+    )
 
 
 def build_qwen_dry_run_base(config: PreTrainedConfig, path: Path, dtype: str, image_size: int) -> PreTrainedConfig:

@@ -152,7 +152,8 @@ LEAVE_ONE_IN_CHUNK_ELEMENTS = 2**28
 def leave_one_in_chunk_size(sequence_length: int, hidden_size: int) -> int:
     """Selections leave-one-in scores in one forward of the base, its memory peak whatever the batch: at most 2048,
     fewer when their sequences, visual tokens inserted, would pass 2^28 elements (0.5 GiB in bf16; at LLaVA-1.5-7B's
-    576 + 64 tokens of 4096, 102 selections)."""
+    576 + 64 tokens of 4096, 102 selections). For an anyres base, `sequence_length` is at least the policy's slots,
+    whose features each selection carries (5,760 at LLaVA-NeXT-7B: 11 selections)."""
     return max(1, min(LEAVE_ONE_IN_MAX_CHUNK, LEAVE_ONE_IN_CHUNK_ELEMENTS // (sequence_length * hidden_size)))
 
 
@@ -165,7 +166,7 @@ def leave_one_in_scores(
 ) -> torch.Tensor:
     """`[images, tokens]` the answer's log-likelihood when each visual token alone is kept (one image per row)."""
     images, total, hidden = image_features.shape
-    chunk_size = chunk_size or leave_one_in_chunk_size(batch["input_ids"].shape[1], hidden)
+    chunk_size = chunk_size or leave_one_in_chunk_size(max(batch["input_ids"].shape[1], total), hidden)
     present = model.policy_present(model.image_inputs(batch))
     if present is not None:  # an anyres base: the slots each image has a token in; -inf in the others
         rows, alone = present.to(image_features.device).nonzero(as_tuple=True)
