@@ -547,12 +547,9 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         """The tokens (increasing, right-padded with -1) that `picks` (slot indices, -1 padding) name."""
         return sorted_kept(slots.gather(1, picks.clamp(min=0)).masked_fill(picks < 0, -1))
 
-    def tokens_from_slots(
-        self, image_inputs: dict, features: torch.Tensor, picks: torch.LongTensor
-    ) -> tuple[VisualTokens, torch.LongTensor]:
+    def packed_tokens(self, image_inputs: dict, features: torch.Tensor) -> VisualTokens:
         """For an anyres family, the images' tokens in the base's packed order from their features on the policy's
-        slots (`visual_tokens`), the row newlines being the base's `image_newline`, and the tokens `picks` (slot
-        indices) keep with the layout tokens `config.layout_tokens` keeps: what `prune_inputs` takes."""
+        slots (`visual_tokens`), the row newlines being the base's `image_newline`."""
         config = self.config.base_config
         slots = self.policy_slots(image_inputs).to(features.device)
         counts = self.family.token_counts(config, image_inputs).to(features.device)
@@ -563,9 +560,17 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         )
         rows, columns = (slots >= 0).nonzero(as_tuple=True)
         packed = packed.index_put((rows, slots[rows, columns]), features[rows, columns])
-        visual = VisualTokens(packed, counts, self.family.grids(config, image_inputs), image_inputs, content=content)
+        return VisualTokens(packed, counts, self.family.grids(config, image_inputs), image_inputs, content=content)
+
+    def tokens_from_slots(
+        self, image_inputs: dict, features: torch.Tensor, picks: torch.LongTensor
+    ) -> tuple[VisualTokens, torch.LongTensor]:
+        """The images' `packed_tokens`, and the tokens `picks` (slot indices) keep with the layout tokens
+        `config.layout_tokens` keeps: what `prune_inputs` takes."""
+        visual = self.packed_tokens(image_inputs, features)
+        slots = self.policy_slots(image_inputs).to(features.device)
         kept = self.family.complete_selection(
-            config, self.tokens_of_slots(picks, slots), visual, self.config.layout_tokens
+            self.config.base_config, self.tokens_of_slots(picks, slots), visual, self.config.layout_tokens
         )
         return visual, kept
 
@@ -744,8 +749,9 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         # dropped ones cost the teacher, which scores thousands of one-token selections per batch, half its time.
         image_mask = input_ids == self.config.image_token_id
         valid = visual.valid.to(input_ids.device)
+        kept_mask = kept_mask_of(kept_visual_indices, valid.shape[1])
         keep = ~image_mask
-        keep[image_mask] = kept_mask_of(kept_visual_indices, valid.shape[1])[valid]
+        keep[image_mask] = kept_mask[valid]
         keep &= attention_mask.bool()
         lengths = keep.sum(1)
         length = int(lengths.max())
@@ -755,7 +761,7 @@ class TPRLForConditionalGeneration(TPRLPreTrainedModel, GenerationMixin):
         destination = start[rows] + keep.cumsum(1)[rows, columns] - 1
         embeds = self.get_input_embeddings()(input_ids[rows, columns])
         hidden = visual.features.shape[-1]
-        visual_kept = visual.features[visual.valid][keep[image_mask]].to(embeds.dtype)
+        visual_kept = visual.features[(kept_mask & valid).to(visual.features.device)].to(embeds.dtype)
         # Out of place: with gradient checkpointing the embeddings are a leaf that requires grad.
         embeds = embeds.index_put((image_mask[rows, columns],), visual_kept)
         batch = len(input_ids)

@@ -72,7 +72,7 @@ def make_demonstrations(
             os.replace(shard.with_suffix(".partial"), shard)
         return demonstrated
 
-    description = f"teacher demonstrations at {budgets} kept"
+    description = f"teacher demonstrations at keep ratios {[round(ratio, 3) for ratio in keep_ratios]}"
     demonstrated = map_batches(demonstrate, list(range(len(dataset))), batch_size, seed=0, description=description)
     examples = dataset.add_column("example", list(range(len(dataset))))
     if teacher in BUDGET_TEACHERS:

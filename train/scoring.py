@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import torch
 
 from modeling_tprl import TPRLForConditionalGeneration
+from modeling_tprl.families import VisualTokens
 
 
 @dataclass
@@ -18,7 +19,7 @@ class AnswerScores:
 def answer_scores(
     model: TPRLForConditionalGeneration,
     batch: dict[str, torch.Tensor],
-    image_features: torch.Tensor,
+    image_features: torch.Tensor | VisualTokens,
     kept_visual_indices: torch.Tensor,
 ) -> AnswerScores:
     """
@@ -27,13 +28,20 @@ def answer_scores(
     Args:
         model ([`TPRLForConditionalGeneration`]): the model; only its base and insertion path are used.
         batch (`dict`): `input_ids`, `attention_mask`, `labels` (answer tokens, `-100` elsewhere).
-        image_features (`torch.Tensor`): `[images, tokens, hidden]` projected visual tokens of `pixel_values`
-            (`model.visual_tokens`: for an anyres base, on the policy's slots).
-        kept_visual_indices (`torch.Tensor`): `[images, kept]` the selection to score (right-padded with -1).
+        image_features (`torch.Tensor` or `VisualTokens`): `[images, tokens, hidden]` projected visual tokens of
+            `pixel_values` (`model.visual_tokens`: for an anyres base, on the policy's slots), or an anyres base's
+            `packed_tokens`.
+        kept_visual_indices (`torch.Tensor`): `[images, kept]` the selection to score (right-padded with -1): tokens
+            of `image_features` (slots, or the packed content tokens), the layout tokens `config.layout_tokens` keeps
+            added.
     """
     # The family's other image inputs (Qwen's image_grid_thw): the kept tokens' positions are read from them.
     image_inputs = {name: value for name, value in model.image_inputs(batch).items() if name != "pixel_values"}
-    if model.policy_slots(image_inputs) is not None:  # an anyres base: its packed tokens and their newlines
+    if isinstance(image_features, VisualTokens):  # packed already: only the newlines to add
+        kept_visual_indices = model.family.complete_selection(
+            model.config.base_config, kept_visual_indices, image_features, model.config.layout_tokens
+        )
+    elif model.policy_slots(image_inputs) is not None:  # an anyres base: its packed tokens and their newlines
         image_features, kept_visual_indices = model.tokens_from_slots(
             image_inputs, image_features, kept_visual_indices
         )

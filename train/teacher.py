@@ -27,9 +27,12 @@ choices from the question alone. `scripts/compare_teachers.py` measures them aga
 from its figures (see `train/configs/digit_world.yaml`).
 """
 
+from dataclasses import replace
+
 import torch
 
 from modeling_tprl import TPRLForConditionalGeneration, run_episode
+from modeling_tprl.families import VisualTokens
 from modeling_tprl.pruning_methods import fastv_scores, vision_attention_scores
 
 from .scoring import answer_scores
@@ -59,18 +62,26 @@ def _log_likelihoods_of_selections(
     selections: torch.Tensor,
     chunk_size: int,
 ) -> torch.Tensor:
-    """Answer log-likelihood of each selection `selections[i]` of image `rows[i]`, in chunks of `chunk_size`."""
+    """Answer log-likelihood of each selection `selections[i]` of image `rows[i]`, in chunks of `chunk_size`
+    (`image_features`: as `answer_scores` takes them)."""
     scores = []
     for start in range(0, len(rows), chunk_size):
         part = rows[start : start + chunk_size]
         # Per row: the text, and the family's other image inputs (one image per row; Qwen's image_grid_thw).
         image_side = [name for name in model.image_inputs(batch) if name != "pixel_values"]
         sub_batch = {key: batch[key][part] for key in ("input_ids", "attention_mask", "labels", *image_side)}
-        scores.append(
-            answer_scores(
-                model, sub_batch, image_features[part], selections[start : start + chunk_size]
-            ).log_likelihood
-        )
+        if not isinstance(image_features, VisualTokens):
+            features = image_features[part]
+        else:
+            features = replace(
+                image_features,
+                features=image_features.features[part],
+                counts=image_features.counts[part],
+                grids=image_features.grids[part],
+                image_inputs={name: sub_batch[name] for name in image_side},
+                content=image_features.content[part],
+            )
+        scores.append(answer_scores(model, sub_batch, features, selections[start : start + chunk_size]).log_likelihood)
     return torch.cat(scores)
 
 
@@ -152,8 +163,7 @@ LEAVE_ONE_IN_CHUNK_ELEMENTS = 2**28
 def leave_one_in_chunk_size(sequence_length: int, hidden_size: int) -> int:
     """Selections leave-one-in scores in one forward of the base, its memory peak whatever the batch: at most 2048,
     fewer when their sequences, visual tokens inserted, would pass 2^28 elements (0.5 GiB in bf16; at LLaVA-1.5-7B's
-    576 + 64 tokens of 4096, 102 selections). For an anyres base, `sequence_length` is at least the policy's slots,
-    whose features each selection carries (5,760 at LLaVA-NeXT-7B: 11 selections)."""
+    576 + 64 tokens of 4096, 102 selections)."""
     return max(1, min(LEAVE_ONE_IN_MAX_CHUNK, LEAVE_ONE_IN_CHUNK_ELEMENTS // (sequence_length * hidden_size)))
 
 
@@ -166,13 +176,20 @@ def leave_one_in_scores(
 ) -> torch.Tensor:
     """`[images, tokens]` the answer's log-likelihood when each visual token alone is kept (one image per row)."""
     images, total, hidden = image_features.shape
-    chunk_size = chunk_size or leave_one_in_chunk_size(max(batch["input_ids"].shape[1], total), hidden)
-    present = model.policy_present(model.image_inputs(batch))
-    if present is not None:  # an anyres base: the slots each image has a token in; -inf in the others
-        rows, alone = present.to(image_features.device).nonzero(as_tuple=True)
+    chunk_size = chunk_size or leave_one_in_chunk_size(batch["input_ids"].shape[1], hidden)
+    image_inputs = {name: value for name, value in model.image_inputs(batch).items() if name != "pixel_values"}
+    slots = model.policy_slots(image_inputs)
+    if slots is not None:  # an anyres base: each slot's token alone, scored on the packed tokens (built once)
+        slots = slots.to(image_features.device)
+        rows, alone = (slots >= 0).nonzero(as_tuple=True)
         scores = torch.full((images, total), -torch.inf, device=image_features.device)
         scores[rows, alone] = _log_likelihoods_of_selections(
-            model, batch, image_features, rows, alone[:, None], chunk_size
+            model,
+            batch,
+            model.packed_tokens(image_inputs, image_features),
+            rows,
+            slots[rows, alone][:, None],
+            chunk_size,
         ).float()
         return scores
     rows = torch.arange(images, device=image_features.device).repeat_interleave(total)

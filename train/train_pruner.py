@@ -298,14 +298,12 @@ def batch_ratios(
     real: tuple[PrunerTrainingArguments, TPRLPPOConfig],
     dry: tuple[PrunerTrainingArguments, TPRLPPOConfig],
     tokens: int,
-    slots: int,
     hidden_size: int,
 ) -> dict[str, float]:
-    """Per stage, the real run's batch over the dry run's (the teacher's: the selections it scores at once, `tokens`
-    per image, each carrying the features of the policy's `slots`)."""
+    """Per stage, the real run's batch over the dry run's (the teacher's: the selections it scores at once)."""
     (real_args, real_ppo), (dry_args, dry_ppo) = real, dry
     stage = real_args.stage_batch_size / dry_args.stage_batch_size
-    chunk = leave_one_in_chunk_size(max(tokens + TEXT_TOKENS, slots), hidden_size)
+    chunk = leave_one_in_chunk_size(tokens + TEXT_TOKENS, hidden_size)
     in_flight = [min(chunk, args.stage_batch_size * tokens) for args in (real_args, dry_args)]
     return {
         "autoencoder": stage,
@@ -347,8 +345,7 @@ def run(script_args: PrunerTrainingArguments, model_args: TPRLModelConfig, ppo_c
         config, proxy = shrink_to_dry_run(script_args, model_args, ppo_config)
         image_size = dry_run_image_size(config, model_args.visual_grid)
         tokens = num_image_tokens(config, image_size)
-        slots = TPRLConfig(base_config=config.to_dict(), visual_grid=model_args.visual_grid).num_visual_tokens
-        ratios = batch_ratios(real, (script_args, ppo_config), tokens, slots, config.text_config.hidden_size)
+        ratios = batch_ratios(real, (script_args, ppo_config), tokens, config.text_config.hidden_size)
     meter = StageMeter(count_flops=script_args.dry_run)
     examples = examples_through_base(script_args, ppo_config)
     base_config = AutoConfig.from_pretrained(model_args.base_model_name_or_path)
